@@ -1,0 +1,505 @@
+//! Reading and reaping a scoreboard directory.
+//!
+//! A scan lists `status_*`, opens each entry relative to the directory, and takes a
+//! non-blocking exclusive `flock`: refused means a live owner holds it, so the frame is
+//! read; granted means the owner died, so the file is reaped. [`read_dir`] does that
+//! once, opening and closing every file; a [`DirReader`] keeps files open between
+//! sweeps, so a sweep of an unchanged directory costs one `flock` and one `pread` per
+//! worker.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rustix::fs::FileType;
+
+use crate::dir::{self, Name, OpenFailure, Reaped, ScoreDir};
+use crate::error::{Context, Result};
+use crate::frame::{self, Undecodable};
+
+/// How many times a frame whose digest does not match is read again before the file is
+/// skipped, as Parallel::Scoreboard does: a mismatch is nearly always a read that raced
+/// with a write.
+pub const TORN_READ_ATTEMPTS: u32 = 10;
+
+/// The default cap on a status's length: 1 MiB.
+pub const DEFAULT_MAX_STATUS_LEN: u32 = 1 << 20;
+
+/// One live worker as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    /// The worker id: whatever follows `status_` in the file name.
+    pub id: String,
+    /// The status bytes, exactly as written.
+    pub status: Vec<u8>,
+    /// When the status was read.
+    pub read_at: Instant,
+}
+
+impl Worker {
+    /// The status as text, with invalid UTF-8 replaced.
+    pub fn status_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.status)
+    }
+}
+
+/// An entry that looked like a worker's file but could not be read.
+#[derive(Debug)]
+pub struct Skipped {
+    /// The entry's path.
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub reason: SkipReason,
+}
+
+/// Why a [`Skipped`] entry was skipped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// A symlink, FIFO, directory, device or socket: never followed, opened or read.
+    NotRegularFile(&'static str),
+    /// A live worker whose id (file name) is not UTF-8.
+    NonUtf8Name,
+    /// The length field exceeds the reader's cap.
+    TooLong {
+        /// What the file claims.
+        len: u32,
+        /// The reader's cap.
+        max: u32,
+    },
+    /// The digest never matched in [`TORN_READ_ATTEMPTS`] reads.
+    Torn,
+    /// A syscall failed.
+    Io {
+        /// The syscall.
+        operation: &'static str,
+        /// Its error.
+        error: io::Error,
+    },
+}
+
+impl SkipReason {
+    /// A short stable name for the kind of problem, for metrics labels and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SkipReason::NotRegularFile(_) => "not_regular_file",
+            SkipReason::NonUtf8Name => "non_utf8_name",
+            SkipReason::TooLong { .. } => "too_long",
+            SkipReason::Torn => "torn",
+            SkipReason::Io { .. } => "io",
+        }
+    }
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match &self.reason {
+            SkipReason::NotRegularFile(what) => {
+                write!(
+                    f,
+                    "skipping {path}: a {what}, not a regular file; not followed"
+                )
+            }
+            SkipReason::NonUtf8Name => write!(f, "skipping {path}: worker id is not UTF-8"),
+            SkipReason::TooLong { len, max } => write!(
+                f,
+                "skipping {path}: length field says {len} bytes, over the {max}-byte cap"
+            ),
+            SkipReason::Torn => write!(
+                f,
+                "skipping {path}: checksum mismatch in {TORN_READ_ATTEMPTS} consecutive reads"
+            ),
+            SkipReason::Io { operation, error } => {
+                write!(f, "skipping {path}: {operation}: {error}")
+            }
+        }
+    }
+}
+
+/// What one scan of the directory found.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Live workers and their statuses, sorted by id.
+    pub workers: Vec<Worker>,
+    /// Ids of dead workers whose files this scan removed.
+    pub reaped: Vec<String>,
+    /// Entries skipped with a reason worth a warning.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Settings shared by every reader.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOptions {
+    /// Statuses longer than this are skipped with [`SkipReason::TooLong`]; nothing of the
+    /// claimed size is allocated. Default [`DEFAULT_MAX_STATUS_LEN`].
+    pub max_status_len: u32,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            max_status_len: DEFAULT_MAX_STATUS_LEN,
+        }
+    }
+}
+
+/// Reads every live worker's status in `dir` once and reaps dead workers' files.
+///
+/// What the CLI and a worker's occasional look use. For a process that sweeps the same
+/// directory again and again, a [`DirReader`] is several times cheaper.
+pub fn read_dir(dir: impl AsRef<Path>) -> Result<Snapshot> {
+    let dir = ScoreDir::open(dir.as_ref())?;
+    Scan::new(&dir, ReadOptions::default(), None).run(Mode::ReadOnce)
+}
+
+/// What a scan does with each live entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Open, test, read, close.
+    ReadOnce,
+    /// Open, test, close: reap only.
+    Cleanup,
+}
+
+/// One pass over a directory, shared by the one-shot reader, the reaper and the
+/// owner's `read_all`.
+pub(crate) struct Scan<'a> {
+    dir: &'a ScoreDir,
+    options: ReadOptions,
+    /// The caller's own id: its file is live by definition and is read without a lock
+    /// test (the test would fail anyway, but an own file left by a previous process with
+    /// the same id must not be reaped under the caller).
+    own_id: Option<&'a [u8]>,
+    buf: Vec<u8>,
+    snapshot: Snapshot,
+}
+
+impl<'a> Scan<'a> {
+    pub(crate) fn new(dir: &'a ScoreDir, options: ReadOptions, own_id: Option<&'a [u8]>) -> Self {
+        Scan {
+            dir,
+            options,
+            own_id,
+            buf: Vec::new(),
+            snapshot: Snapshot::default(),
+        }
+    }
+
+    pub(crate) fn run(mut self, mode: Mode) -> Result<Snapshot> {
+        let mut entries = self.dir.entries()?;
+        while let Some(entry) = entries.read() {
+            let entry = entry.context("getdents64", || self.dir.path().to_owned())?;
+            let name = entry.file_name();
+            match Name::classify(name.to_bytes()) {
+                Name::Status { id } => {
+                    if let Some(problem) = refuse_by_type(entry.file_type()) {
+                        self.skip(name, problem);
+                        continue;
+                    }
+                    let file = match dir::open_entry(self.dir, name, true) {
+                        Ok((file, _ino)) => file,
+                        Err(failure) => {
+                            if let Some(reason) = failure.into_skip_reason() {
+                                self.skip(name, reason);
+                            }
+                            continue;
+                        }
+                    };
+                    let own = self.own_id == Some(id);
+                    let alive =
+                        lock_test_and_reap(self.dir, name, id, &file, own, &mut self.snapshot);
+                    if let Some(live) = alive {
+                        if mode == Mode::ReadOnce {
+                            read_worker(
+                                self.dir,
+                                name,
+                                live,
+                                &file,
+                                &mut self.buf,
+                                self.options,
+                                &mut self.snapshot,
+                            );
+                        }
+                    }
+                }
+                Name::Grave => dir::remove_abandoned_grave(self.dir, name),
+                Name::Tmp | Name::Other => {}
+            }
+        }
+        self.snapshot
+            .workers
+            .sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(self.snapshot)
+    }
+
+    fn skip(&mut self, name: &CStr, reason: SkipReason) {
+        self.snapshot.skipped.push(Skipped {
+            path: self.dir.join(name),
+            reason,
+        });
+    }
+}
+
+impl OpenFailure {
+    /// What to warn about, if anything: an entry removed before we opened it is normal.
+    fn into_skip_reason(self) -> Option<SkipReason> {
+        match self {
+            OpenFailure::Gone => None,
+            OpenFailure::NotRegular(what) => Some(SkipReason::NotRegularFile(what)),
+            OpenFailure::Io(operation, error) => Some(SkipReason::Io { operation, error }),
+        }
+    }
+}
+
+/// `d_type` lets us refuse most non-regular entries without opening them (opening a
+/// device can have side effects); `open_entry`'s `fstat` still decides for entries
+/// that change type after the listing or report `DT_UNKNOWN`.
+fn refuse_by_type(file_type: FileType) -> Option<SkipReason> {
+    match file_type {
+        FileType::RegularFile | FileType::Unknown => None,
+        other => Some(SkipReason::NotRegularFile(dir::file_type_name(other))),
+    }
+}
+
+/// The lock test: `flock(LOCK_EX | LOCK_NB)` granted means nobody holds the lock, so
+/// the owner has died; reap. Returns the id when the owner lives.
+fn lock_test_and_reap<'i>(
+    dir: &ScoreDir,
+    name: &CStr,
+    id: &'i [u8],
+    file: &File,
+    own: bool,
+    snapshot: &mut Snapshot,
+) -> Option<&'i [u8]> {
+    if own {
+        return Some(id);
+    }
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(id),
+        Err(std::fs::TryLockError::Error(error)) => {
+            snapshot.skipped.push(Skipped {
+                path: dir.join(name),
+                reason: SkipReason::Io {
+                    operation: "flock",
+                    error,
+                },
+            });
+            None
+        }
+        Ok(()) => {
+            match dir::reap(dir, name, file) {
+                Ok(Reaped::Removed) => snapshot
+                    .reaped
+                    .push(String::from_utf8_lossy(id).into_owned()),
+                Ok(Reaped::NotOurs) => {}
+                Err(error) => snapshot.skipped.push(Skipped {
+                    path: error.path().to_owned(),
+                    reason: SkipReason::Io {
+                        operation: error.operation(),
+                        error: error.into(),
+                    },
+                }),
+            }
+            None
+        }
+    }
+}
+
+/// Reads a live worker's frame into the snapshot, or records why it could not.
+fn read_worker(
+    dir: &ScoreDir,
+    name: &CStr,
+    id: &[u8],
+    file: &File,
+    buf: &mut Vec<u8>,
+    options: ReadOptions,
+    snapshot: &mut Snapshot,
+) {
+    let reason = match read_frame(file, buf, options.max_status_len) {
+        Ok(Some(status)) => match std::str::from_utf8(id) {
+            Ok(id) => {
+                snapshot.workers.push(Worker {
+                    id: id.to_owned(),
+                    status,
+                    read_at: Instant::now(),
+                });
+                return;
+            }
+            Err(_) => SkipReason::NonUtf8Name,
+        },
+        // A file created but not yet written: skipped silently, as upstream does.
+        Ok(None) => return,
+        Err(reason) => reason,
+    };
+    snapshot.skipped.push(Skipped {
+        path: dir.join(name),
+        reason,
+    });
+}
+
+/// Reads the frame at offset 0 with `pread`, retrying torn reads.
+///
+/// `buf` is the caller's scratch buffer, kept between files so a sweep allocates only
+/// the statuses it returns. One `pread` reads the whole file in the common case, as the
+/// kernel copies at most the file's size however large the buffer.
+fn read_frame(
+    file: &File,
+    buf: &mut Vec<u8>,
+    max_status_len: u32,
+) -> Result<Option<Vec<u8>>, SkipReason> {
+    const INITIAL: usize = 4096;
+    if buf.len() < INITIAL {
+        buf.resize(INITIAL, 0);
+    }
+    let mut torn = 0;
+    while torn < TORN_READ_ATTEMPTS {
+        let n = rustix::io::pread(file, &mut buf[..], 0).map_err(|errno| SkipReason::Io {
+            operation: "pread",
+            error: errno.into(),
+        })?;
+        match frame::decode(&buf[..n], max_status_len) {
+            Ok(status) => return Ok(Some(status.to_vec())),
+            Err(Undecodable::Short) => return Ok(None),
+            Err(Undecodable::TooLong { len }) => {
+                return Err(SkipReason::TooLong {
+                    len,
+                    max: max_status_len,
+                });
+            }
+            // The buffer was filled: the rest of the frame is there, read it all.
+            Err(Undecodable::Truncated { needed }) if n == buf.len() => buf.resize(needed, 0),
+            Err(Undecodable::Truncated { .. } | Undecodable::DigestMismatch) => torn += 1,
+        }
+    }
+    Err(SkipReason::Torn)
+}
+
+/// A file kept open by a [`DirReader`] between sweeps.
+struct Held {
+    ino: u64,
+    file: File,
+    /// The sweep that last saw the name, to close files whose names have gone.
+    seen: u64,
+}
+
+/// A long-lived reader that keeps each worker's file open between sweeps.
+///
+/// Made for the agent, which sweeps the same directory every second: an unchanged
+/// worker costs one `flock` test and one `pread` per sweep, instead of
+/// `openat`+`fstat`+`flock`+`pread`+`close`. New and replaced files are found from the
+/// inode numbers in the directory listing, so a worker whose file was replaced under
+/// the same name (a restart with a reused pid) is never read through a stale fd.
+///
+/// Files are held read-only: the lock test works on any fd, and a reader that opened
+/// files for writing would raise `IN_CLOSE_WRITE` on every close, which an inotify
+/// watcher uses to learn that a *worker* closed its file.
+pub struct DirReader {
+    dir: ScoreDir,
+    options: ReadOptions,
+    held: HashMap<CString, Held>,
+    sweeps: u64,
+    buf: Vec<u8>,
+}
+
+impl DirReader {
+    /// Opens `dir` for repeated sweeps.
+    pub fn open(dir: impl AsRef<Path>, options: ReadOptions) -> Result<Self> {
+        Ok(DirReader {
+            dir: ScoreDir::open(dir.as_ref())?,
+            options,
+            held: HashMap::new(),
+            sweeps: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// The directory being read.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// How many files are held open.
+    pub fn open_files(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Reads every live worker and reaps dead ones, reusing open files.
+    pub fn sweep(&mut self) -> Result<Snapshot> {
+        self.sweeps += 1;
+        let sweep = self.sweeps;
+        let mut snapshot = Snapshot::default();
+        let mut entries = self.dir.entries()?;
+        while let Some(entry) = entries.read() {
+            let entry = entry.context("getdents64", || self.dir.path().to_owned())?;
+            let name = entry.file_name();
+            let id = match Name::classify(name.to_bytes()) {
+                Name::Status { id } => id,
+                Name::Grave => {
+                    dir::remove_abandoned_grave(&self.dir, name);
+                    continue;
+                }
+                Name::Tmp | Name::Other => continue,
+            };
+            if let Some(reason) = refuse_by_type(entry.file_type()) {
+                snapshot.skipped.push(Skipped {
+                    path: self.dir.join(name),
+                    reason,
+                });
+                continue;
+            }
+            let reusable = self
+                .held
+                .get(name)
+                .is_some_and(|held| held.ino == entry.ino());
+            if !reusable {
+                match dir::open_entry(&self.dir, name, false) {
+                    Ok((file, ino)) => {
+                        self.held.insert(
+                            name.to_owned(),
+                            Held {
+                                ino,
+                                file,
+                                seen: sweep,
+                            },
+                        );
+                    }
+                    Err(failure) => {
+                        self.held.remove(name);
+                        if let Some(reason) = failure.into_skip_reason() {
+                            snapshot.skipped.push(Skipped {
+                                path: self.dir.join(name),
+                                reason,
+                            });
+                        }
+                        continue;
+                    }
+                }
+            }
+            let held = self.held.get_mut(name).expect("inserted or reused above");
+            held.seen = sweep;
+            match lock_test_and_reap(&self.dir, name, id, &held.file, false, &mut snapshot) {
+                Some(live) => read_worker(
+                    &self.dir,
+                    name,
+                    live,
+                    &held.file,
+                    &mut self.buf,
+                    self.options,
+                    &mut snapshot,
+                ),
+                // Reaped or unusable: close it now, reopen if the name comes back.
+                None => {
+                    self.held.remove(name);
+                }
+            }
+        }
+        self.held.retain(|_, held| held.seen == sweep);
+        snapshot.workers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        Ok(snapshot)
+    }
+}

@@ -1,0 +1,256 @@
+//! How a frame gets into the worker's file: a store into a shared mapping, or one
+//! `pwrite`.
+//!
+//! Why a mapping is safe for readers: a `MAP_SHARED` mapping of a regular file *is* the
+//! file's page cache, so `read`/`pread` in any other process — Parallel::Scoreboard's
+//! buffered reads included — see our stores as soon as they are made, with no `msync`.
+//! A reader can catch a store half-done; the md5 in the frame turns that into a retry,
+//! exactly as for a half-done `write`. The file is sized with `ftruncate` to a capacity
+//! and never shrunk, so readers always find the frame at offset 0 followed by slack
+//! (zeros, or the tail of a longer old status) that they ignore.
+//!
+//! One hazard is accepted: a process with write access to our file that truncates it
+//! would make our next store fault (`SIGBUS`). Only the owner writes status files in
+//! this protocol, and the directory's permissions decide who else could.
+
+use std::fs::File;
+use std::io;
+use std::ptr::NonNull;
+
+use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
+
+use crate::frame::{self, frame_len};
+
+/// Failing operation and its error; the caller adds the path.
+pub(crate) type SinkError = (&'static str, io::Error);
+
+/// How updates reach the status file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Map the file `MAP_SHARED` and store frames into the mapping: no syscall per
+    /// update. Falls back to [`WriteMode::Pwrite`] where the filesystem cannot map.
+    #[default]
+    Mapped,
+    /// One `pwrite` of the whole frame at offset 0 per update.
+    Pwrite,
+}
+
+/// The smallest file capacity for a mapped status file: a 64-byte status with room to
+/// grow, in one cache-friendly read for readers.
+const MIN_CAPACITY: usize = 256;
+
+pub(crate) enum Sink {
+    Mapped(Mapping),
+    /// The frame is assembled here, then written in one `pwrite`; grows, never shrinks.
+    Pwrite(Vec<u8>),
+}
+
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    /// Bytes mapped: `capacity` rounded up to whole pages.
+    mapped: usize,
+    /// The file's size, and so how much of the mapping is backed by the file.
+    capacity: usize,
+}
+
+// SAFETY: the mapping is owned by exactly one Sink and only touched through `&mut self`.
+unsafe impl Send for Mapping {}
+
+impl Sink {
+    /// Prepares `file` (freshly created, empty) for frames of `status_len` bytes.
+    pub(crate) fn new(file: &File, mode: WriteMode, status_len: usize) -> Result<Sink, SinkError> {
+        match mode {
+            WriteMode::Pwrite => Ok(Sink::Pwrite(Vec::new())),
+            WriteMode::Mapped => {
+                let capacity = capacity_for(status_len)?;
+                rustix::fs::ftruncate(file, capacity as u64)
+                    .map_err(|e| ("ftruncate", e.into()))?;
+                match Mapping::new(file, capacity) {
+                    Ok(mapping) => Ok(Sink::Mapped(mapping)),
+                    // Filesystems without mmap support (some FUSE and network ones).
+                    Err(_) => Ok(Sink::Pwrite(Vec::new())),
+                }
+            }
+        }
+    }
+
+    /// Writes the frame for `status` at offset 0 in one step.
+    #[inline]
+    pub(crate) fn write(&mut self, file: &File, status: &[u8]) -> Result<(), SinkError> {
+        match self {
+            Sink::Mapped(mapping) => {
+                let len = frame_len(status.len());
+                if len > mapping.capacity {
+                    mapping.grow(file, capacity_for(status.len())?)?;
+                }
+                frame::encode_into(mapping.frame(len), status);
+                Ok(())
+            }
+            Sink::Pwrite(buf) => {
+                let len = frame_len(status.len());
+                check_len(status.len())?;
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                frame::encode_into(&mut buf[..len], status);
+                pwrite_all(file, &buf[..len])
+            }
+        }
+    }
+
+    /// Which way this sink writes, after any fallback.
+    pub(crate) fn mode(&self) -> WriteMode {
+        match self {
+            Sink::Mapped(_) => WriteMode::Mapped,
+            Sink::Pwrite(_) => WriteMode::Pwrite,
+        }
+    }
+}
+
+impl Mapping {
+    fn new(file: &File, capacity: usize) -> rustix::io::Result<Mapping> {
+        let mapped = round_to_pages(capacity);
+        // SAFETY: a new mapping chosen by the kernel; nothing else refers to it.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                file,
+                0,
+            )?
+        };
+        Ok(Mapping {
+            ptr: NonNull::new(ptr.cast()).expect("mmap never returns NULL on success"),
+            mapped,
+            capacity,
+        })
+    }
+
+    /// The first `len` bytes of the file, through the mapping.
+    fn frame(&mut self, len: usize) -> &mut [u8] {
+        assert!(len <= self.capacity);
+        // SAFETY: `len` bytes lie within the mapping and within the file (capacity), so
+        // stores reach the page cache instead of faulting; `&mut self` makes this the
+        // only reference into the mapping in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
+    }
+
+    #[cold]
+    fn grow(&mut self, file: &File, capacity: usize) -> Result<(), SinkError> {
+        // Extend the file first: a store past its end would fault.
+        rustix::fs::ftruncate(file, capacity as u64).map_err(|e| ("ftruncate", e.into()))?;
+        let mapped = round_to_pages(capacity);
+        if mapped > self.mapped {
+            // SAFETY: the old range is ours and unborrowed (`&mut self`); MAYMOVE lets
+            // the kernel place the larger mapping anywhere, and we take its address.
+            let ptr = unsafe {
+                rustix::mm::mremap(
+                    self.ptr.as_ptr().cast(),
+                    self.mapped,
+                    mapped,
+                    MremapFlags::MAYMOVE,
+                )
+            }
+            .map_err(|e| ("mremap", e.into()))?;
+            self.ptr = NonNull::new(ptr.cast()).expect("mremap never returns NULL on success");
+            self.mapped = mapped;
+        }
+        self.capacity = capacity;
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range was mapped by us and no reference into it outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.mapped) };
+    }
+}
+
+fn check_len(status_len: usize) -> Result<(), SinkError> {
+    if u32::try_from(status_len).is_err() || frame_len(status_len) > isize::MAX as usize {
+        return Err((
+            "encode frame",
+            io::Error::new(io::ErrorKind::InvalidInput, "status longer than 4 GiB"),
+        ));
+    }
+    Ok(())
+}
+
+/// File size for a frame holding `status_len` bytes: a power of two, so a status that
+/// keeps growing costs a logarithmic number of remaps.
+fn capacity_for(status_len: usize) -> Result<usize, SinkError> {
+    check_len(status_len)?;
+    Ok(frame_len(status_len).next_power_of_two().max(MIN_CAPACITY))
+}
+
+fn round_to_pages(len: usize) -> usize {
+    let page = rustix::param::page_size();
+    len.div_ceil(page) * page
+}
+
+fn pwrite_all(file: &File, mut frame: &[u8]) -> Result<(), SinkError> {
+    let mut offset = 0;
+    while !frame.is_empty() {
+        match rustix::io::pwrite(file, frame, offset) {
+            Ok(0) => return Err(("pwrite", io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                frame = &frame[n..];
+                offset += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(("pwrite", errno.into())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_is_a_power_of_two_at_least_the_minimum() {
+        assert_eq!(capacity_for(0).unwrap(), MIN_CAPACITY);
+        assert_eq!(capacity_for(64).unwrap(), MIN_CAPACITY);
+        assert_eq!(capacity_for(300).unwrap(), 512);
+        assert_eq!(capacity_for(5000).unwrap(), 8192);
+    }
+
+    fn file_bytes(file: &File) -> Vec<u8> {
+        use std::io::{Read, Seek};
+        let mut file = file.try_clone().unwrap();
+        file.rewind().unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn both_modes_leave_the_same_frame_at_offset_0() {
+        for mode in [WriteMode::Mapped, WriteMode::Pwrite] {
+            let file = tempfile::tempfile().unwrap();
+            let mut sink = Sink::new(&file, mode, 4).unwrap();
+            assert_eq!(sink.mode(), mode);
+            for status in [&b"idle"[..], &[b'x'; 10_000], b"busy GET /"] {
+                sink.write(&file, status).unwrap();
+                let bytes = file_bytes(&file);
+                assert_eq!(frame::decode(&bytes, 1 << 20), Ok(status), "{mode:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mapped_file_grows_in_place_and_never_shrinks() {
+        let file = tempfile::tempfile().unwrap();
+        let mut sink = Sink::new(&file, WriteMode::Mapped, 4).unwrap();
+        sink.write(&file, b"idle").unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 256);
+        sink.write(&file, &[b'y'; 20_000]).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 32_768);
+        sink.write(&file, b"idle").unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 32_768);
+    }
+}
