@@ -39,6 +39,9 @@ pub enum WriteMode {
 /// grow, in one cache-friendly read for readers.
 const MIN_CAPACITY: usize = 256;
 
+/// Frames up to this size are staged on the stack and copied into the mapping at once.
+const STAGED_FRAME: usize = 512;
+
 pub(crate) enum Sink {
     Mapped(Mapping),
     /// The frame is assembled here, then written in one `pwrite`; grows, never shrinks.
@@ -83,7 +86,17 @@ impl Sink {
                 if len > mapping.capacity {
                     mapping.grow(file, capacity_for(status.len())?)?;
                 }
-                frame::encode_into(mapping.frame(len), status);
+                // A store into the mapping can be preempted halfway, leaving a torn
+                // frame visible for a whole time slice; a write(2) cannot. So a small
+                // frame is built on the stack and lands in one short memcpy, making
+                // that window a few nanoseconds wide.
+                if len <= STAGED_FRAME {
+                    let mut staged = [0u8; STAGED_FRAME];
+                    frame::encode_into(&mut staged[..len], status);
+                    mapping.frame(len).copy_from_slice(&staged[..len]);
+                } else {
+                    frame::encode_into(mapping.frame(len), status);
+                }
                 Ok(())
             }
             Sink::Pwrite(buf) => {
