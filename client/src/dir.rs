@@ -255,10 +255,10 @@ fn reap_without_noreplace(dir: &ScoreDir, name: &CStr, dead: &rustix::fs::Stat) 
 /// ever renames onto an existing grave name, so the name still holds the inode we
 /// locked when we unlink it.
 pub(crate) fn remove_abandoned_grave(dir: &ScoreDir, name: &CStr) {
-    if let Ok((file, _)) = open_entry(dir, name, false) {
-        if file.try_lock().is_ok() {
-            let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
-        }
+    if let Ok((file, _)) = open_entry(dir, name, false)
+        && file.try_lock().is_ok()
+    {
+        let _ = rustix::fs::unlinkat(dir.fd(), name, AtFlags::empty());
     }
 }
 

@@ -212,19 +212,17 @@ impl<'a> Scan<'a> {
                     };
                     let own = self.own_id == Some(id);
                     let alive =
-                        lock_test_and_reap(self.dir, name, id, &file, own, &mut self.snapshot);
-                    if let Some(live) = alive {
-                        if mode == Mode::ReadOnce {
-                            read_worker(
-                                self.dir,
-                                name,
-                                live,
-                                &file,
-                                &mut self.buf,
-                                self.options,
-                                &mut self.snapshot,
-                            );
-                        }
+                        own || lock_test_and_reap(self.dir, name, id, &file, &mut self.snapshot);
+                    if alive && mode == Mode::ReadOnce {
+                        read_worker(
+                            self.dir,
+                            name,
+                            id,
+                            &file,
+                            &mut self.buf,
+                            self.options,
+                            &mut self.snapshot,
+                        );
                     }
                 }
                 Name::Grave => dir::remove_abandoned_grave(self.dir, name),
@@ -267,47 +265,42 @@ fn refuse_by_type(file_type: FileType) -> Option<SkipReason> {
 }
 
 /// The lock test: `flock(LOCK_EX | LOCK_NB)` granted means nobody holds the lock, so
-/// the owner has died; reap. Returns the id when the owner lives.
-fn lock_test_and_reap<'i>(
+/// the owner has died; reap. Returns whether the owner lives.
+fn lock_test_and_reap(
     dir: &ScoreDir,
     name: &CStr,
-    id: &'i [u8],
+    id: &[u8],
     file: &File,
-    own: bool,
     snapshot: &mut Snapshot,
-) -> Option<&'i [u8]> {
-    if own {
-        return Some(id);
-    }
-    match file.try_lock() {
-        Err(std::fs::TryLockError::WouldBlock) => Some(id),
-        Err(std::fs::TryLockError::Error(error)) => {
-            snapshot.skipped.push(Skipped {
-                path: dir.join(name),
-                reason: SkipReason::Io {
-                    operation: "flock",
-                    error,
-                },
-            });
-            None
-        }
-        Ok(()) => {
-            match dir::reap(dir, name, file) {
-                Ok(Reaped::Removed) => snapshot
+) -> bool {
+    let problem = match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => return true,
+        Err(std::fs::TryLockError::Error(error)) => Skipped {
+            path: dir.join(name),
+            reason: SkipReason::Io {
+                operation: "flock",
+                error,
+            },
+        },
+        Ok(()) => match dir::reap(dir, name, file) {
+            Ok(Reaped::Removed) => {
+                snapshot
                     .reaped
-                    .push(String::from_utf8_lossy(id).into_owned()),
-                Ok(Reaped::NotOurs) => {}
-                Err(error) => snapshot.skipped.push(Skipped {
-                    path: error.path().to_owned(),
-                    reason: SkipReason::Io {
-                        operation: error.operation(),
-                        error: error.into(),
-                    },
-                }),
+                    .push(String::from_utf8_lossy(id).into_owned());
+                return false;
             }
-            None
-        }
-    }
+            Ok(Reaped::NotOurs) => return false,
+            Err(error) => Skipped {
+                path: error.path().to_owned(),
+                reason: SkipReason::Io {
+                    operation: error.operation(),
+                    error: error.into(),
+                },
+            },
+        },
+    };
+    snapshot.skipped.push(problem);
+    false
 }
 
 /// Reads a live worker's frame into the snapshot, or records why it could not.
@@ -502,20 +495,19 @@ impl DirReader {
             }
             let held = self.held.get_mut(name).expect("inserted or reused above");
             held.seen = sweep;
-            match lock_test_and_reap(&self.dir, name, id, &held.file, false, &mut snapshot) {
-                Some(live) => read_worker(
+            if lock_test_and_reap(&self.dir, name, id, &held.file, &mut snapshot) {
+                read_worker(
                     &self.dir,
                     name,
-                    live,
+                    id,
                     &held.file,
                     &mut self.buf,
                     self.options,
                     &mut snapshot,
-                ),
+                );
+            } else {
                 // Reaped or unusable: close it now, reopen if the name comes back.
-                None => {
-                    self.held.remove(name);
-                }
+                self.held.remove(name);
             }
         }
         self.held.retain(|_, held| held.seen == sweep);

@@ -314,10 +314,10 @@ impl Drop for Scoreboard {
     /// Removes the worker's file. A directory already deleted is not an error (upstream
     /// t/01destroy), and a forked child that never updated leaves its parent's file alone.
     fn drop(&mut self) {
-        if let Some(file) = self.file.take() {
-            if file.owner_pid == crate::pid::current() {
-                self.unlink_own(&file);
-            }
+        if let Some(file) = self.file.take()
+            && file.owner_pid == crate::pid::current()
+        {
+            self.unlink_own(&file);
         }
     }
 }

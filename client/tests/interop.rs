@@ -181,7 +181,7 @@ fn perl_writers_read_by_rust() {
     b.child.wait().unwrap();
     assert!(dir.join(format!("status_{b_id}")).exists());
     let snapshot = read_dir(dir).unwrap();
-    assert_eq!(snapshot.reaped, [b_id.clone()]);
+    assert_eq!(snapshot.reaped, std::slice::from_ref(&b_id));
     assert_eq!(snapshot.workers.len(), 1);
     assert!(!dir.join(format!("status_{b_id}")).exists());
 

@@ -90,7 +90,7 @@ fn upstream_fork_scenario() {
         let path = dir.join(format!("status_{id}"));
         assert!(path.exists(), "the file stays until the next read");
         let all = scoreboard.read_all().unwrap();
-        assert_eq!(all.reaped, [id.clone()]);
+        assert_eq!(all.reaped, std::slice::from_ref(id));
         assert!(!all.workers.iter().any(|w| &w.id == id));
         assert!(!path.exists());
     }
@@ -165,6 +165,8 @@ fn hammer() {
     let dir = tmp.path().join("scoreboard");
     let violations = tmp.path().join("violations");
     fs::create_dir_all(&violations).unwrap();
+    // Created up front: the parent polls it before the first writer has created it.
+    fs::create_dir_all(&dir).unwrap();
     let deadline = Instant::now() + Duration::from_secs(HAMMER_SECONDS);
 
     // Every writer checks, every 256 updates, that its name still holds its inode.

@@ -1,1 +1,102 @@
-fn main() {}
+//! `scoreboardctl`: look at scoreboards, and run the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use scoreboard_agent::{demo, view};
+
+#[derive(Debug, Parser)]
+#[command(name = "scoreboardctl", version, about = "Inspect worker scoreboards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show every live worker's status in a scoreboard directory, reaping dead workers' files.
+    Status {
+        /// The scoreboard directory, e.g. /run/myservice/scoreboard.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print `{"workers":[{"id":…,"status":…}]}` instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a live demo pool in a temporary directory (no root, no systemd needed).
+    Demo {
+        /// How many worker processes to run.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        workers: u16,
+        /// Stop after this many seconds instead of waiting for Ctrl-C.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// One demo worker process (started by `demo`).
+    #[command(hide = true)]
+    DemoWorker {
+        dir: PathBuf,
+        #[arg(long)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("scoreboardctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Status { dir, json } => {
+            let snapshot = scoreboard::read_dir(&dir)?;
+            for skipped in &snapshot.skipped {
+                eprintln!("scoreboardctl: warning: {skipped}");
+            }
+            for id in &snapshot.reaped {
+                eprintln!("scoreboardctl: removed the file of dead worker {id}");
+            }
+            if json {
+                println!("{}", view::status_json(&snapshot.workers));
+            } else {
+                print!("{}", view::status_table(&snapshot.workers));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { workers, seconds } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, stop.clone())
+                    .context("installing a signal handler")?;
+            }
+            let exe =
+                std::env::current_exe().context("finding this executable to spawn workers")?;
+            let options = demo::Options {
+                workers: workers.into(),
+                duration: seconds.map(Duration::from_secs),
+                ..demo::Options::default()
+            };
+            demo::run(
+                &options,
+                &|dir, seed| demo::spawn_worker_process(&exe, dir, seed),
+                &mut std::io::stdout().lock(),
+                &stop,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DemoWorker { dir, seed } => {
+            demo::worker(&dir, seed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
