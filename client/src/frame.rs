@@ -31,6 +31,17 @@ pub fn encode_into(dst: &mut [u8], status: &[u8]) {
     dst[..16].copy_from_slice(&digest);
 }
 
+/// Whether `frame` (exactly [`frame_len`]`(status.len())` bytes, the last frame written
+/// by [`encode_into`]) already carries `status`, so rewriting it would change nothing.
+/// Compares the length field and the status bytes; the digest written with them is
+/// then the right one. Only meaningful once a frame has been written: zero-filled
+/// bytes look like an empty status without its digest.
+pub fn carries(frame: &[u8], status: &[u8]) -> bool {
+    frame.len() == frame_len(status.len())
+        && frame[16..HEADER_LEN] == (status.len() as u32).to_be_bytes()
+        && &frame[HEADER_LEN..] == status
+}
+
 /// Why bytes read from a status file are not (yet) a status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Undecodable {
@@ -115,6 +126,15 @@ mod tests {
             bytes.extend_from_slice(b"tail of a longer, older status");
             assert_eq!(decode(&bytes, 1 << 20), Ok(status));
         }
+    }
+
+    #[test]
+    fn carries_only_the_same_length_and_bytes() {
+        let frame = encode(b"idle");
+        assert!(carries(&frame, b"idle"));
+        assert!(!carries(&frame, b"idlE"));
+        assert!(!carries(&frame[..23], b"idl"));
+        assert!(carries(&encode(b""), b""));
     }
 
     #[test]

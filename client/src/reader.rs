@@ -382,13 +382,13 @@ fn read_frame(
 /// A writer storing into its mapping can be preempted mid-frame and leave it torn for a
 /// time slice, so immediate re-reads alone would give up on a live, healthy worker on a
 /// loaded machine. The first retries are immediate (the common race is nanoseconds
-/// wide), then the pauses double from 50 µs: a frame that never checks out costs about
-/// 1.6 ms in all.
+/// wide), then the pauses double from 100 µs, outlasting a few time slices: a frame
+/// that never checks out costs about 6 ms in all.
 fn back_off(attempt: u32) {
     match attempt {
         0..=2 => {}
-        3..=4 => std::thread::yield_now(),
-        _ => std::thread::sleep(std::time::Duration::from_micros(50 << (attempt - 5))),
+        3 => std::thread::yield_now(),
+        _ => std::thread::sleep(std::time::Duration::from_micros(100 << (attempt - 4))),
     }
 }
 

@@ -39,10 +39,18 @@ pub enum WriteMode {
 /// grow, in one cache-friendly read for readers.
 const MIN_CAPACITY: usize = 256;
 
-/// Frames up to this size are staged on the stack and copied into the mapping at once.
-const STAGED_FRAME: usize = 512;
+/// Frames up to this size (statuses up to 108 bytes) are staged on the stack and copied
+/// into the mapping at once.
+const STAGED_FRAME: usize = 128;
 
-pub(crate) enum Sink {
+pub(crate) struct Sink {
+    target: Target,
+    /// Whether a frame has been written. Until then the file's zeros must not pass for
+    /// an already published empty status.
+    wrote_frame: bool,
+}
+
+enum Target {
     Mapped(Mapping),
     /// The frame is assembled here, then written in one `pwrite`; grows, never shrinks.
     Pwrite(Vec<u8>),
@@ -62,60 +70,79 @@ unsafe impl Send for Mapping {}
 impl Sink {
     /// Prepares `file` (freshly created, empty) for frames of `status_len` bytes.
     pub(crate) fn new(file: &File, mode: WriteMode, status_len: usize) -> Result<Sink, SinkError> {
-        match mode {
-            WriteMode::Pwrite => Ok(Sink::Pwrite(Vec::new())),
+        let target = match mode {
+            WriteMode::Pwrite => Target::Pwrite(Vec::new()),
             WriteMode::Mapped => {
                 let capacity = capacity_for(status_len)?;
                 rustix::fs::ftruncate(file, capacity as u64)
                     .map_err(|e| ("ftruncate", e.into()))?;
                 match Mapping::new(file, capacity) {
-                    Ok(mapping) => Ok(Sink::Mapped(mapping)),
+                    Ok(mapping) => Target::Mapped(mapping),
                     // Filesystems without mmap support (some FUSE and network ones).
-                    Err(_) => Ok(Sink::Pwrite(Vec::new())),
+                    Err(_) => Target::Pwrite(Vec::new()),
                 }
             }
-        }
+        };
+        Ok(Sink {
+            target,
+            wrote_frame: false,
+        })
     }
 
     /// Writes the frame for `status` at offset 0 in one step.
     #[inline]
     pub(crate) fn write(&mut self, file: &File, status: &[u8]) -> Result<(), SinkError> {
-        match self {
-            Sink::Mapped(mapping) => {
+        let wrote_frame = std::mem::replace(&mut self.wrote_frame, true);
+        match &mut self.target {
+            Target::Mapped(mapping) => {
                 let len = frame_len(status.len());
                 if len > mapping.capacity {
                     mapping.grow(file, capacity_for(status.len())?)?;
                 }
-                // A store into the mapping can be preempted halfway, leaving a torn
-                // frame visible for a whole time slice; a write(2) cannot. So a small
-                // frame is built on the stack and lands in one short memcpy, making
-                // that window a few nanoseconds wide.
+                let dst = mapping.frame(len);
+                // Republishing the status already there (a worker saying "idle" on every
+                // loop) costs a comparison, not an md5.
+                if wrote_frame && frame::carries(dst, status) {
+                    return Ok(());
+                }
+                // Stores into a mapping can be preempted halfway, leaving the frame torn
+                // for a whole time slice, where a write(2) of a small frame cannot be. So
+                // a small frame is built on the stack and lands in one short memcpy,
+                // a window of a few instructions; readers back off between retries to
+                // ride out the rare preemption that still hits it.
                 if len <= STAGED_FRAME {
                     let mut staged = [0u8; STAGED_FRAME];
                     frame::encode_into(&mut staged[..len], status);
-                    mapping.frame(len).copy_from_slice(&staged[..len]);
+                    dst.copy_from_slice(&staged[..len]);
                 } else {
-                    frame::encode_into(mapping.frame(len), status);
+                    frame::encode_into(dst, status);
                 }
                 Ok(())
             }
-            Sink::Pwrite(buf) => {
+            Target::Pwrite(buf) => {
                 let len = frame_len(status.len());
                 check_len(status.len())?;
                 if buf.len() < len {
                     buf.resize(len, 0);
                 }
+                // `buf` holds the last frame written: skip the write when it is the same.
+                if wrote_frame && frame::carries(&buf[..len], status) {
+                    return Ok(());
+                }
                 frame::encode_into(&mut buf[..len], status);
-                pwrite_all(file, &buf[..len])
+                let written = pwrite_all(file, &buf[..len]);
+                // A failed write must not let the next identical status be skipped.
+                self.wrote_frame = written.is_ok();
+                written
             }
         }
     }
 
     /// Which way this sink writes, after any fallback.
     pub(crate) fn mode(&self) -> WriteMode {
-        match self {
-            Sink::Mapped(_) => WriteMode::Mapped,
-            Sink::Pwrite(_) => WriteMode::Pwrite,
+        match self.target {
+            Target::Mapped(_) => WriteMode::Mapped,
+            Target::Pwrite(_) => WriteMode::Pwrite,
         }
     }
 }
@@ -247,7 +274,14 @@ mod tests {
             let file = tempfile::tempfile().unwrap();
             let mut sink = Sink::new(&file, mode, 4).unwrap();
             assert_eq!(sink.mode(), mode);
-            for status in [&b"idle"[..], &[b'x'; 10_000], b"busy GET /"] {
+            for status in [
+                &b""[..],
+                b"",
+                b"idle",
+                b"idle",
+                &[b'x'; 10_000],
+                b"busy GET /",
+            ] {
                 sink.write(&file, status).unwrap();
                 let bytes = file_bytes(&file);
                 assert_eq!(frame::decode(&bytes, 1 << 20), Ok(status), "{mode:?}");
