@@ -9,14 +9,14 @@ mod fixture;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use scoreboard::{DirReader, ReadOptions, read_dir};
 
 fn read(c: &mut Criterion) {
     for workers in [1_000, 10_000] {
         let tmp = fixture::scratch_dir();
-        let _held = fixture::live_workers(tmp.path(), workers).unwrap();
+        let _held = fixture::HeldElsewhere::spawn(tmp.path(), workers);
         let mut group = c.benchmark_group("read_all");
         group.throughput(Throughput::Elements(workers as u64));
         group.sample_size(20);
@@ -54,16 +54,27 @@ fn read(c: &mut Criterion) {
         );
 
         group.bench_function(BenchmarkId::new("read_dir", workers), |b| {
-            b.iter(|| assert_eq!(read_dir(tmp.path()).unwrap().workers.len(), workers))
+            b.iter(|| {
+                let snapshot = read_dir(tmp.path()).unwrap();
+                assert_eq!(snapshot.workers.len(), workers, "{:?}", snapshot.skipped);
+            })
         });
 
         let mut reader = DirReader::open(tmp.path(), ReadOptions::default()).unwrap();
         group.bench_function(BenchmarkId::new("dir_reader_sweep", workers), |b| {
-            b.iter(|| assert_eq!(reader.sweep().unwrap().workers.len(), workers))
+            b.iter(|| {
+                let snapshot = reader.sweep().unwrap();
+                assert_eq!(snapshot.workers.len(), workers, "{:?}", snapshot.skipped);
+            })
         });
         group.finish();
     }
 }
 
 criterion_group!(benches, read);
-criterion_main!(benches);
+
+fn main() {
+    fixture::hold_if_asked();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -12,13 +12,14 @@ use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustix::fs::FileType;
 
-use crate::dir::{self, Name, OpenFailure, Reaped, ScoreDir};
-use crate::error::{Context, Result};
+use crate::dir::{self, Access, Name, OpenFailure, Reaped, ScoreDir};
+use crate::error::Result;
 use crate::frame::{self, Undecodable};
 
 /// How many times a frame whose digest does not match is read again before the file is
@@ -170,169 +171,178 @@ pub(crate) enum Mode {
 /// owner's `read_all`.
 pub(crate) struct Scan<'a> {
     dir: &'a ScoreDir,
-    options: ReadOptions,
     /// The caller's own id: its file is live by definition and is read without a lock
     /// test (the test would fail anyway, but an own file left by a previous process with
     /// the same id must not be reaped under the caller).
     own_id: Option<&'a [u8]>,
-    buf: Vec<u8>,
-    snapshot: Snapshot,
+    collector: Collector,
 }
 
 impl<'a> Scan<'a> {
     pub(crate) fn new(dir: &'a ScoreDir, options: ReadOptions, own_id: Option<&'a [u8]>) -> Self {
         Scan {
             dir,
-            options,
             own_id,
-            buf: Vec::new(),
-            snapshot: Snapshot::default(),
+            collector: Collector::new(options),
         }
     }
 
-    pub(crate) fn run(mut self, mode: Mode) -> Result<Snapshot> {
-        let mut entries = self.dir.entries()?;
-        while let Some(entry) = entries.read() {
-            let entry = entry.context("getdents64", || self.dir.path().to_owned())?;
-            let name = entry.file_name();
-            match Name::classify(name.to_bytes()) {
-                Name::Status { id } => {
-                    if let Some(problem) = refuse_by_type(entry.file_type()) {
-                        self.skip(name, problem);
-                        continue;
-                    }
-                    let file = match dir::open_entry(self.dir, name, true) {
-                        Ok((file, _ino)) => file,
-                        Err(failure) => {
-                            if let Some(reason) = failure.into_skip_reason() {
-                                self.skip(name, reason);
-                            }
-                            continue;
-                        }
-                    };
-                    let own = self.own_id == Some(id);
-                    let alive =
-                        own || lock_test_and_reap(self.dir, name, id, &file, &mut self.snapshot);
-                    if alive && mode == Mode::ReadOnce {
-                        read_worker(
-                            self.dir,
-                            name,
-                            id,
-                            &file,
-                            &mut self.buf,
-                            self.options,
-                            &mut self.snapshot,
-                        );
-                    }
-                }
-                Name::Grave => dir::remove_abandoned_grave(self.dir, name),
-                Name::Tmp | Name::Other => {}
+    pub(crate) fn run(self, mode: Mode) -> Result<Snapshot> {
+        let Scan {
+            dir,
+            own_id,
+            mut collector,
+        } = self;
+        let mut listing = Vec::new();
+        dir.for_each_entry(&mut listing, |name, file_type, _ino| {
+            let Some(id) = collector.status_entry(dir, name, file_type) else {
+                return;
+            };
+            let file = match dir::open_entry(dir, name, Access::ReadWrite, file_type) {
+                Ok(file) => file,
+                Err(failure) => return collector.open_failed(dir, name, failure),
+            };
+            let alive = own_id == Some(id) || collector.lock_test_and_reap(dir, name, id, &file);
+            if alive && mode == Mode::ReadOnce {
+                collector.read_worker(dir, name, id, &file);
             }
+        })?;
+        Ok(collector.finish())
+    }
+}
+
+/// What a scan or sweep accumulates, and the steps both take on each entry.
+struct Collector {
+    snapshot: Snapshot,
+    options: ReadOptions,
+    /// Scratch space for frames, kept between files.
+    buf: Vec<u8>,
+    /// One clock reading per pass: every status in it was read within the pass.
+    read_at: Instant,
+}
+
+impl Collector {
+    fn new(options: ReadOptions) -> Self {
+        Collector {
+            snapshot: Snapshot::default(),
+            options,
+            buf: Vec::new(),
+            read_at: Instant::now(),
         }
-        self.snapshot
-            .workers
-            .sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        Ok(self.snapshot)
     }
 
-    fn skip(&mut self, name: &CStr, reason: SkipReason) {
+    fn start(&mut self) {
+        self.snapshot = Snapshot::default();
+        self.read_at = Instant::now();
+    }
+
+    fn finish(&mut self) -> Snapshot {
+        let mut snapshot = std::mem::take(&mut self.snapshot);
+        snapshot.workers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        snapshot
+    }
+
+    fn skip(&mut self, dir: &ScoreDir, name: &CStr, reason: SkipReason) {
         self.snapshot.skipped.push(Skipped {
-            path: self.dir.join(name),
+            path: dir.join(name),
             reason,
         });
     }
-}
 
-impl OpenFailure {
-    /// What to warn about, if anything: an entry removed before we opened it is normal.
-    fn into_skip_reason(self) -> Option<SkipReason> {
-        match self {
-            OpenFailure::Gone => None,
-            OpenFailure::NotRegular(what) => Some(SkipReason::NotRegularFile(what)),
-            OpenFailure::Io(operation, error) => Some(SkipReason::Io { operation, error }),
+    /// The worker id when the entry is a status file worth opening. Cleans up abandoned
+    /// graves on the way; `d_type` refuses non-regular entries without opening them
+    /// (opening a device can have side effects); for `DT_UNKNOWN`, `open_entry` asks
+    /// `fstat`.
+    fn status_entry<'n>(
+        &mut self,
+        dir: &ScoreDir,
+        name: &'n CStr,
+        file_type: FileType,
+    ) -> Option<&'n [u8]> {
+        match Name::classify(name.to_bytes()) {
+            Name::Status { id } => match file_type {
+                FileType::RegularFile | FileType::Unknown => Some(id),
+                other => {
+                    self.skip(
+                        dir,
+                        name,
+                        SkipReason::NotRegularFile(dir::file_type_name(other)),
+                    );
+                    None
+                }
+            },
+            Name::Grave => {
+                dir::remove_abandoned_grave(dir, name);
+                None
+            }
+            Name::Tmp | Name::Other => None,
         }
     }
-}
 
-/// `d_type` lets us refuse most non-regular entries without opening them (opening a
-/// device can have side effects); `open_entry`'s `fstat` still decides for entries
-/// that change type after the listing or report `DT_UNKNOWN`.
-fn refuse_by_type(file_type: FileType) -> Option<SkipReason> {
-    match file_type {
-        FileType::RegularFile | FileType::Unknown => None,
-        other => Some(SkipReason::NotRegularFile(dir::file_type_name(other))),
+    /// Records why an entry could not be opened; one removed before we got to it is
+    /// normal and not recorded.
+    fn open_failed(&mut self, dir: &ScoreDir, name: &CStr, failure: OpenFailure) {
+        let reason = match failure {
+            OpenFailure::Gone => return,
+            OpenFailure::NotRegular(what) => SkipReason::NotRegularFile(what),
+            OpenFailure::Io(operation, error) => SkipReason::Io { operation, error },
+        };
+        self.skip(dir, name, reason);
     }
-}
 
-/// The lock test: `flock(LOCK_EX | LOCK_NB)` granted means nobody holds the lock, so
-/// the owner has died; reap. Returns whether the owner lives.
-fn lock_test_and_reap(
-    dir: &ScoreDir,
-    name: &CStr,
-    id: &[u8],
-    file: &File,
-    snapshot: &mut Snapshot,
-) -> bool {
-    let problem = match file.try_lock() {
-        Err(std::fs::TryLockError::WouldBlock) => return true,
-        Err(std::fs::TryLockError::Error(error)) => Skipped {
-            path: dir.join(name),
-            reason: SkipReason::Io {
-                operation: "flock",
-                error,
-            },
-        },
-        Ok(()) => match dir::reap(dir, name, file) {
-            Ok(Reaped::Removed) => {
-                snapshot
-                    .reaped
-                    .push(String::from_utf8_lossy(id).into_owned());
-                return false;
-            }
-            Ok(Reaped::NotOurs) => return false,
-            Err(error) => Skipped {
-                path: error.path().to_owned(),
+    /// The lock test: `flock(LOCK_EX | LOCK_NB)` granted means nobody holds the lock,
+    /// so the owner has died; reap. Returns whether the owner lives.
+    fn lock_test_and_reap(&mut self, dir: &ScoreDir, name: &CStr, id: &[u8], file: &File) -> bool {
+        let problem = match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => return true,
+            Err(std::fs::TryLockError::Error(error)) => Skipped {
+                path: dir.join(name),
                 reason: SkipReason::Io {
-                    operation: error.operation(),
-                    error: error.into(),
+                    operation: "flock",
+                    error,
                 },
             },
-        },
-    };
-    snapshot.skipped.push(problem);
-    false
-}
+            Ok(()) => match dir::reap(dir, name, file) {
+                Ok(Reaped::Removed) => {
+                    self.snapshot
+                        .reaped
+                        .push(String::from_utf8_lossy(id).into_owned());
+                    return false;
+                }
+                Ok(Reaped::NotOurs) => return false,
+                Err(error) => Skipped {
+                    path: error.path().to_owned(),
+                    reason: SkipReason::Io {
+                        operation: error.operation(),
+                        error: error.into(),
+                    },
+                },
+            },
+        };
+        self.snapshot.skipped.push(problem);
+        false
+    }
 
-/// Reads a live worker's frame into the snapshot, or records why it could not.
-fn read_worker(
-    dir: &ScoreDir,
-    name: &CStr,
-    id: &[u8],
-    file: &File,
-    buf: &mut Vec<u8>,
-    options: ReadOptions,
-    snapshot: &mut Snapshot,
-) {
-    let reason = match read_frame(file, buf, options.max_status_len) {
-        Ok(Some(status)) => match std::str::from_utf8(id) {
-            Ok(id) => {
-                snapshot.workers.push(Worker {
-                    id: id.to_owned(),
-                    status,
-                    read_at: Instant::now(),
-                });
-                return;
-            }
-            Err(_) => SkipReason::NonUtf8Name,
-        },
-        // A file created but not yet written: skipped silently, as upstream does.
-        Ok(None) => return,
-        Err(reason) => reason,
-    };
-    snapshot.skipped.push(Skipped {
-        path: dir.join(name),
-        reason,
-    });
+    /// Reads a live worker's frame into the snapshot, or records why it could not.
+    fn read_worker(&mut self, dir: &ScoreDir, name: &CStr, id: &[u8], file: &File) {
+        let reason = match read_frame(file, &mut self.buf, self.options.max_status_len) {
+            Ok(Some(status)) => match std::str::from_utf8(id) {
+                Ok(id) => {
+                    self.snapshot.workers.push(Worker {
+                        id: id.to_owned(),
+                        status,
+                        read_at: self.read_at,
+                    });
+                    return;
+                }
+                Err(_) => SkipReason::NonUtf8Name,
+            },
+            // A file created but not yet written: skipped silently, as upstream does.
+            Ok(None) => return,
+            Err(reason) => reason,
+        };
+        self.skip(dir, name, reason);
+    }
 }
 
 /// Reads the frame at offset 0 with `pread`, retrying torn reads.
@@ -413,10 +423,11 @@ struct Held {
 /// watcher uses to learn that a *worker* closed its file.
 pub struct DirReader {
     dir: ScoreDir,
-    options: ReadOptions,
     held: HashMap<CString, Held>,
     sweeps: u64,
-    buf: Vec<u8>,
+    /// The `getdents64` buffer, kept between sweeps.
+    listing: Vec<MaybeUninit<u8>>,
+    collector: Collector,
 }
 
 impl DirReader {
@@ -424,10 +435,10 @@ impl DirReader {
     pub fn open(dir: impl AsRef<Path>, options: ReadOptions) -> Result<Self> {
         Ok(DirReader {
             dir: ScoreDir::open(dir.as_ref())?,
-            options,
             held: HashMap::new(),
             sweeps: 0,
-            buf: Vec::new(),
+            listing: Vec::new(),
+            collector: Collector::new(options),
         })
     }
 
@@ -444,35 +455,27 @@ impl DirReader {
     /// Reads every live worker and reaps dead ones, reusing open files.
     pub fn sweep(&mut self) -> Result<Snapshot> {
         self.sweeps += 1;
-        let sweep = self.sweeps;
-        let mut snapshot = Snapshot::default();
-        let mut entries = self.dir.entries()?;
-        while let Some(entry) = entries.read() {
-            let entry = entry.context("getdents64", || self.dir.path().to_owned())?;
-            let name = entry.file_name();
-            let id = match Name::classify(name.to_bytes()) {
-                Name::Status { id } => id,
-                Name::Grave => {
-                    dir::remove_abandoned_grave(&self.dir, name);
-                    continue;
-                }
-                Name::Tmp | Name::Other => continue,
+        let DirReader {
+            dir,
+            held,
+            sweeps,
+            listing,
+            collector,
+        } = self;
+        let sweep = *sweeps;
+        collector.start();
+        dir.for_each_entry(listing, |name, file_type, ino| {
+            let Some(id) = collector.status_entry(dir, name, file_type) else {
+                return;
             };
-            if let Some(reason) = refuse_by_type(entry.file_type()) {
-                snapshot.skipped.push(Skipped {
-                    path: self.dir.join(name),
-                    reason,
-                });
-                continue;
-            }
-            let reusable = self
-                .held
-                .get(name)
-                .is_some_and(|held| held.ino == entry.ino());
+            let reusable = held.get(name).is_some_and(|held| held.ino == ino);
             if !reusable {
-                match dir::open_entry(&self.dir, name, false) {
-                    Ok((file, ino)) => {
-                        self.held.insert(
+                // The listing's inode number, not fstat's: if the name was replaced
+                // between the listing and the open, the next sweep sees a new number
+                // and reopens.
+                match dir::open_entry(dir, name, Access::ReadOnly, file_type) {
+                    Ok(file) => {
+                        held.insert(
                             name.to_owned(),
                             Held {
                                 ino,
@@ -482,36 +485,21 @@ impl DirReader {
                         );
                     }
                     Err(failure) => {
-                        self.held.remove(name);
-                        if let Some(reason) = failure.into_skip_reason() {
-                            snapshot.skipped.push(Skipped {
-                                path: self.dir.join(name),
-                                reason,
-                            });
-                        }
-                        continue;
+                        held.remove(name);
+                        return collector.open_failed(dir, name, failure);
                     }
                 }
             }
-            let held = self.held.get_mut(name).expect("inserted or reused above");
-            held.seen = sweep;
-            if lock_test_and_reap(&self.dir, name, id, &held.file, &mut snapshot) {
-                read_worker(
-                    &self.dir,
-                    name,
-                    id,
-                    &held.file,
-                    &mut self.buf,
-                    self.options,
-                    &mut snapshot,
-                );
+            let entry = held.get_mut(name).expect("inserted or reused above");
+            entry.seen = sweep;
+            if collector.lock_test_and_reap(dir, name, id, &entry.file) {
+                collector.read_worker(dir, name, id, &entry.file);
             } else {
                 // Reaped or unusable: close it now, reopen if the name comes back.
-                self.held.remove(name);
+                held.remove(name);
             }
-        }
-        self.held.retain(|_, held| held.seen == sweep);
-        snapshot.workers.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-        Ok(snapshot)
+        })?;
+        held.retain(|_, held| held.seen == sweep);
+        Ok(collector.finish())
     }
 }

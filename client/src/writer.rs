@@ -6,10 +6,10 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::dir::{self, ScoreDir, TMP_SUFFIX};
+use crate::dir::{self, Access, ScoreDir, TMP_SUFFIX};
 use crate::error::{Context, Error, Result};
 use crate::reader::{Mode as ScanMode, ReadOptions, Scan, Snapshot};
 use crate::sink::{Sink, WriteMode};
@@ -287,7 +287,8 @@ impl Scoreboard {
         if validate_id(&self.id).is_err() {
             return Ok(()); // reported by the first update
         }
-        let Ok((file, _)) = dir::open_entry(&self.dir, &name, true) else {
+        let Ok(file) = dir::open_entry(&self.dir, &name, Access::ReadWrite, FileType::Unknown)
+        else {
             return Ok(());
         };
         if file.try_lock().is_ok() {
