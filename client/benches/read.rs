@@ -53,6 +53,31 @@ fn read(c: &mut Criterion) {
             },
         );
 
+        // The floor for a reader that keeps files open: the lock test and one read.
+        let open: Vec<_> = names
+            .iter()
+            .map(|name| {
+                rustix::fs::openat(
+                    dir.as_fd(),
+                    name,
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .unwrap()
+            })
+            .collect();
+        group.bench_function(BenchmarkId::new("floor_flock_pread", workers), |b| {
+            b.iter(|| {
+                for fd in &open {
+                    assert!(
+                        rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err()
+                    );
+                    rustix::io::pread(fd, &mut buf[..], 0).unwrap();
+                }
+            })
+        });
+        drop(open);
+
         group.bench_function(BenchmarkId::new("read_dir", workers), |b| {
             b.iter(|| {
                 let snapshot = read_dir(tmp.path()).unwrap();

@@ -8,9 +8,11 @@
 //! worker.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::collections::hash_map::Entry;
+use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::io;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -204,7 +206,7 @@ impl<'a> Scan<'a> {
             };
             let alive = own_id == Some(id) || collector.lock_test_and_reap(dir, name, id, &file);
             if alive && mode == Mode::ReadOnce {
-                collector.read_worker(dir, name, id, &file);
+                collector.read_worker(dir, name, id, &file, None);
             }
         })?;
         Ok(collector.finish())
@@ -324,8 +326,16 @@ impl Collector {
     }
 
     /// Reads a live worker's frame into the snapshot, or records why it could not.
-    fn read_worker(&mut self, dir: &ScoreDir, name: &CStr, id: &[u8], file: &File) {
-        let reason = match read_frame(file, &mut self.buf, self.options.max_status_len) {
+    fn read_worker(
+        &mut self,
+        dir: &ScoreDir,
+        name: &CStr,
+        id: &[u8],
+        file: &File,
+        verified: Option<&mut Vec<u8>>,
+    ) {
+        let max = self.options.max_status_len;
+        let reason = match read_frame(file, &mut self.buf, max, verified) {
             Ok(Some(status)) => match std::str::from_utf8(id) {
                 Ok(id) => {
                     self.snapshot.workers.push(Worker {
@@ -350,10 +360,15 @@ impl Collector {
 /// `buf` is the caller's scratch buffer, kept between files so a sweep allocates only
 /// the statuses it returns. One `pread` reads the whole file in the common case, as the
 /// kernel copies at most the file's size however large the buffer.
+///
+/// `verified`, when given, holds the last frame this file yielded: bytes equal to it
+/// need no md5 (a long-lived reader mostly finds statuses unchanged), and a newly
+/// verified frame replaces it.
 fn read_frame(
     file: &File,
     buf: &mut Vec<u8>,
     max_status_len: u32,
+    verified: Option<&mut Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, SkipReason> {
     const INITIAL: usize = 4096;
     if buf.len() < INITIAL {
@@ -365,8 +380,21 @@ fn read_frame(
             operation: "pread",
             error: errno.into(),
         })?;
-        match frame::decode(&buf[..n], max_status_len) {
-            Ok(status) => return Ok(Some(status.to_vec())),
+        let read = &buf[..n];
+        if let Some(last) = verified.as_deref()
+            && !last.is_empty()
+            && read.starts_with(last)
+        {
+            return Ok(Some(last[frame::HEADER_LEN..].to_vec()));
+        }
+        match frame::decode(read, max_status_len) {
+            Ok(status) => {
+                if let Some(last) = verified {
+                    last.clear();
+                    last.extend_from_slice(&read[..frame::frame_len(status.len())]);
+                }
+                return Ok(Some(status.to_vec()));
+            }
             Err(Undecodable::Short) => return Ok(None),
             Err(Undecodable::TooLong { len }) => {
                 return Err(SkipReason::TooLong {
@@ -404,8 +432,9 @@ fn back_off(attempt: u32) {
 
 /// A file kept open by a [`DirReader`] between sweeps.
 struct Held {
-    ino: u64,
     file: File,
+    /// The last frame read from the file and found whole.
+    verified: Vec<u8>,
     /// The sweep that last saw the name, to close files whose names have gone.
     seen: u64,
 }
@@ -423,7 +452,7 @@ struct Held {
 /// watcher uses to learn that a *worker* closed its file.
 pub struct DirReader {
     dir: ScoreDir,
-    held: HashMap<CString, Held>,
+    held: HashMap<u64, Held, BuildHasherDefault<InoHasher>>,
     sweeps: u64,
     /// The `getdents64` buffer, kept between sweeps.
     listing: Vec<MaybeUninit<u8>>,
@@ -435,7 +464,7 @@ impl DirReader {
     pub fn open(dir: impl AsRef<Path>, options: ReadOptions) -> Result<Self> {
         Ok(DirReader {
             dir: ScoreDir::open(dir.as_ref())?,
-            held: HashMap::new(),
+            held: HashMap::default(),
             sweeps: 0,
             listing: Vec::new(),
             collector: Collector::new(options),
@@ -468,38 +497,54 @@ impl DirReader {
             let Some(id) = collector.status_entry(dir, name, file_type) else {
                 return;
             };
-            let reusable = held.get(name).is_some_and(|held| held.ino == ino);
-            if !reusable {
-                // The listing's inode number, not fstat's: if the name was replaced
-                // between the listing and the open, the next sweep sees a new number
-                // and reopens.
-                match dir::open_entry(dir, name, Access::ReadOnly, file_type) {
-                    Ok(file) => {
-                        held.insert(
-                            name.to_owned(),
-                            Held {
-                                ino,
-                                file,
-                                seen: sweep,
-                            },
-                        );
-                    }
-                    Err(failure) => {
-                        held.remove(name);
-                        return collector.open_failed(dir, name, failure);
+            // Keyed by the listing's inode number: a name replaced by a new file (a
+            // restart under a reused pid) shows a new number and is opened afresh. If
+            // the name is replaced between the listing and the open, the entry holds
+            // the newer file under the older number; the next sweep finds neither
+            // mismatch harmful: the older number is not listed and is dropped.
+            let entry = match held.entry(ino) {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(vacant) => {
+                    match dir::open_entry(dir, name, Access::ReadOnly, file_type) {
+                        Ok(file) => vacant.insert(Held {
+                            file,
+                            verified: Vec::new(),
+                            seen: sweep,
+                        }),
+                        Err(failure) => return collector.open_failed(dir, name, failure),
                     }
                 }
-            }
-            let entry = held.get_mut(name).expect("inserted or reused above");
+            };
             entry.seen = sweep;
             if collector.lock_test_and_reap(dir, name, id, &entry.file) {
-                collector.read_worker(dir, name, id, &entry.file);
+                collector.read_worker(dir, name, id, &entry.file, Some(&mut entry.verified));
             } else {
                 // Reaped or unusable: close it now, reopen if the name comes back.
-                held.remove(name);
+                held.remove(&ino);
             }
         })?;
         held.retain(|_, held| held.seen == sweep);
         Ok(collector.finish())
+    }
+}
+
+/// Hashes inode numbers, which are already well spread, with one multiplication.
+#[derive(Default)]
+struct InoHasher(u64);
+
+impl std::hash::Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential numbers over the high bits the table uses.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }

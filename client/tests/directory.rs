@@ -374,3 +374,22 @@ fn read_at_is_when_the_status_was_read() {
     let snapshot = read_dir(tmp.path()).unwrap();
     assert!(snapshot.workers[0].read_at >= before && snapshot.workers[0].read_at <= Instant::now());
 }
+
+#[test]
+fn long_lived_reader_sees_every_in_place_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut scoreboard = Scoreboard::open(tmp.path()).unwrap();
+    let mut reader = DirReader::open(tmp.path(), ReadOptions::default()).unwrap();
+    for status in ["idle", "busy", "busy", "idle", "a longer status", "idle"] {
+        scoreboard.update(status).unwrap();
+        assert_eq!(reader.sweep().unwrap().workers[0].status, status.as_bytes());
+    }
+    // Corrupted in place after a good read: not served from memory.
+    let path = scoreboard.status_path().unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[21] ^= 1; // inside "idle"
+    fs::write(&path, &bytes).unwrap();
+    let snapshot = reader.sweep().unwrap();
+    assert!(snapshot.workers.is_empty());
+    assert_eq!(snapshot.skipped[0].reason.kind(), "torn");
+}
