@@ -76,11 +76,12 @@ for name, ns in rows:
     print(f"{name:<38} {ns:9.1f} {perl_update / ns:10.1f}x {floor / ns:12.2f}x")
 
 print()
-print("read, per live worker                  1,000 workers          10,000 workers")
-print("                                     ns    Perl/this        ns    Perl/this")
+print("read, per live worker                        1,000 workers          10,000 workers")
+print("                                           ns    Perl/this        ns    Perl/this")
 perl = {1000: perl_read_1k, 10000: perl_read_10k}
 read_rows = [("Parallel::Scoreboard read_all (Perl)", None)] + [
     ("bare openat+flock+pread+close (floor)", "floor_open_flock_pread_close"),
+    ("bare flock+pread on open files (floor)", "floor_flock_pread"),
     ("scoreboard read_dir (one-shot)", "read_dir"),
     ("scoreboard DirReader::sweep (long-lived)", "dir_reader_sweep"),
 ]
@@ -91,11 +92,14 @@ for name, bench in read_rows:
         ns = perl[n] if bench is None else median("read_all", bench, str(n)) / n
         per_worker[(bench, n)] = ns
         cells.append(f"{ns:8.2f} {perl[n] / ns:10.1f}x")
-    print(f"{name:<36} {'   '.join(cells)}")
+    print(f"{name:<42} {'   '.join(cells)}")
 print()
 for n in (1000, 10000):
     one_shot = per_worker[("read_dir", n)] / per_worker[("floor_open_flock_pread_close", n)]
     print(f"read_dir / floor at {n:>6,} workers: {one_shot:.2f}x (goal <= 1.3x)")
+for n in (1000, 10000):
+    held = per_worker[("dir_reader_sweep", n)] / per_worker[("floor_flock_pread", n)]
+    print(f"DirReader / flock+pread floor at {n:>6,} workers: {held:.2f}x")
 growth = per_worker[("read_dir", 10000)] / per_worker[("read_dir", 1000)]
 print(f"read_dir per-worker cost, 10,000 vs 1,000: {growth:.2f}x (goal <= 1.5x)")
 EOF
