@@ -154,7 +154,7 @@ impl Scoreboard {
         let pid = crate::pid::current();
         let same_id = match (&self.id_source, &self.file) {
             // Same process, same pid: same id, nothing to format.
-            (IdSource::Pid, Some(file)) => file.owner_pid == pid,
+            (IdSource::Pid, Some(file)) if file.owner_pid == pid => true,
             _ => {
                 self.refresh_id(pid);
                 self.file
@@ -198,10 +198,10 @@ impl Scoreboard {
         }
     }
 
-    /// Gives up the current file (if any) and creates one under the current id.
+    /// Gives up the current file (if any) and creates one under the current id
+    /// (`self.id`, just refreshed).
     #[cold]
     fn replace_file(&mut self, pid: u32, first_status: &[u8]) -> Result<()> {
-        self.refresh_id(pid);
         if let Some(old) = self.file.take() {
             if old.owner_pid == pid {
                 // Our id changed: the old file is ours to remove.
