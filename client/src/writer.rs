@@ -350,6 +350,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_handle_can_move_to_another_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Scoreboard>();
+    }
+
+    #[test]
     fn ids_that_would_escape_or_hide_are_refused() {
         for bad in ["", "a/b", "x\0y", "w.tmp"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
