@@ -4,12 +4,24 @@
 //!
 //! # Layout
 //!
-//! * [`view`] — turning a [`scoreboard::Snapshot`] into what people and scripts read:
-//!   the table and the stable JSON. Pure functions, tested on values.
-//! * [`demo`] — `scoreboardctl demo`: a pool of real worker processes in a temporary
-//!   directory, some killed with SIGKILL and respawned, shown live.
+//! * [`config`] — `agent.toml` and `services.d/*.toml`, parsed and validated into a
+//!   typed [`config::Config`] before anything starts.
+//! * [`summary`] — the core, without I/O: a [`summary::Pool`] per service is fed
+//!   snapshots and answers with what changed, the counts per state, who is stuck, and
+//!   the sanitised `STATUS=` line.
+//! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
+//!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
+//! * [`logging`] — journald or stderr, and rate-limited warnings.
+//! * [`view`] — tables and JSON for `scoreboardctl`; [`demo`] — `scoreboardctl demo`.
 //! * `src/bin/` — argument parsing and dispatch only.
 #![deny(missing_docs)]
 
+pub mod agent;
+pub mod config;
 pub mod demo;
+pub mod logging;
+pub mod notify;
+pub mod summary;
+pub mod systemd;
 pub mod view;
+pub mod watch;

@@ -1,9 +1,71 @@
-//! `scoreboard-agent`: the daemon. Its watching and notifying arrive with the agent
-//! issue; until then it says so instead of pretending to run.
+//! `scoreboard-agent`: watches the configured services' scoreboards and puts a summary
+//! into each service's `STATUS=` line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+use scoreboard_agent::config::{self, Config};
+use scoreboard_agent::{agent, logging};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scoreboard-agent",
+    version,
+    about = "Summarise worker scoreboards into systemd's STATUS= lines"
+)]
+struct Args {
+    /// The agent's configuration; services are read from services.d/ beside it.
+    #[arg(long, default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Validate the configuration, print what it watches, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
 fn main() -> ExitCode {
-    eprintln!("scoreboard-agent: not implemented yet; use `scoreboardctl status --dir DIR`");
-    ExitCode::from(2)
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("scoreboard-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check_config {
+        println!(
+            "{}: OK, interval {:?}, {} service(s)",
+            config.path.display(),
+            config.interval,
+            config.services.len()
+        );
+        for service in &config.services {
+            println!(
+                "  {} <- {} (notify: {})",
+                service.unit,
+                service.directory.display(),
+                service.notify
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    logging::init();
+    agent::raise_fd_limit();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agent::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

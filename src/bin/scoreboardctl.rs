@@ -44,6 +44,9 @@ enum Command {
         #[arg(long)]
         seed: u64,
     },
+    /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
+    #[command(hide = true)]
+    StdinWorker { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DemoWorker { dir, seed } => {
             demo::worker(&dir, seed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::StdinWorker { dir } => {
+            use std::io::BufRead;
+            let mut scoreboard = scoreboard::Scoreboard::open(&dir)?;
+            for line in std::io::stdin().lock().lines() {
+                // JSON escapes let a test publish any bytes, newlines included.
+                let line = line?;
+                let status = serde_json::from_str::<String>(&line).unwrap_or(line);
+                scoreboard.update(status)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

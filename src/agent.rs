@@ -1,0 +1,507 @@
+//! The agent's event loop: the thin shell of I/O around [`crate::summary::Pool`].
+//!
+//! One task on a current-thread tokio runtime waits for whichever comes first: the
+//! sampling tick (every `interval`), inotify events, a re-check after a worker closed
+//! its file, the watchdog, or a signal. Then it sweeps what needs sweeping and sends
+//! each service's summary if it changed — membership changes at once (at most ten a
+//! second per service), status changes at most once per interval.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use scoreboard::{DirReader, ReadOptions};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, NotifyMode, Service};
+use crate::logging::RateLimit;
+use crate::notify::{self, NotifySocket};
+use crate::summary::{Pool, status_line};
+use crate::systemd::Systemd;
+use crate::watch::{DirEvent, Watcher};
+
+/// Membership changes go out at once, but no more often than this per service.
+const MEMBERSHIP_GAP: Duration = Duration::from_millis(100);
+
+/// After a worker closed its file, sweep again this long later in case its lock was
+/// not yet released at the first look (the kernel queues the event first).
+const CLOSE_RECHECKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(40)];
+
+/// How long the same warning stays quiet.
+const WARNING_QUIET: Duration = Duration::from_secs(600);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let mut agent = Agent::new(config)?;
+    let watchdog = notify::watchdog_interval();
+    let now = Instant::now();
+    agent.sweep_all(now);
+    agent.send_summaries(now, true).await;
+    agent.lifecycle("READY=1");
+    agent.send_own_status();
+    info!(
+        services = agent.services.len(),
+        workers = agent.workers(),
+        "watching"
+    );
+
+    let mut next_tick = now + agent.config.interval;
+    let mut next_watchdog = watchdog.map(|period| now + period);
+    loop {
+        let wake = agent.next_deadline(next_tick, next_watchdog);
+        let mut events = Vec::new();
+        tokio::select! {
+            () = tokio::time::sleep_until(wake.into()) => {}
+            batch = agent.watcher.next_batch() => match batch {
+                Ok(batch) => events = batch,
+                Err(e) => error!("reading inotify events: {e}"),
+            },
+            _ = hangup.recv() => agent.reload().await,
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+        let now = Instant::now();
+        for (wd, event) in events {
+            agent.on_event(wd, event, now);
+        }
+        let tick = now >= next_tick;
+        if tick {
+            next_tick = now + agent.config.interval;
+        }
+        agent.sweep_due(now, tick);
+        agent.send_summaries(now, tick).await;
+        if tick {
+            agent.send_own_status();
+        }
+        if let (Some(period), Some(due)) = (watchdog, next_watchdog)
+            && now >= due
+        {
+            agent.lifecycle("WATCHDOG=1");
+            next_watchdog = Some(now + period);
+        }
+    }
+    agent.lifecycle("STOPPING=1");
+    info!("stopping");
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: a long-lived reader holds one
+/// descriptor per worker, and systemd's default soft limit is 1,024.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            warn!("raising the open-file limit: {e}");
+        }
+    }
+}
+
+/// Everything the loop works on.
+struct Agent {
+    config: Config,
+    services: Vec<Watched>,
+    watcher: Watcher,
+    /// `$NOTIFY_SOCKET`: our own lifecycle, and `notify = "self"` summaries.
+    own_socket: Option<NotifySocket>,
+    /// Where `notify = "main-pid"` summaries go.
+    systemd_socket: Option<NotifySocket>,
+    systemd: Option<Systemd>,
+    warnings: RateLimit,
+    own_status: Option<String>,
+}
+
+/// One watched service.
+struct Watched {
+    service: Service,
+    pool: Pool,
+    reader: Option<DirReader>,
+    wd: Option<i32>,
+    sweep_now: bool,
+    rechecks: Vec<Instant>,
+    membership_pending: bool,
+    sent: Option<Sent>,
+}
+
+/// What was last delivered for a service, and to which main process.
+struct Sent {
+    text: String,
+    at: Instant,
+    pid: u32,
+}
+
+impl Watched {
+    fn new(service: Service) -> Self {
+        Watched {
+            pool: Pool::new(&service),
+            service,
+            reader: None,
+            wd: None,
+            sweep_now: true,
+            rechecks: Vec::new(),
+            membership_pending: true,
+            sent: None,
+        }
+    }
+}
+
+impl Agent {
+    fn new(config: Config) -> anyhow::Result<Agent> {
+        let own_socket = NotifySocket::from_env().context("opening $NOTIFY_SOCKET")?;
+        let systemd_socket = if config
+            .services
+            .iter()
+            .any(|s| s.notify == NotifyMode::MainPid)
+        {
+            let path = config
+                .notify_socket
+                .clone()
+                .or_else(|| std::env::var_os("NOTIFY_SOCKET").map(Into::into))
+                .unwrap_or_else(|| notify::SYSTEMD_NOTIFY_SOCKET.into());
+            Some(
+                NotifySocket::at(&path)
+                    .with_context(|| format!("opening the notify socket {}", path.display()))?,
+            )
+        } else {
+            None
+        };
+        let services = config.services.iter().cloned().map(Watched::new).collect();
+        Ok(Agent {
+            services,
+            watcher: Watcher::new().context("creating an inotify instance")?,
+            own_socket,
+            systemd_socket,
+            systemd: None,
+            warnings: RateLimit::new(WARNING_QUIET),
+            own_status: None,
+            config,
+        })
+    }
+
+    /// Our own notifications. When a service is watched with `notify = "self"`, the
+    /// agent is a helper inside that service and `$NOTIFY_SOCKET` speaks for the
+    /// service: then only summaries are sent there, never READY, WATCHDOG or our status.
+    fn lifecycle(&mut self, message: &str) {
+        if self
+            .services
+            .iter()
+            .any(|w| w.service.notify == NotifyMode::Itself)
+        {
+            return;
+        }
+        if let Some(socket) = &self.own_socket
+            && let Err(e) = socket.send(message)
+            && self.warnings.allow("own notify", Instant::now())
+        {
+            warn!("sending {message:?} to {}: {e}", socket.path().display());
+        }
+    }
+
+    fn workers(&self) -> usize {
+        self.services.iter().map(|w| w.pool.len()).sum()
+    }
+
+    fn send_own_status(&mut self) {
+        let services = self.services.len();
+        let text = format!(
+            "watching {services} service{}, {} workers",
+            if services == 1 { "" } else { "s" },
+            self.workers()
+        );
+        if self.own_status.as_ref() != Some(&text) {
+            self.lifecycle(&notify::status(&text));
+            self.own_status = Some(text);
+        }
+    }
+
+    /// The earliest moment something is due besides events and signals.
+    fn next_deadline(&self, next_tick: Instant, next_watchdog: Option<Instant>) -> Instant {
+        let mut wake = next_tick;
+        if let Some(at) = next_watchdog {
+            wake = wake.min(at);
+        }
+        let now = Instant::now();
+        for watched in &self.services {
+            for &at in &watched.rechecks {
+                wake = wake.min(at);
+            }
+            if watched.membership_pending
+                && let Some(sent) = &watched.sent
+            {
+                wake = wake.min(sent.at + MEMBERSHIP_GAP);
+            }
+            if let Some(at) = watched.pool.next_stuck_at(now) {
+                wake = wake.min(at);
+            }
+        }
+        wake
+    }
+
+    fn on_event(&mut self, wd: i32, event: DirEvent, now: Instant) {
+        if event == DirEvent::Overflow {
+            warn!("inotify queue overflowed; sweeping every directory");
+            for watched in &mut self.services {
+                watched.sweep_now = true;
+            }
+            return;
+        }
+        let Some(watched) = self.services.iter_mut().find(|w| w.wd == Some(wd)) else {
+            return;
+        };
+        match event {
+            DirEvent::Membership => watched.sweep_now = true,
+            DirEvent::Closed => {
+                watched.sweep_now = true;
+                watched.rechecks.extend(CLOSE_RECHECKS.map(|d| now + d));
+            }
+            DirEvent::Gone => {
+                info!(unit = %watched.service.unit, "{} is gone; waiting for it to come back", watched.service.directory.display());
+                forget_directory(watched);
+            }
+            DirEvent::Overflow => unreachable!("handled above"),
+        }
+    }
+
+    fn sweep_all(&mut self, now: Instant) {
+        for index in 0..self.services.len() {
+            self.sweep(index, now);
+        }
+    }
+
+    fn sweep_due(&mut self, now: Instant, tick: bool) {
+        for index in 0..self.services.len() {
+            let watched = &mut self.services[index];
+            let recheck = watched.rechecks.iter().any(|&at| at <= now);
+            watched.rechecks.retain(|&at| at > now);
+            if tick || watched.sweep_now || recheck {
+                self.sweep(index, now);
+            }
+        }
+    }
+
+    fn sweep(&mut self, index: usize, now: Instant) {
+        let watched = &mut self.services[index];
+        watched.sweep_now = false;
+        let unit = watched.service.unit.clone();
+        if watched.reader.is_none() {
+            match DirReader::open(&watched.service.directory, ReadOptions::default()) {
+                Ok(reader) => {
+                    match self.watcher.watch(&watched.service.directory) {
+                        Ok(wd) => watched.wd = Some(wd),
+                        Err(e) => {
+                            warn!(unit = %unit, "watching {}: {e}; relying on the periodic sweep", watched.service.directory.display())
+                        }
+                    }
+                    info!(unit = %unit, "reading {}", watched.service.directory.display());
+                    watched.reader = Some(reader);
+                }
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::NotFound
+                        && self.warnings.allow(&format!("open {unit}"), now)
+                    {
+                        warn!(unit = %unit, "{e}");
+                    }
+                    return;
+                }
+            }
+        }
+        let reader = watched.reader.as_mut().expect("opened above");
+        let snapshot = match reader.sweep() {
+            Ok(snapshot) => snapshot,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                forget_directory(watched);
+                return;
+            }
+            Err(e) => {
+                if self.warnings.allow(&format!("sweep {unit}"), now) {
+                    warn!(unit = %unit, "{e}");
+                }
+                return;
+            }
+        };
+        let changes = watched.pool.observe(&snapshot, now);
+        for id in &changes.added {
+            debug!(unit = %unit, worker = %id, "worker joined");
+        }
+        for id in &snapshot.reaped {
+            info!(unit = %unit, worker = %id, "removed the file of a dead worker");
+        }
+        for id in &changes.removed {
+            debug!(unit = %unit, worker = %id, "worker left");
+        }
+        if changes.membership() {
+            watched.membership_pending = true;
+        }
+        for skipped in &snapshot.skipped {
+            let key = format!("{} {}", skipped.path.display(), skipped.reason.kind());
+            if self.warnings.allow(&key, now) {
+                warn!(unit = %unit, "{skipped}");
+            }
+        }
+    }
+
+    async fn send_summaries(&mut self, now: Instant, tick: bool) {
+        for index in 0..self.services.len() {
+            self.send_summary(index, now, tick).await;
+        }
+    }
+
+    /// Sends the service's summary if it changed and is due, or if the service has a
+    /// new main process that has not heard it yet.
+    async fn send_summary(&mut self, index: usize, now: Instant, tick: bool) {
+        let watched = &self.services[index];
+        let text = status_line(
+            &watched.pool.summary(now),
+            &watched.service.summary,
+            &watched.service.unit,
+        );
+        let gap = if watched.membership_pending {
+            MEMBERSHIP_GAP
+        } else {
+            self.config.interval
+        };
+        let due = watched
+            .sent
+            .as_ref()
+            .is_none_or(|sent| now >= sent.at + gap);
+        let changed = watched.sent.as_ref().is_none_or(|sent| sent.text != text);
+        // The main process is looked up at every tick, so a restarted service (a new
+        // MainPID) hears the summary again even when the text is the same.
+        let ask_pid = watched.service.notify == NotifyMode::MainPid && (tick || changed);
+        let text_due = changed && due;
+        if !text_due && !ask_pid {
+            return;
+        }
+        let pid = if ask_pid {
+            match self.main_pid(index, now).await {
+                Some(pid) => pid,
+                None => return,
+            }
+        } else {
+            0
+        };
+        let watched = &mut self.services[index];
+        let new_process = watched.sent.as_ref().is_some_and(|sent| sent.pid != pid);
+        if !text_due && !new_process {
+            return;
+        }
+        if pid == 0 && watched.service.notify == NotifyMode::MainPid {
+            return; // not running: nobody to speak for
+        }
+        let unit = watched.service.unit.clone();
+        let message = notify::status(&text);
+        let result = match watched.service.notify {
+            NotifyMode::None => Ok(()),
+            NotifyMode::Itself => match &self.own_socket {
+                Some(socket) => socket.send(&message),
+                None => Err(std::io::Error::other("$NOTIFY_SOCKET is not set")),
+            },
+            NotifyMode::MainPid => match &self.systemd_socket {
+                Some(socket) => socket.send_as(&message, pid),
+                None => Err(std::io::Error::other("no notify socket")),
+            },
+        };
+        match result {
+            Ok(()) => {
+                debug!(unit = %unit, "STATUS={text}");
+                watched.sent = Some(Sent { text, at: now, pid });
+                watched.membership_pending = false;
+            }
+            Err(e) => {
+                if self
+                    .warnings
+                    .allow(&format!("notify {unit} {}", e.kind()), now)
+                {
+                    warn!(unit = %unit, "sending the summary: {e}");
+                }
+            }
+        }
+    }
+
+    /// The service's main pid (0: not running), or `None` when systemd cannot be asked
+    /// or will not listen.
+    async fn main_pid(&mut self, index: usize, now: Instant) -> Option<u32> {
+        if self.systemd.is_none() {
+            match Systemd::connect(self.config.bus).await {
+                Ok(systemd) => self.systemd = Some(systemd),
+                Err(e) => {
+                    if self.warnings.allow("bus", now) {
+                        warn!("{e:#}; cannot send summaries on behalf of services");
+                    }
+                    return None;
+                }
+            }
+        }
+        let unit = &self.services[index].service.unit;
+        let systemd = self.systemd.as_ref().expect("connected above");
+        match systemd.main_process(unit).await {
+            Ok(main) if main.pid != 0 && main.notify_access == "none" => {
+                if self.warnings.allow(&format!("access {unit}"), now) {
+                    warn!(
+                        unit = %unit,
+                        "systemd ignores STATUS= for {unit} because it has NotifyAccess=none; \
+                         set NotifyAccess=main in a drop-in (scoreboardctl enable does) and restart it"
+                    );
+                }
+                None
+            }
+            Ok(main) => Some(main.pid),
+            Err(e) => {
+                if self.warnings.allow(&format!("main pid {unit}"), now) {
+                    warn!(unit = %unit, "{e:#}");
+                }
+                None
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration, keeping what we know of unchanged services.
+    async fn reload(&mut self) {
+        self.lifecycle(&notify::reloading());
+        match Config::load(&self.config.path) {
+            Ok(config) => {
+                let mut old = std::mem::take(&mut self.services);
+                for service in &config.services {
+                    let kept = old
+                        .iter()
+                        .position(|w| &w.service == service)
+                        .map(|i| old.swap_remove(i));
+                    self.services
+                        .push(kept.unwrap_or_else(|| Watched::new(service.clone())));
+                }
+                for gone in old {
+                    if let Some(wd) = gone.wd {
+                        self.watcher.unwatch(wd);
+                    }
+                    info!(unit = %gone.service.unit, "no longer watched");
+                }
+                self.config = config;
+                info!(services = self.services.len(), "configuration reloaded");
+            }
+            Err(e) => error!("keeping the running configuration: {e:#}"),
+        }
+        let now = Instant::now();
+        self.sweep_all(now);
+        self.send_summaries(now, true).await;
+        self.lifecycle("READY=1");
+        self.send_own_status();
+    }
+}
+
+/// The directory went away: drop what we held, and report its workers gone.
+fn forget_directory(watched: &mut Watched) {
+    watched.reader = None;
+    watched.wd = None; // the kernel dropped the watch with the directory
+    if !watched.pool.clear().is_empty() {
+        watched.membership_pending = true;
+    }
+}

@@ -1,0 +1,328 @@
+//! `scoreboard-agent` as systemd runs it: a real process, real worker processes, and a
+//! real notify socket (a unix datagram socket bound by the test as `NOTIFY_SOCKET`)
+//! whose datagrams are asserted exactly.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    notify: UnixDatagram,
+}
+
+impl Setup {
+    /// A config dir with `agent.toml` and the given services, and a notify socket.
+    fn new(agent_toml: &str, services: &[(&str, &str)]) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("agent.toml"), agent_toml).unwrap();
+        std::fs::create_dir(tmp.path().join("services.d")).unwrap();
+        for (name, text) in services {
+            let text = text.replace("TMP", &tmp.path().display().to_string());
+            std::fs::write(tmp.path().join("services.d").join(name), text).unwrap();
+        }
+        let notify = UnixDatagram::bind(tmp.path().join("notify")).unwrap();
+        Setup { tmp, notify }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.tmp.path().join(relative)
+    }
+
+    fn agent(&self, env: &[(&str, &str)]) -> Agent {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"));
+        command
+            .arg("--config")
+            .arg(self.path("agent.toml"))
+            .env("NOTIFY_SOCKET", self.path("notify"))
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .env("RUST_LOG", "debug")
+            .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Agent(command.spawn().unwrap())
+    }
+
+    /// The next datagram, or `None` after `timeout`.
+    fn next(&self, timeout: Duration) -> Option<String> {
+        self.notify.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0; 4096];
+        let n = self.notify.recv(&mut buf).ok()?;
+        Some(String::from_utf8(buf[..n].to_vec()).expect("systemd wants UTF-8"))
+    }
+
+    /// Reads datagrams until one equals `expected`; returns how long that took. Every
+    /// datagram seen is checked to be a well-formed single assignment.
+    fn expect(&self, expected: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        while let Some(left) = within.checked_sub(started.elapsed()) {
+            let Some(message) = self.next(left) else {
+                break;
+            };
+            if message.starts_with("STATUS=") {
+                assert!(!message.contains('\n'), "an injected line in {message:?}");
+            }
+            if message == expected {
+                return started.elapsed();
+            }
+            seen.push(message);
+        }
+        panic!("no {expected:?} within {within:?}; saw {seen:#?}");
+    }
+
+    /// Asserts that nothing arrives for `quiet`.
+    fn expect_silence(&self, quiet: Duration) {
+        if let Some(message) = self.next(quiet) {
+            panic!("expected silence, got {message:?}");
+        }
+    }
+}
+
+impl Drop for Setup {
+    /// The agent's log is kept quiet unless a test fails.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.path("agent.log")).unwrap_or_default();
+            eprintln!("--- agent log ---\n{log}--- end of agent log ---");
+        }
+    }
+}
+
+struct Agent(Child);
+
+impl Agent {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A worker process that publishes each line written to it (JSON strings allowed).
+struct Worker(Child);
+
+impl Worker {
+    fn start(dir: &Path) -> Worker {
+        let child = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .arg("stdin-worker")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Worker(child)
+    }
+
+    fn say(&mut self, status: &str) {
+        let line = serde_json::to_string(status).unwrap();
+        writeln!(self.0.stdin.as_mut().unwrap(), "{line}").unwrap();
+    }
+
+    fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn summaries_follow_workers_joining_changing_dying_and_sticking() {
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/run/web/scoreboard\"\nnotify = \"self\"\nstuck_after = \"1500ms\"\n",
+        )],
+    );
+    let dir = setup.path("run/web/scoreboard");
+    let _agent = setup.agent(&[]);
+    // The directory does not exist yet: the agent waits for it.
+    setup.expect("STATUS=0 workers: none", 5 * SECOND);
+
+    let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&dir)).collect();
+    for worker in &mut workers {
+        worker.say("idle");
+    }
+    let first = setup.expect("STATUS=3 workers: 3 idle", 5 * SECOND);
+    eprintln!("three workers started: summary after {first:?}");
+
+    workers[0].say("busy GET /slow");
+    setup.expect("STATUS=3 workers: 2 idle, 1 busy", 2 * SECOND);
+
+    let killed = Instant::now();
+    workers[1].kill9();
+    setup.expect("STATUS=2 workers: 1 busy, 1 idle", 2 * SECOND);
+    eprintln!("kill -9 to the new STATUS datagram: {:?}", killed.elapsed());
+
+    // Nothing changes: nothing is sent, until the busy worker has been busy too long.
+    setup.expect("STATUS=2 workers: 1 idle, 1 stuck", 3 * SECOND);
+    setup.expect_silence(SECOND);
+
+    // A status trying to smuggle a second assignment in is just a status.
+    workers[2].say("busy\nMAINPID=1\nREADY=1");
+    setup.expect("STATUS=2 workers: 1 busy, 1 stuck", 2 * SECOND);
+}
+
+#[test]
+fn worker_text_cannot_inject_assignments_even_in_a_state_name() {
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[(
+            "jobs.toml",
+            "unit = \"jobs\"\ndirectory = \"TMP/jobs\"\nnotify = \"self\"\nstate = \"json:/state\"\nsummary = \"{unit}: {counts}\"\n",
+        )],
+    );
+    std::fs::create_dir(setup.path("jobs")).unwrap();
+    let _agent = setup.agent(&[]);
+    setup.expect("STATUS=jobs.service: none", 5 * SECOND);
+    let mut worker = Worker::start(&setup.path("jobs"));
+    worker.say(r#"{"state":"running\nMAINPID=1\u0000"}"#);
+    setup.expect("STATUS=jobs.service: 1 running MAINPID=1", 2 * SECOND);
+}
+
+#[test]
+fn a_directory_that_vanishes_is_picked_up_again() {
+    let setup = Setup::new(
+        "interval = \"100ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/run/web/scoreboard\"\nnotify = \"self\"\n",
+        )],
+    );
+    let dir = setup.path("run/web/scoreboard");
+    let _agent = setup.agent(&[]);
+    let mut worker = Worker::start(&dir);
+    worker.say("idle");
+    setup.expect("STATUS=1 workers: 1 idle", 5 * SECOND);
+    // The service stops: its RuntimeDirectory= goes, with our scoreboard in it.
+    worker.kill9();
+    std::fs::remove_dir_all(setup.path("run/web")).unwrap();
+    setup.expect("STATUS=0 workers: none", 2 * SECOND);
+    // It starts again.
+    let mut again = Worker::start(&dir);
+    again.say("busy GET /");
+    setup.expect("STATUS=1 workers: 1 busy", 3 * SECOND);
+}
+
+#[test]
+fn lifecycle_ready_status_watchdog_reload_stopping() {
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/web\"\nnotify = \"none\"\n",
+        )],
+    );
+    std::fs::create_dir(setup.path("web")).unwrap();
+    let agent = setup.agent(&[("WATCHDOG_USEC", "600000")]);
+    assert_eq!(setup.next(5 * SECOND).as_deref(), Some("READY=1"));
+    assert_eq!(
+        setup.next(SECOND).as_deref(),
+        Some("STATUS=watching 1 service, 0 workers")
+    );
+
+    let mut workers: Vec<Worker> = (0..2).map(|_| Worker::start(&setup.path("web"))).collect();
+    for worker in &mut workers {
+        worker.say("idle");
+    }
+    setup.expect("STATUS=watching 1 service, 2 workers", 3 * SECOND);
+    // Pings at half the watchdog period.
+    setup.expect("WATCHDOG=1", SECOND);
+    let since = Instant::now();
+    setup.expect("WATCHDOG=1", SECOND);
+    assert!(
+        since.elapsed() > Duration::from_millis(200),
+        "{:?}",
+        since.elapsed()
+    );
+
+    // SIGHUP with a second service added.
+    std::fs::write(
+        setup.path("services.d/jobs.toml"),
+        format!(
+            "unit = \"jobs\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
+            setup.path("jobs").display()
+        ),
+    )
+    .unwrap();
+    agent.signal("HUP");
+    let reloading = loop {
+        let message = setup.next(2 * SECOND).expect("RELOADING=1");
+        if message.starts_with("RELOADING=1") {
+            break message;
+        }
+    };
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap();
+    assert!(usec.parse::<u64>().unwrap() > 0);
+    setup.expect("READY=1", 2 * SECOND);
+    setup.expect("STATUS=watching 2 services, 2 workers", 2 * SECOND);
+
+    // A broken file on reload: the running configuration stays.
+    std::fs::write(setup.path("services.d/jobs.toml"), "unit = 42\n").unwrap();
+    agent.signal("HUP");
+    setup.expect("READY=1", 2 * SECOND);
+
+    agent.signal("TERM");
+    setup.expect("STOPPING=1", 2 * SECOND);
+    let mut agent = agent;
+    assert!(agent.0.wait().unwrap().success());
+}
+
+#[test]
+fn check_config_reports_errors_with_file_and_line() {
+    let setup = Setup::new(
+        "interval = \"1s\"\n",
+        &[("web.toml", "unit = \"web\"\nstuck_after = \"soon\"\n")],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(setup.path("agent.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("services.d/web.toml")
+            && stderr.contains("line 2")
+            && stderr.contains("invalid duration"),
+        "{stderr}"
+    );
+
+    std::fs::write(setup.path("services.d/web.toml"), "unit = \"web\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(setup.path("agent.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("web.service <- /run/web/scoreboard (notify: main-pid)"),
+        "{stdout}"
+    );
+}
