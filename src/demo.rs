@@ -5,7 +5,8 @@
 //! with realistic request lines through the [`scoreboard`] crate. Now and then one is
 //! killed with SIGKILL — leaving its file behind, as a crashed worker does — and a new
 //! one is spawned; the next sweep reaps the dead worker's file. The screen shows the
-//! live table and what happened.
+//! `STATUS=` line the agent would send to systemd (computed by the agent's own
+//! [`crate::summary`] code), the live table, and what happened.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -17,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use scoreboard::{DirReader, ReadOptions, Scoreboard};
 
+use crate::config::{NotifyMode, Service, StateRule};
+use crate::summary::status_line;
 use crate::view;
 
 /// What the demo does and for how long.
@@ -92,6 +95,9 @@ impl Pool<'_> {
         // Give the first workers a moment to publish before the first frame.
         std::thread::sleep(Duration::from_millis(100));
         let mut reader = DirReader::open(self.dir, ReadOptions::default())?;
+        // The agent's own logic, on the demo's directory.
+        let service = demo_service(self.dir);
+        let mut pool = crate::summary::Pool::new(&service);
         let mut last_kill = Instant::now();
         while !stop.load(Ordering::Relaxed)
             && options.duration.is_none_or(|d| started.elapsed() < d)
@@ -102,6 +108,9 @@ impl Pool<'_> {
                 last_kill = Instant::now();
             }
             let snapshot = reader.sweep()?;
+            let now = Instant::now();
+            pool.observe(&snapshot, now);
+            let line = status_line(&pool.summary(now), &service.summary, &service.unit);
             for id in &snapshot.reaped {
                 self.event(format!("reaped the file worker {id} left behind"));
             }
@@ -117,7 +126,8 @@ impl Pool<'_> {
                 snapshot.workers.len(),
                 self.dir.display()
             ));
-            frame.push_str(&view::status_table(&snapshot.workers));
+            frame.push_str(&format!("systemd would show:  Status: \"{line}\"\n\n"));
+            frame.push_str(&view::worker_table(&pool.workers(now), true));
             frame.push_str("\nrecent events:\n");
             for event in &self.events {
                 frame.push_str(&format!("  {event}\n"));
@@ -165,6 +175,21 @@ impl Pool<'_> {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The demo pool as the agent would be configured for it: default rules, and workers
+/// busy on one request for over two seconds count as stuck.
+fn demo_service(dir: &Path) -> Service {
+    Service {
+        source: "scoreboardctl demo".into(),
+        unit: "demo.service".into(),
+        directory: dir.to_owned(),
+        state: StateRule::FirstWord,
+        idle_states: vec!["idle".into()],
+        stuck_after: Some(Duration::from_secs(2)),
+        summary: crate::config::DEFAULT_SUMMARY.into(),
+        notify: NotifyMode::None,
     }
 }
 

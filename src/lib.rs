@@ -12,12 +12,13 @@
 //! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
 //!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
 //! * [`logging`] — journald or stderr, and rate-limited warnings.
-//! * [`view`] — tables and JSON for `scoreboardctl`; [`demo`] — `scoreboardctl demo`.
+//! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`.
 //! * `src/bin/` — argument parsing and dispatch only.
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod logging;
 pub mod notify;

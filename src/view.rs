@@ -70,6 +70,52 @@ pub fn status_table(workers: &[scoreboard::Worker]) -> String {
     out
 }
 
+/// The `ID STATE UNCHANGED STUCK STATUS` table of a pool, indented under a header.
+/// Without `history` (read directly, not from the agent) the time since the last change
+/// and stuck-ness are unknown and shown as `-`.
+pub fn worker_table(workers: &[crate::summary::WorkerView], history: bool) -> String {
+    if workers.is_empty() {
+        return String::new();
+    }
+    let id_width = workers
+        .iter()
+        .map(|w| w.id.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    let states: Vec<String> = workers
+        .iter()
+        .map(|w| printable_status(w.state.as_bytes()))
+        .collect();
+    let state_width = states
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let mut out = format!(
+        "  {:<id_width$}  {:<state_width$}  UNCHANGED  STUCK  STATUS\n",
+        "ID", "STATE"
+    );
+    for (worker, state) in workers.iter().zip(&states) {
+        let (unchanged, stuck) = if history {
+            (
+                format!("{:.1}s", worker.unchanged_for.as_secs_f64()),
+                if worker.stuck { "yes" } else { "no" },
+            )
+        } else {
+            ("-".to_owned(), "-")
+        };
+        let _ = writeln!(
+            out,
+            "  {:<id_width$}  {state:<state_width$}  {unchanged:<9}  {stuck:<5}  {}",
+            worker.id,
+            printable_status(worker.status.as_bytes())
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

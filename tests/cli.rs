@@ -132,3 +132,122 @@ fn demo_runs_real_workers_kills_one_and_cleans_up() {
         "the demo removed {dir}"
     );
 }
+
+/// A configuration watching `web` (directory in the temp dir) and `jobs` (absent).
+fn configured() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let web = tmp.path().join("web");
+    fs::create_dir(&web).unwrap();
+    fs::write(tmp.path().join("agent.toml"), "bus = \"none\"\n").unwrap();
+    fs::create_dir(tmp.path().join("services.d")).unwrap();
+    fs::write(
+        tmp.path().join("services.d/web.toml"),
+        format!(
+            "unit = \"web\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
+            web.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        tmp.path().join("services.d/jobs.toml"),
+        format!(
+            "unit = \"jobs\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
+            tmp.path().join("jobs").display()
+        ),
+    )
+    .unwrap();
+    let config = tmp.path().join("agent.toml");
+    (tmp, config)
+}
+
+#[test]
+fn status_of_a_unit_shows_states_and_the_summary_line() {
+    let (tmp, config) = configured();
+    let _a = worker(&tmp.path().join("web"), "a", b"busy GET /");
+    let _b = worker(&tmp.path().join("web"), "b", b"idle");
+    let out = scoreboardctl()
+        .args(["status", "web", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "● web.service — 2 workers: 1 busy, 1 idle\n  ID  STATE  UNCHANGED  STUCK  STATUS\n  a   busy   -          -      busy GET /\n  b   idle   -          -      idle\n"
+    );
+
+    let out = scoreboardctl()
+        .args(["status", "web.service", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["services"][0]["summary"], "2 workers: 1 busy, 1 idle");
+    assert_eq!(json["services"][0]["workers"][0]["state"], "busy");
+    assert_eq!(
+        json["services"][0]["workers"][0]["stuck"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn status_exit_codes_tell_not_running_from_unknown() {
+    let (_tmp, config) = configured();
+    let out = scoreboardctl()
+        .args(["status", "jobs", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("jobs.service — not running (no ")
+    );
+    let out = scoreboardctl()
+        .args(["status", "nope", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("nope is not watched")
+    );
+    let out = scoreboardctl()
+        .args(["status", "web", "--config", "/nonexistent/agent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("/nonexistent/agent.toml")
+    );
+}
+
+#[test]
+fn list_shows_every_watched_service() {
+    let (tmp, config) = configured();
+    let _a = worker(&tmp.path().join("web"), "a", b"idle");
+    let out = scoreboardctl()
+        .args(["list", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "UNIT          WORKERS  SUMMARY");
+    assert!(
+        lines[1].starts_with("jobs.service  -        not running (no "),
+        "{stdout}"
+    );
+    assert_eq!(lines[2], "web.service   1        1 workers: 1 idle");
+}

@@ -8,23 +8,41 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use scoreboard_agent::{demo, view};
+use scoreboard_agent::config::{self, Config};
+use scoreboard_agent::{ctl, demo, view};
 
 #[derive(Debug, Parser)]
-#[command(name = "scoreboardctl", version, about = "Inspect worker scoreboards")]
+#[command(
+    name = "scoreboardctl",
+    version,
+    about = "Inspect worker scoreboards",
+    after_help = "Exit status: 0 shown, 1 failure, 2 usage error, 3 the service is not running, 4 no such service."
+)]
 struct Cli {
+    /// The agent's configuration (services are read from services.d/ beside it).
+    #[arg(long, global = true, default_value = config::DEFAULT_CONFIG)]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show every live worker's status in a scoreboard directory, reaping dead workers' files.
+    /// Show each worker of a watched service (or of all), reaping dead workers' files.
     Status {
-        /// The scoreboard directory, e.g. /run/myservice/scoreboard.
+        /// The service, e.g. myservice.service; all watched services when omitted.
+        #[arg(conflicts_with = "dir")]
+        unit: Option<String>,
+        /// Read this scoreboard directory instead of a configured service.
         #[arg(long)]
-        dir: PathBuf,
-        /// Print `{"workers":[{"id":…,"status":…}]}` instead of a table.
+        dir: Option<PathBuf>,
+        /// Print JSON; with --dir exactly `{"workers":[{"id":…,"status":…}]}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the watched services with their worker counts and summaries.
+    List {
+        /// Print `{"services":[{"unit","directory","workers","summary"}]}`.
         #[arg(long)]
         json: bool,
     },
@@ -61,7 +79,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Status { dir, json } => {
+        Command::Status {
+            unit,
+            dir: None,
+            json,
+        } => {
+            let config = Config::load(&cli.config)?;
+            let code = ctl::status(
+                &config,
+                unit.as_deref(),
+                json,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        Command::List { json } => {
+            let config = Config::load(&cli.config)?;
+            let code = ctl::list(
+                &config,
+                json,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr(),
+            )?;
+            Ok(ExitCode::from(code))
+        }
+        Command::Status {
+            dir: Some(dir),
+            json,
+            ..
+        } => {
             let snapshot = scoreboard::read_dir(&dir)?;
             for skipped in &snapshot.skipped {
                 eprintln!("scoreboardctl: warning: {skipped}");
