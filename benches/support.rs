@@ -1,0 +1,107 @@
+//! A running agent with a notify socket of our own, for the agent's benches.
+
+#![allow(dead_code)] // each bench uses part of it
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct AgentUnderTest {
+    pub tmp: tempfile::TempDir,
+    pub notify: UnixDatagram,
+    pub agent: Child,
+}
+
+impl AgentUnderTest {
+    /// Starts `scoreboard-agent` (release build beside this bench) watching one service
+    /// in `<tmp>/sb` with `notify = "self"` at the default 1 s interval.
+    pub fn start() -> AgentUnderTest {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("agent.toml"), "bus = \"none\"\n").unwrap();
+        std::fs::create_dir(tmp.path().join("services.d")).unwrap();
+        std::fs::create_dir(tmp.path().join("sb")).unwrap();
+        std::fs::write(
+            tmp.path().join("services.d/bench.toml"),
+            format!(
+                "unit = \"bench\"\ndirectory = \"{}\"\nnotify = \"self\"\n",
+                tmp.path().join("sb").display()
+            ),
+        )
+        .unwrap();
+        let notify = UnixDatagram::bind(tmp.path().join("notify")).unwrap();
+        let agent = Command::new(binary("scoreboard-agent"))
+            .arg("--config")
+            .arg(tmp.path().join("agent.toml"))
+            .env("NOTIFY_SOCKET", tmp.path().join("notify"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("build the binaries first: cargo build --release");
+        let this = AgentUnderTest { tmp, notify, agent };
+        this.wait_for("STATUS=0 workers: none", Duration::from_secs(10));
+        this
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.tmp.path().join("sb")
+    }
+
+    /// Waits for the datagram `expected`, skipping others.
+    pub fn wait_for(&self, expected: &str, timeout: Duration) {
+        self.notify.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0; 4096];
+        loop {
+            let n = self
+                .notify
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {expected:?}: {e}"));
+            if &buf[..n] == expected.as_bytes() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for AgentUnderTest {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+/// A binary of this package, from the same target directory as the running bench.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run `cargo build --release` first",
+        path.display()
+    );
+    path
+}
+
+/// A worker process publishing what it is told.
+pub struct Worker(pub Child);
+
+impl Worker {
+    pub fn start(dir: &Path, status: &str) -> Worker {
+        let mut child = Command::new(binary("scoreboardctl"))
+            .arg("stdin-worker")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.as_mut().unwrap(), "{status}").unwrap();
+        Worker(child)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
