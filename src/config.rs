@@ -451,6 +451,14 @@ notify = "self"
     }
 
     #[test]
+    fn the_packaged_default_configuration_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/agent.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!((config.interval, config.bus), (Duration::from_secs(1), Bus::System));
+        assert!(config.services.is_empty());
+    }
+
+    #[test]
     fn a_unit_configured_twice_is_refused_naming_both_files() {
         let tmp = tempfile::tempdir().unwrap();
         let agent = write(tmp.path(), "agent.toml", "");

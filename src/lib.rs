@@ -12,6 +12,7 @@
 //! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
 //!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
 //! * [`logging`] — journald or stderr, and rate-limited warnings.
+//! * [`enable`] — `scoreboardctl enable`/`disable`: tmpfiles.d, drop-in, services.d.
 //! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`.
 //! * `src/bin/` — argument parsing and dispatch only.
 #![deny(missing_docs)]
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod enable;
 pub mod logging;
 pub mod notify;
 pub mod summary;

@@ -9,7 +9,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config::{self, Config};
-use scoreboard_agent::{ctl, demo, view};
+use scoreboard_agent::{ctl, demo, enable, view};
+
+/// The real root, or a test's, where nothing is run.
+fn target(root: Option<PathBuf>) -> enable::Target {
+    match root {
+        Some(root) => enable::Target { root, apply: false },
+        None => enable::Target {
+            root: PathBuf::from("/"),
+            apply: true,
+        },
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,6 +56,28 @@ enum Command {
         /// Print `{"services":[{"unit","directory","workers","summary"}]}`.
         #[arg(long)]
         json: bool,
+    },
+    /// Watch a service: tmpfiles.d entry for its scoreboard, NotifyAccess=main drop-in,
+    /// agent configuration; then reload systemd and the agent. Needs root.
+    Enable {
+        /// The service, e.g. myservice.service.
+        unit: String,
+        /// Owner of /run/<name>/scoreboard (default: the unit's User=, else root).
+        #[arg(long)]
+        user: Option<String>,
+        /// Group of /run/<name>/scoreboard (default: the unit's Group=, else the user).
+        #[arg(long)]
+        group: Option<String>,
+        /// Write under this root instead of / and run nothing (for tests).
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
+    },
+    /// Stop watching a service: remove exactly what `enable` wrote. Needs root.
+    Disable {
+        /// The service, e.g. myservice.service.
+        unit: String,
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
     },
     /// Run a live demo pool in a temporary directory (no root, no systemd needed).
     Demo {
@@ -93,6 +126,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &mut std::io::stderr(),
             )?;
             Ok(ExitCode::from(code))
+        }
+        Command::Enable {
+            unit,
+            user,
+            group,
+            root,
+        } => {
+            let report = enable::enable(&target(root), &unit, user.as_deref(), group.as_deref())?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Disable { unit, root } => {
+            print!("{}", enable::disable(&target(root), &unit)?);
+            Ok(ExitCode::SUCCESS)
         }
         Command::List { json } => {
             let config = Config::load(&cli.config)?;
