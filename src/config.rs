@@ -454,7 +454,10 @@ notify = "self"
     fn the_packaged_default_configuration_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/agent.toml");
         let config = Config::load(&path).unwrap();
-        assert_eq!((config.interval, config.bus), (Duration::from_secs(1), Bus::System));
+        assert_eq!(
+            (config.interval, config.bus),
+            (Duration::from_secs(1), Bus::System)
+        );
         assert!(config.services.is_empty());
     }
 

@@ -95,6 +95,26 @@ enum Command {
         #[arg(long)]
         seed: u64,
     },
+    /// A service's main process for tests: N workers taking statuses from a control file.
+    #[command(hide = true)]
+    TestPool {
+        #[arg(long)]
+        workers: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        control: PathBuf,
+    },
+    /// One worker of `test-pool`.
+    #[command(hide = true)]
+    TestPoolWorker {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        control: PathBuf,
+        #[arg(long)]
+        index: usize,
+    },
     /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
     #[command(hide = true)]
     StdinWorker { dir: PathBuf },
@@ -193,6 +213,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DemoWorker { dir, seed } => {
             demo::worker(&dir, seed)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TestPool {
+            workers,
+            dir,
+            control,
+        } => {
+            let exe =
+                std::env::current_exe().context("finding this executable to spawn workers")?;
+            demo::test_pool(&exe, workers, &dir, &control)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TestPoolWorker {
+            dir,
+            control,
+            index,
+        } => {
+            demo::test_pool_worker(&dir, &control, index)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StdinWorker { dir } => {
