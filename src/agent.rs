@@ -157,29 +157,12 @@ impl Watched {
 impl Agent {
     fn new(config: Config) -> anyhow::Result<Agent> {
         let own_socket = NotifySocket::from_env().context("opening $NOTIFY_SOCKET")?;
-        let systemd_socket = if config
-            .services
-            .iter()
-            .any(|s| s.notify == NotifyMode::MainPid)
-        {
-            let path = config
-                .notify_socket
-                .clone()
-                .or_else(|| std::env::var_os("NOTIFY_SOCKET").map(Into::into))
-                .unwrap_or_else(|| notify::SYSTEMD_NOTIFY_SOCKET.into());
-            Some(
-                NotifySocket::at(&path)
-                    .with_context(|| format!("opening the notify socket {}", path.display()))?,
-            )
-        } else {
-            None
-        };
         let services = config.services.iter().cloned().map(Watched::new).collect();
         Ok(Agent {
             services,
             watcher: Watcher::new().context("creating an inotify instance")?,
             own_socket,
-            systemd_socket,
+            systemd_socket: None,
             systemd: None,
             warnings: RateLimit::new(WARNING_QUIET),
             own_status: None,
@@ -389,30 +372,31 @@ impl Agent {
         } else {
             0
         };
-        let watched = &mut self.services[index];
+        let watched = &self.services[index];
         let new_process = watched.sent.as_ref().is_some_and(|sent| sent.pid != pid);
         if !text_due && !new_process {
             return;
         }
-        if pid == 0 && watched.service.notify == NotifyMode::MainPid {
+        let mode = watched.service.notify;
+        if pid == 0 && mode == NotifyMode::MainPid {
             return; // not running: nobody to speak for
         }
         let unit = watched.service.unit.clone();
         let message = notify::status(&text);
-        let result = match watched.service.notify {
+        let result = match mode {
             NotifyMode::None => Ok(()),
             NotifyMode::Itself => match &self.own_socket {
                 Some(socket) => socket.send(&message),
                 None => Err(std::io::Error::other("$NOTIFY_SOCKET is not set")),
             },
-            NotifyMode::MainPid => match &self.systemd_socket {
-                Some(socket) => socket.send_as(&message, pid),
-                None => Err(std::io::Error::other("no notify socket")),
-            },
+            NotifyMode::MainPid => self
+                .systemd_socket()
+                .and_then(|socket| socket.send_as(&message, pid)),
         };
         match result {
             Ok(()) => {
                 debug!(unit = %unit, "STATUS={text}");
+                let watched = &mut self.services[index];
                 watched.sent = Some(Sent { text, at: now, pid });
                 watched.membership_pending = false;
             }
@@ -425,6 +409,15 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The socket for summaries on behalf of main processes, opened on first use (a
+    /// reload may bring the first `main-pid` service).
+    fn systemd_socket(&mut self) -> std::io::Result<&NotifySocket> {
+        if self.systemd_socket.is_none() {
+            self.systemd_socket = Some(NotifySocket::at(&systemd_socket_path(&self.config))?);
+        }
+        Ok(self.systemd_socket.as_ref().expect("opened above"))
     }
 
     /// The service's main pid (0: not running), or `None` when systemd cannot be asked
@@ -495,6 +488,16 @@ impl Agent {
         self.lifecycle("READY=1");
         self.send_own_status();
     }
+}
+
+/// Where summaries on behalf of main processes go: the configured socket, else ours
+/// (systemd's, when systemd started us), else systemd's well-known path.
+fn systemd_socket_path(config: &Config) -> std::path::PathBuf {
+    config
+        .notify_socket
+        .clone()
+        .or_else(|| std::env::var_os("NOTIFY_SOCKET").map(Into::into))
+        .unwrap_or_else(|| notify::SYSTEMD_NOTIFY_SOCKET.into())
 }
 
 /// The directory went away: drop what we held, and report its workers gone.

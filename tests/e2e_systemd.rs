@@ -1,0 +1,609 @@
+//! End to end on a real systemd: the .deb built by `packaging/build` is installed with
+//! `dpkg -i` into a throwaway systemd booted in its own pid and mount namespaces, over
+//! overlay mounts of /usr, /etc and /var so the host is never touched. Then the
+//! scenarios of the packaging issue run in order, each asserted, timings printed.
+//!
+//! Needs root, unshare/nsenter and the built packages; skips with a reason when they are
+//! missing, except under `CI=true`, where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let Some(packages) = preconditions() else {
+        return;
+    };
+    check_package_contents(&packages);
+    let system = System::boot();
+    let scenarios: &[Scenario] = &[
+        (
+            "1 installed: the agent is active and shows its own status",
+            installed,
+        ),
+        (
+            "2 enable demo.service: Status shows the workers within 2 s",
+            enable_and_start,
+        ),
+        (
+            "3 kill -9 of a worker: the Status line drops it within 1 s",
+            kill_worker,
+        ),
+        (
+            "4 restart demo: a new MainPID, the Status line follows",
+            restart_service,
+        ),
+        (
+            "5 restart and kill -9 of the agent: it comes back, nothing lost",
+            restart_agent,
+        ),
+        ("6 SIGSTOP of the agent: the watchdog restarts it", watchdog),
+        (
+            "7 journal: structured fields from the agent",
+            journal_fields,
+        ),
+        (
+            "9 an injected MAINPID=1 does not move demo's MainPID",
+            injection,
+        ),
+        ("enable/disable are idempotent and exact", enable_disable),
+        (
+            "8 dpkg -r and --purge leave nothing behind",
+            remove_and_purge,
+        ),
+    ];
+    for (name, scenario) in scenarios {
+        eprintln!("scenario {name} ...");
+        let started = Instant::now();
+        scenario(&system);
+        eprintln!("scenario {name} ... ok ({:.1?})", started.elapsed());
+    }
+    eprintln!("test result: ok. {} scenarios passed", scenarios.len());
+}
+
+/// A named step, run in order against the one booted system.
+type Scenario = (&'static str, fn(&System));
+
+struct Packages {
+    deb: PathBuf,
+    rpm: PathBuf,
+}
+
+fn skip_or_fail(reason: &str) -> Option<Packages> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the systemd end-to-end suite must run under CI=true, but {reason}");
+    }
+    eprintln!("skipping the systemd end-to-end suite: {reason}");
+    None
+}
+
+fn preconditions() -> Option<Packages> {
+    if !rustix::process::geteuid().is_root() {
+        return skip_or_fail("it needs root (namespaces, mounts, dpkg)");
+    }
+    for tool in ["unshare", "nsenter", "dpkg-deb", "rpm"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return skip_or_fail(&format!("{tool} is not installed"));
+        }
+    }
+    if !Path::new("/lib/systemd/systemd").exists() {
+        return skip_or_fail("systemd is not installed");
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let find = |dir: &str, ext: &str| {
+        std::fs::read_dir(target.join(dir))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+    };
+    match (find("debian", "deb"), find("generate-rpm", "rpm")) {
+        (Some(deb), Some(rpm)) => Some(Packages { deb, rpm }),
+        _ => skip_or_fail(
+            "target/debian/*.deb or target/generate-rpm/*.rpm is missing: run packaging/build first",
+        ),
+    }
+}
+
+fn output(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What the packages hold, and the rpm's hand-written scriptlets.
+fn check_package_contents(packages: &Packages) {
+    let deb = output(Command::new("dpkg-deb").arg("-c").arg(&packages.deb));
+    let rpm = output(Command::new("rpm").arg("-qpl").arg(&packages.rpm));
+    for path in [
+        "usr/bin/scoreboard-agent",
+        "usr/bin/scoreboardctl",
+        "etc/scoreboard/agent.toml",
+        "lib/systemd/system/scoreboard-agent.service",
+        "usr/lib/tmpfiles.d/scoreboard.conf",
+        "usr/share/dbus-1/system.d/io.scoreboard.Agent1.conf",
+    ] {
+        let in_deb = deb.contains(&format!("./{path}")) || deb.contains(&format!("./usr/{path}"));
+        assert!(in_deb, "{path} missing from the .deb:\n{deb}");
+        let in_rpm = rpm
+            .lines()
+            .any(|l| l == format!("/{path}") || l == format!("/usr/{path}"));
+        assert!(in_rpm, "{path} missing from the .rpm:\n{rpm}");
+    }
+    let name = output(
+        Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&packages.deb)
+            .arg("Package"),
+    );
+    assert_eq!(name.trim(), "scoreboard-agent");
+    let conffiles = output(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --ctrl-tarfile {} | tar -xO ./conffiles",
+        packages.deb.display()
+    )));
+    assert_eq!(conffiles.trim(), "/etc/scoreboard/agent.toml");
+    let scripts = output(
+        Command::new("rpm")
+            .args(["-qp", "--scripts"])
+            .arg(&packages.rpm),
+    );
+    for expected in [
+        "postinstall scriptlet",
+        "systemctl enable --now scoreboard-agent.service",
+        "preuninstall scriptlet",
+        "systemctl disable --now scoreboard-agent.service",
+        "postuninstall scriptlet",
+        "systemctl try-restart scoreboard-agent.service",
+    ] {
+        assert!(
+            scripts.contains(expected),
+            "rpm scriptlets lack {expected:?}:\n{scripts}"
+        );
+    }
+    eprintln!(
+        "package contents: .deb and .rpm hold the binaries, unit, tmpfiles.d, D-Bus policy, config"
+    );
+}
+
+/// Units that would rewrite the host or need hardware; masked before boot.
+const MASKED: &[&str] = &[
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-clean.timer",
+    "systemd-remount-fs.service",
+    "systemd-sysctl.service",
+    "systemd-modules-load.service",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-sysusers.service",
+    "systemd-update-utmp.service",
+    "systemd-journal-flush.service",
+    "systemd-udevd.service",
+    "systemd-udev-trigger.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+];
+
+/// A systemd booted in new pid and mount namespaces over overlays of /usr, /etc, /var.
+struct System {
+    unshare: Child,
+    pid: u32,
+    deb: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl System {
+    fn boot() -> System {
+        let scratch = tempfile::tempdir().unwrap();
+        let script = format!(
+            r#"set -e
+W="$1"
+mount -t tmpfs tmpfs "$W"
+for d in usr etc var; do
+    mkdir -p "$W/$d/upper" "$W/$d/work"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$W/$d/upper,workdir=$W/$d/work" "/$d"
+done
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/system
+for unit in {masked}; do ln -s /dev/null "/run/systemd/system/$unit"; done
+exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
+            masked = MASKED.join(" ")
+        );
+        let started = Instant::now();
+        let unshare = Command::new("setsid")
+            .args([
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                &script,
+                "boot",
+            ])
+            .arg(scratch.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = wait_for(Duration::from_secs(10), || {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+                    .ok()?;
+            let pid: u32 = children.split_whitespace().next()?.parse().ok()?;
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            exe.ends_with("systemd").then_some(pid)
+        })
+        .expect("systemd did not start in the namespace");
+        let mut system = System {
+            unshare,
+            pid,
+            deb: PathBuf::new(),
+            _scratch: scratch,
+        };
+        // Until systemd has made its private socket, systemctl cannot reach it.
+        let state = wait_for(Duration::from_secs(30), || {
+            let state = system.sh("systemctl is-system-running --wait 2>/dev/null");
+            (!state.trim().is_empty()).then_some(state)
+        })
+        .expect("systemd finished booting");
+        eprintln!(
+            "booted systemd (pid {pid} on the host) in {:.1?}: {}",
+            started.elapsed(),
+            state.trim()
+        );
+        system.must("systemctl start dbus.socket");
+        // Container images ship a policy-rc.d that forbids maintainer scripts to start
+        // services; this is a whole system, where they must (the overlay keeps the host's).
+        system.must("rm -f /usr/sbin/policy-rc.d");
+        let packages = preconditions().unwrap();
+        system.deb = packages.deb;
+        let installed = Instant::now();
+        system.must(&format!("dpkg -i {}", system.deb.display()));
+        eprintln!("dpkg -i took {:.1?}", installed.elapsed());
+        system
+    }
+
+    /// Runs `script` with sh inside the namespaces.
+    fn run(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+
+    /// Its stdout, whatever the exit status.
+    fn sh(&self, script: &str) -> String {
+        String::from_utf8_lossy(&self.run(script).stdout).into_owned()
+    }
+
+    /// Its stdout; the script must succeed.
+    fn must(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "{script}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn property(&self, unit: &str, property: &str) -> String {
+        self.sh(&format!("systemctl show -p {property} --value {unit}"))
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits until `unit`'s StatusText is `expected`; returns how long that took.
+    fn expect_status(&self, unit: &str, expected: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < within {
+            last = self.property(unit, "StatusText");
+            if last == expected {
+                return started.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "{unit}: no Status {expected:?} within {within:?} (last {last:?})\n{}",
+            self.sh("journalctl -u scoreboard-agent --no-pager -n 30")
+        );
+    }
+
+    fn set_statuses(&self, statuses: &[&str]) {
+        let lines: Vec<String> = statuses
+            .iter()
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        let script = format!(
+            "printf '%s\\n' {} > /run/demo-control.tmp && mv /run/demo-control.tmp /run/demo-control",
+            lines
+                .iter()
+                .map(|l| shell_quote(l))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        self.must(&script);
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        // Killing the namespace's init kills everything in it; its mounts go with it.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+        let _ = self.unshare.wait();
+    }
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+fn wait_for<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+const DEMO_UNIT: &str = "[Unit]
+Description=Demo worker pool
+[Service]
+ExecStart=/usr/bin/scoreboardctl test-pool --workers 3 --dir /run/demo/scoreboard --control /run/demo-control
+RuntimeDirectory=demo
+";
+
+fn installed(system: &System) {
+    assert_eq!(system.property("scoreboard-agent", "ActiveState"), "active");
+    assert_eq!(
+        system.property("scoreboard-agent", "UnitFileState"),
+        "enabled"
+    );
+    let status = system.sh("systemctl status scoreboard-agent --no-pager");
+    assert!(
+        status.contains("Status: \"watching 0 services, 0 workers\""),
+        "{status}"
+    );
+    let ours =
+        system.sh("systemd-analyze security scoreboard-agent.service --no-pager | tail -n 1");
+    let typical = system.sh("systemd-analyze security dbus.service --no-pager | tail -n 1");
+    eprintln!(
+        "exposure (systemd-analyze security): {}   typical daemon: {}",
+        ours.trim(),
+        typical.trim()
+    );
+    let level: f64 = ours
+        .split_whitespace()
+        .rev()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(99.0);
+    assert!(level <= 2.0, "{ours}");
+}
+
+fn enable_and_start(system: &System) {
+    system.must(&format!(
+        "cat > /etc/systemd/system/demo.service <<'EOF'\n{DEMO_UNIT}EOF\nsystemctl daemon-reload"
+    ));
+    let report = system.must("scoreboardctl enable demo.service");
+    for file in [
+        "wrote /etc/tmpfiles.d/scoreboard-demo.conf",
+        "wrote /etc/systemd/system/demo.service.d/50-scoreboard.conf",
+        "wrote /etc/scoreboard/services.d/demo.toml",
+    ] {
+        assert!(report.contains(file), "{report}");
+    }
+    assert_eq!(system.property("demo", "NotifyAccess"), "main");
+    system.set_statuses(&["idle", "idle", "idle"]);
+    let started = Instant::now();
+    system.must("systemctl start demo");
+    system.expect_status("demo", "3 workers: 3 idle", Duration::from_secs(2));
+    eprintln!(
+        "time from start to the first Status: {:.0?}",
+        started.elapsed()
+    );
+    let status = system.sh("systemctl status demo --no-pager");
+    assert!(status.contains("Status: \"3 workers: 3 idle\""), "{status}");
+    system.set_statuses(&["busy GET /index.html", "idle", "idle"]);
+    let took = system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+    eprintln!("a worker's new state reached the Status line in {took:.0?} (sampled every 1 s)");
+    let ours = system.must("scoreboardctl status demo --json");
+    let json: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    assert_eq!(json["services"][0]["summary"], "3 workers: 2 idle, 1 busy");
+}
+
+fn worker_pids(system: &System) -> Vec<(String, String)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status demo --json")).unwrap();
+    json["services"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["id"].as_str().unwrap().to_owned(),
+                w["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn kill_worker(system: &System) {
+    let idle = worker_pids(system)
+        .into_iter()
+        .find(|(_, state)| state == "idle")
+        .unwrap()
+        .0;
+    let killed = Instant::now();
+    system.must(&format!("kill -9 {idle}"));
+    system.expect_status("demo", "2 workers: 1 busy, 1 idle", Duration::from_secs(1));
+    eprintln!(
+        "kill -9 of worker {idle} to the updated Status: {:.0?}",
+        killed.elapsed()
+    );
+}
+
+fn restart_service(system: &System) {
+    let before = system.property("demo", "MainPID");
+    system.must("systemctl restart demo");
+    let after = system.property("demo", "MainPID");
+    assert_ne!(before, after);
+    // RuntimeDirectory= removed /run/demo (our scoreboard with it) and made it anew.
+    let took = system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+    eprintln!("restart: MainPID {before} -> {after}, Status back in {took:.0?}");
+}
+
+fn restart_agent(system: &System) {
+    system.must("systemctl restart scoreboard-agent");
+    assert_eq!(system.property("scoreboard-agent", "ActiveState"), "active");
+    system.set_statuses(&["idle", "busy POST /api", "busy GET /"]);
+    system.expect_status("demo", "3 workers: 2 busy, 1 idle", Duration::from_secs(3));
+
+    let old = system.property("scoreboard-agent", "MainPID");
+    let restarts: u32 = system
+        .property("scoreboard-agent", "NRestarts")
+        .parse()
+        .unwrap();
+    system.must(&format!("kill -9 {old}"));
+    let back = Instant::now();
+    let new = wait_for(Duration::from_secs(10), || {
+        let pid = system.property("scoreboard-agent", "MainPID");
+        (pid != old && pid != "0" && system.property("scoreboard-agent", "ActiveState") == "active")
+            .then_some(pid)
+    })
+    .expect("the agent came back after kill -9");
+    eprintln!(
+        "agent killed with SIGKILL: back as {new} in {:.1?}",
+        back.elapsed()
+    );
+    let now: u32 = system
+        .property("scoreboard-agent", "NRestarts")
+        .parse()
+        .unwrap();
+    assert_eq!(now, restarts + 1);
+    // Nothing lost: every worker is there and changes still arrive.
+    assert_eq!(worker_pids(system).len(), 3);
+    system.set_statuses(&["idle", "idle", "busy GET /again"]);
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+}
+
+fn watchdog(system: &System) {
+    let old = system.property("scoreboard-agent", "MainPID");
+    system.must(&format!("kill -STOP {old}"));
+    let stopped = Instant::now();
+    let new = wait_for(Duration::from_secs(40), || {
+        let pid = system.property("scoreboard-agent", "MainPID");
+        (pid != old && pid != "0" && system.property("scoreboard-agent", "ActiveState") == "active")
+            .then_some(pid)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no restart after SIGSTOP\n{}",
+            system.sh("systemctl status scoreboard-agent --no-pager")
+        )
+    });
+    eprintln!(
+        "SIGSTOP: watchdog restarted the agent as {new} after {:.1?}",
+        stopped.elapsed()
+    );
+    let log = system.sh("journalctl -u scoreboard-agent --no-pager");
+    assert!(log.contains("Watchdog timeout"), "{log}");
+}
+
+fn journal_fields(system: &System) {
+    let json = system.must("journalctl -u scoreboard-agent -o json --no-pager");
+    let with_unit = json
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["SCOREBOARD_UNIT"] == "demo.service")
+        .unwrap_or_else(|| panic!("no SCOREBOARD_UNIT field in\n{json}"));
+    assert!(with_unit["MESSAGE"].is_string());
+    assert!(
+        json.contains("\"SCOREBOARD_WORKER\""),
+        "no SCOREBOARD_WORKER field"
+    );
+}
+
+fn injection(system: &System) {
+    let main_pid = system.property("demo", "MainPID");
+    system.set_statuses(&["idle", "busy\nMAINPID=1\nREADY=1", "idle"]);
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(system.property("demo", "MainPID"), main_pid);
+    assert_eq!(system.property("demo", "ActiveState"), "active");
+}
+
+fn enable_disable(system: &System) {
+    let again = system.must("scoreboardctl enable demo.service");
+    assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
+    let report = system.must("scoreboardctl disable demo.service");
+    assert_eq!(report.matches("removed ").count(), 3, "{report}");
+    assert!(
+        !system
+            .run("test -e /etc/scoreboard/services.d/demo.toml")
+            .status
+            .success()
+    );
+    system.must("scoreboardctl enable demo.service");
+    let refused = system.run(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups scoreboardctl enable demo.service",
+    );
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("must run as root"));
+}
+
+fn remove_and_purge(system: &System) {
+    system.must("dpkg -r scoreboard-agent");
+    for path in [
+        "/lib/systemd/system/scoreboard-agent.service",
+        "/usr/lib/systemd/system/scoreboard-agent.service",
+        "/usr/share/dbus-1/system.d/io.scoreboard.Agent1.conf",
+        "/usr/lib/tmpfiles.d/scoreboard.conf",
+        "/usr/bin/scoreboard-agent",
+    ] {
+        assert!(
+            !system.run(&format!("test -e {path}")).status.success(),
+            "{path} left after dpkg -r"
+        );
+    }
+    assert_ne!(system.property("scoreboard-agent", "ActiveState"), "active");
+    system.must("dpkg --purge scoreboard-agent");
+    for path in [
+        "/etc/scoreboard",
+        "/etc/tmpfiles.d/scoreboard-demo.conf",
+        "/etc/systemd/system/demo.service.d",
+        "/etc/systemd/system/scoreboard-agent.service",
+        "/etc/systemd/system/multi-user.target.wants/scoreboard-agent.service",
+    ] {
+        assert!(
+            !system
+                .run(&format!("test -e {path} || test -L {path}"))
+                .status
+                .success(),
+            "{path} left after purge"
+        );
+    }
+    let units = system.sh("systemctl list-unit-files scoreboard-agent.service --no-legend");
+    assert!(units.trim().is_empty(), "{units}");
+}
