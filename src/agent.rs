@@ -13,9 +13,12 @@ use scoreboard::{DirReader, ReadOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, NotifyMode, Service};
+use crate::config::{Bus, Config, NotifyMode, Service};
 use crate::logging::RateLimit;
 use crate::notify::{self, NotifySocket};
+use std::sync::{Arc, Mutex};
+
+use crate::dbus::{self, Published};
 use crate::summary::{Pool, status_line};
 use crate::systemd::Systemd;
 use crate::watch::{DirEvent, Watcher};
@@ -38,10 +41,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let mut agent = Agent::new(config)?;
+    agent.connect_bus().await;
     let watchdog = notify::watchdog_interval();
     let now = Instant::now();
     agent.sweep_all(now);
+    agent.serve_bus().await;
     agent.send_summaries(now, true).await;
+    agent.publish(now, true).await;
     agent.lifecycle("READY=1");
     agent.send_own_status();
     info!(
@@ -75,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         agent.sweep_due(now, tick);
         agent.send_summaries(now, tick).await;
+        agent.publish(now, tick).await;
         if tick {
             agent.send_own_status();
         }
@@ -116,6 +123,10 @@ struct Agent {
     /// Where `notify = "main-pid"` summaries go.
     systemd_socket: Option<NotifySocket>,
     systemd: Option<Systemd>,
+    /// The bus connection, when the configuration asks for one and it could be made.
+    bus: Option<zbus::Connection>,
+    /// Our objects and name on it.
+    server: Option<dbus::Server>,
     warnings: RateLimit,
     own_status: Option<String>,
 }
@@ -123,13 +134,20 @@ struct Agent {
 /// One watched service.
 struct Watched {
     service: Service,
-    pool: Pool,
+    /// Shared with the service's D-Bus object; locked only briefly, never across an await.
+    pool: Arc<Mutex<Pool>>,
     reader: Option<DirReader>,
     wd: Option<i32>,
     sweep_now: bool,
     rechecks: Vec<Instant>,
     membership_pending: bool,
     sent: Option<Sent>,
+    /// What PropertiesChanged last announced.
+    published: Published,
+    /// Workers that came or went since the last WorkerAdded/WorkerReaped batch.
+    added: Vec<String>,
+    reaped: Vec<String>,
+    signalled_at: Option<Instant>,
 }
 
 /// What was last delivered for a service, and to which main process.
@@ -140,9 +158,19 @@ struct Sent {
 }
 
 impl Watched {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+
     fn new(service: Service) -> Self {
         Watched {
-            pool: Pool::new(&service),
+            pool: Arc::new(Mutex::new(Pool::new(&service))),
+            published: Published::default(),
+            added: Vec::new(),
+            reaped: Vec::new(),
+            signalled_at: None,
             service,
             reader: None,
             wd: None,
@@ -164,10 +192,97 @@ impl Agent {
             own_socket,
             systemd_socket: None,
             systemd: None,
+            bus: None,
+            server: None,
             warnings: RateLimit::new(WARNING_QUIET),
             own_status: None,
             config,
         })
+    }
+
+    /// Connects to the configured bus; without one the agent still works, it only
+    /// cannot serve details or find main processes.
+    async fn connect_bus(&mut self) {
+        if self.config.bus == Bus::None {
+            return;
+        }
+        match Systemd::connect(self.config.bus).await {
+            Ok(systemd) => {
+                self.bus = Some(systemd.connection().clone());
+                self.systemd = Some(systemd);
+            }
+            Err(e) => warn!(
+                "{e:#}; not serving {} and not sending on behalf of main processes",
+                dbus::NAME
+            ),
+        }
+    }
+
+    /// Publishes our objects and takes `io.scoreboard.Agent1`.
+    async fn serve_bus(&mut self) {
+        let Some(connection) = self.bus.clone() else {
+            return;
+        };
+        let services = self
+            .services
+            .iter()
+            .map(|w| (w.service.clone(), w.pool.clone()));
+        match dbus::Server::start(connection, services).await {
+            Ok(server) => {
+                info!("serving {} on the {:?} bus", dbus::NAME, self.config.bus);
+                self.server = Some(server);
+            }
+            Err(e) => warn!(
+                "not serving {} on the {:?} bus: {e}",
+                dbus::NAME,
+                self.config.bus
+            ),
+        }
+    }
+
+    /// Batches of WorkerAdded/WorkerReaped (at most one per 100 ms per service) and,
+    /// at each tick, PropertiesChanged for what changed since the last one.
+    async fn publish(&mut self, now: Instant, tick: bool) {
+        let Some(server) = &self.server else { return };
+        for watched in &mut self.services {
+            let pending = !watched.added.is_empty() || !watched.reaped.is_empty();
+            let due = watched
+                .signalled_at
+                .is_none_or(|at| now >= at + MEMBERSHIP_GAP);
+            if pending && due {
+                let added = std::mem::take(&mut watched.added);
+                let reaped = std::mem::take(&mut watched.reaped);
+                if let Err(e) = server
+                    .worker_signals(&watched.service.unit, added, reaped)
+                    .await
+                {
+                    warn!(unit = %watched.service.unit, "sending worker signals: {e}");
+                }
+                watched.signalled_at = Some(now);
+            }
+            if tick {
+                let current = {
+                    let pool = watched.pool();
+                    let summary = pool.summary(now);
+                    Published {
+                        summary: status_line(
+                            &summary,
+                            &watched.service.summary,
+                            &watched.service.unit,
+                        ),
+                        total: summary.total,
+                        counts: summary.counts,
+                        stuck: summary.stuck,
+                    }
+                };
+                if let Err(e) = server
+                    .publish(&watched.service.unit, current, &mut watched.published)
+                    .await
+                {
+                    warn!(unit = %watched.service.unit, "announcing property changes: {e}");
+                }
+            }
+        }
     }
 
     /// Our own notifications. When a service is watched with `notify = "self"`, the
@@ -190,7 +305,7 @@ impl Agent {
     }
 
     fn workers(&self) -> usize {
-        self.services.iter().map(|w| w.pool.len()).sum()
+        self.services.iter().map(|w| w.pool().len()).sum()
     }
 
     fn send_own_status(&mut self) {
@@ -222,7 +337,13 @@ impl Agent {
             {
                 wake = wake.min(sent.at + MEMBERSHIP_GAP);
             }
-            if let Some(at) = watched.pool.next_stuck_at(now) {
+            if self.server.is_some()
+                && (!watched.added.is_empty() || !watched.reaped.is_empty())
+                && let Some(at) = watched.signalled_at
+            {
+                wake = wake.min(at + MEMBERSHIP_GAP);
+            }
+            if let Some(at) = watched.pool().next_stuck_at(now) {
                 wake = wake.min(at);
             }
         }
@@ -311,7 +432,9 @@ impl Agent {
                 return;
             }
         };
-        let changes = watched.pool.observe(&snapshot, now);
+        let changes = watched.pool().observe(&snapshot, now);
+        watched.added.extend(changes.added.iter().cloned());
+        watched.reaped.extend(changes.removed.iter().cloned());
         for id in &changes.added {
             debug!(unit = %unit, worker = %id, "worker joined");
         }
@@ -343,7 +466,7 @@ impl Agent {
     async fn send_summary(&mut self, index: usize, now: Instant, tick: bool) {
         let watched = &self.services[index];
         let text = status_line(
-            &watched.pool.summary(now),
+            &watched.pool().summary(now),
             &watched.service.summary,
             &watched.service.unit,
         );
@@ -463,19 +586,37 @@ impl Agent {
         match Config::load(&self.config.path) {
             Ok(config) => {
                 let mut old = std::mem::take(&mut self.services);
+                let mut added = Vec::new();
                 for service in &config.services {
                     let kept = old
                         .iter()
                         .position(|w| &w.service == service)
                         .map(|i| old.swap_remove(i));
-                    self.services
-                        .push(kept.unwrap_or_else(|| Watched::new(service.clone())));
+                    let watched = kept.unwrap_or_else(|| {
+                        added.push((service.clone(), self.services.len()));
+                        Watched::new(service.clone())
+                    });
+                    self.services.push(watched);
                 }
-                for gone in old {
+                for gone in &old {
                     if let Some(wd) = gone.wd {
                         self.watcher.unwatch(wd);
                     }
                     info!(unit = %gone.service.unit, "no longer watched");
+                }
+                if let Some(server) = &self.server {
+                    // A changed service is removed and added again, with its new settings.
+                    for gone in &old {
+                        if let Err(e) = server.remove(&gone.service.unit).await {
+                            warn!(unit = %gone.service.unit, "removing its D-Bus object: {e}");
+                        }
+                    }
+                    for (service, index) in added {
+                        let pool = self.services[index].pool.clone();
+                        if let Err(e) = server.add(service.clone(), pool).await {
+                            warn!(unit = %service.unit, "serving its D-Bus object: {e}");
+                        }
+                    }
                 }
                 self.config = config;
                 info!(services = self.services.len(), "configuration reloaded");
@@ -504,7 +645,9 @@ fn systemd_socket_path(config: &Config) -> std::path::PathBuf {
 fn forget_directory(watched: &mut Watched) {
     watched.reader = None;
     watched.wd = None; // the kernel dropped the watch with the directory
-    if !watched.pool.clear().is_empty() {
+    let gone = watched.pool().clear();
+    if !gone.is_empty() {
         watched.membership_pending = true;
+        watched.reaped.extend(gone);
     }
 }

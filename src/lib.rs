@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod config;
 pub mod ctl;
+pub mod dbus;
 pub mod demo;
 pub mod enable;
 pub mod logging;

@@ -178,15 +178,21 @@ impl Pool {
     /// Every worker's details at `now`, sorted by id.
     pub fn workers(&self, now: Instant) -> Vec<WorkerView> {
         self.workers
-            .iter()
-            .map(|(id, tracked)| WorkerView {
-                id: id.clone(),
-                state: tracked.state.clone(),
-                status: String::from_utf8_lossy(&tracked.status).into_owned(),
-                unchanged_for: now.saturating_duration_since(tracked.changed_at),
-                stuck: self.is_stuck(tracked, now),
-            })
+            .keys()
+            .filter_map(|id| self.worker(id, now))
             .collect()
+    }
+
+    /// One worker's details at `now`.
+    pub fn worker(&self, id: &str, now: Instant) -> Option<WorkerView> {
+        let tracked = self.workers.get(id)?;
+        Some(WorkerView {
+            id: id.to_owned(),
+            state: tracked.state.clone(),
+            status: String::from_utf8_lossy(&tracked.status).into_owned(),
+            unchanged_for: now.saturating_duration_since(tracked.changed_at),
+            stuck: self.is_stuck(tracked, now),
+        })
     }
 
     /// When the next worker becomes stuck if nothing changes, so the summary can be

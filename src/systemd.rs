@@ -41,6 +41,16 @@ impl Systemd {
         Ok(Systemd { connection })
     }
 
+    /// Asks systemd over an existing connection.
+    pub fn new(connection: Connection) -> Systemd {
+        Systemd { connection }
+    }
+
+    /// The connection, to share with the agent's own objects.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// The unit's main process; pid 0 when the unit is not loaded or not running.
     pub async fn main_process(&self, unit: &str) -> anyhow::Result<MainProcess> {
         let lookup = async {

@@ -1,0 +1,411 @@
+//! `io.scoreboard.Agent1` on D-Bus: per-worker details for busctl, scoreboardctl and
+//! any tool, served from the agent's own state.
+//!
+//! The interface structs are thin: a shared handle on the service's [`Pool`] (a std
+//! mutex, held only for a copy-out, never across an await), so a method answers from
+//! the agent's current knowledge without asking the agent loop. The loop, in turn,
+//! decides when `PropertiesChanged` and the worker signals go out: coalesced, at most
+//! one property change per interval and one batch of worker ids per 100 ms.
+//!
+//! Doc comments on the members below are part of the introspection data (zbus writes
+//! them into the XML), so `busctl introspect` documents every member.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use zbus::object_server::SignalEmitter;
+use zbus::zvariant::Type;
+use zbus::{ObjectPath, OwnedObjectPath, interface};
+
+use crate::config::Service;
+use crate::summary::{Pool, WorkerView, status_line};
+
+/// The agent's well-known name.
+pub const NAME: &str = "io.scoreboard.Agent1";
+/// The manager object.
+pub const MANAGER_PATH: &str = "/io/scoreboard/Agent1";
+
+/// The object path of a watched unit: `/io/scoreboard/Agent1/service/demo_2eservice`.
+pub fn service_path(unit: &str) -> OwnedObjectPath {
+    OwnedObjectPath::try_from(format!("{MANAGER_PATH}/service/{}", escape_label(unit)))
+        .expect("escaped labels are valid path elements")
+}
+
+/// Escapes a name into one object path element as systemd does (`bus_label_escape`):
+/// ASCII letters and digits stay (a leading digit does not), every other byte becomes
+/// `_xx` in hex.
+pub fn escape_label(name: &str) -> String {
+    if name.is_empty() {
+        return "_".to_owned();
+    }
+    let mut out = String::with_capacity(name.len() * 3);
+    for (i, byte) in name.bytes().enumerate() {
+        if byte.is_ascii_alphabetic() || (byte.is_ascii_digit() && i > 0) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("_{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// One worker as `ListWorkers` and `GetWorker` return it: `(sssdb)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
+pub struct WorkerInfo {
+    /// The worker id.
+    pub id: String,
+    /// Its state, by the service's rule.
+    pub state: String,
+    /// Its status text, invalid UTF-8 replaced.
+    pub status: String,
+    /// Seconds since the status last changed.
+    pub unchanged_seconds: f64,
+    /// Whether it counts as stuck.
+    pub stuck: bool,
+}
+
+impl From<WorkerView> for WorkerInfo {
+    fn from(w: WorkerView) -> Self {
+        WorkerInfo {
+            id: w.id,
+            state: w.state,
+            status: w.status,
+            unchanged_seconds: w.unchanged_for.as_secs_f64(),
+            stuck: w.stuck,
+        }
+    }
+}
+
+/// Errors of the `io.scoreboard.Agent1` interfaces.
+#[derive(Debug, zbus::DBusError)]
+#[zbus(prefix = "io.scoreboard.Agent1.Error")]
+pub enum Error {
+    /// Not one of zbus's own errors.
+    #[zbus(error)]
+    ZBus(zbus::Error),
+    /// No live worker has that id.
+    NoSuchWorker(String),
+}
+
+/// The list of watched services, shared by the manager object and the agent loop.
+pub type ServiceList = Arc<Mutex<Vec<(String, OwnedObjectPath)>>>;
+
+/// `/io/scoreboard/Agent1`: which services are watched.
+pub struct Manager {
+    services: ServiceList,
+}
+
+impl Manager {
+    /// The manager serving `services`.
+    pub fn new(services: ServiceList) -> Self {
+        Manager { services }
+    }
+
+    fn list(&self) -> Vec<(String, OwnedObjectPath)> {
+        self.services
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .clone()
+    }
+}
+
+/// The watched services and their objects.
+#[interface(name = "io.scoreboard.Agent1.Manager")]
+impl Manager {
+    /// Every watched unit with the path of its io.scoreboard.Agent1.Service object.
+    fn list_services(&self) -> Vec<(String, OwnedObjectPath)> {
+        self.list()
+    }
+
+    /// The same as ListServices(), as a property; changes on configuration reload.
+    #[zbus(property)]
+    fn services(&self) -> Vec<(String, OwnedObjectPath)> {
+        self.list()
+    }
+
+    /// A unit became watched (configuration reload).
+    #[zbus(signal)]
+    pub async fn service_added(
+        emitter: &SignalEmitter<'_>,
+        unit: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+
+    /// A unit is no longer watched (configuration reload).
+    #[zbus(signal)]
+    pub async fn service_removed(
+        emitter: &SignalEmitter<'_>,
+        unit: &str,
+        path: ObjectPath<'_>,
+    ) -> zbus::Result<()>;
+}
+
+/// `/io/scoreboard/Agent1/service/<unit>`: one watched service.
+pub struct ServiceObject {
+    service: Service,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl ServiceObject {
+    /// The object for `service`, reading `pool`.
+    pub fn new(service: Service, pool: Arc<Mutex<Pool>>) -> Self {
+        ServiceObject { service, pool }
+    }
+
+    fn with_pool<T>(&self, f: impl FnOnce(&Pool, Instant) -> T) -> T {
+        let pool = self
+            .pool
+            .lock()
+            .expect("never poisoned: no panics while held");
+        f(&pool, Instant::now())
+    }
+}
+
+/// A watched service's workers, as the agent knows them.
+#[interface(name = "io.scoreboard.Agent1.Service")]
+impl ServiceObject {
+    /// The systemd unit, e.g. "demo.service".
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn unit(&self) -> String {
+        self.service.unit.clone()
+    }
+
+    /// The scoreboard directory read for it.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn directory(&self) -> String {
+        self.service.directory.display().to_string()
+    }
+
+    /// The line sent as the unit's STATUS=, e.g. "12 workers: 8 busy, 3 idle, 1 stuck".
+    #[zbus(property)]
+    fn summary(&self) -> String {
+        self.with_pool(|pool, now| {
+            status_line(
+                &pool.summary(now),
+                &self.service.summary,
+                &self.service.unit,
+            )
+        })
+    }
+
+    /// How many live workers there are.
+    #[zbus(property)]
+    fn total(&self) -> u32 {
+        self.with_pool(|pool, _| pool.len() as u32)
+    }
+
+    /// Live workers per state; stuck workers are counted in Stuck instead.
+    #[zbus(property)]
+    fn counts(&self) -> HashMap<String, u32> {
+        self.with_pool(|pool, now| {
+            pool.summary(now)
+                .counts
+                .into_iter()
+                .map(|(state, n)| (state, n as u32))
+                .collect()
+        })
+    }
+
+    /// How many workers are stuck: not idle, status unchanged for stuck_after.
+    #[zbus(property)]
+    fn stuck(&self) -> u32 {
+        self.with_pool(|pool, now| pool.summary(now).stuck as u32)
+    }
+
+    /// Every live worker: (id, state, status, seconds since the status changed, stuck).
+    fn list_workers(&self) -> Vec<WorkerInfo> {
+        self.with_pool(|pool, now| {
+            pool.workers(now)
+                .into_iter()
+                .map(WorkerInfo::from)
+                .collect()
+        })
+    }
+
+    /// One worker by id; fails with io.scoreboard.Agent1.Error.NoSuchWorker.
+    fn get_worker(&self, id: &str) -> Result<WorkerInfo, Error> {
+        self.with_pool(|pool, now| pool.worker(id, now))
+            .map(WorkerInfo::from)
+            .ok_or_else(|| {
+                Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit))
+            })
+    }
+
+    /// Workers that appeared, batched: at most one signal per 100 ms.
+    #[zbus(signal)]
+    pub async fn worker_added(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
+
+    /// Workers that left (reaped after dying, or exited and removed their file),
+    /// batched: at most one signal per 100 ms, however many died.
+    #[zbus(signal)]
+    pub async fn worker_reaped(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
+}
+
+/// What was last announced in PropertiesChanged for a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Summary.
+    pub summary: String,
+    /// Total.
+    pub total: usize,
+    /// Counts.
+    pub counts: Vec<(String, usize)>,
+    /// Stuck.
+    pub stuck: usize,
+}
+
+/// The agent's presence on the bus: its objects, and the signals it sends.
+pub struct Server {
+    connection: zbus::Connection,
+    services: ServiceList,
+}
+
+impl Server {
+    /// Serves the manager and one object per service, then takes the well-known name,
+    /// so that a client seeing the name finds every object in place.
+    pub async fn start(
+        connection: zbus::Connection,
+        services: impl IntoIterator<Item = (Service, Arc<Mutex<Pool>>)>,
+    ) -> zbus::Result<Server> {
+        let list: ServiceList = Arc::default();
+        let server = Server {
+            connection,
+            services: list.clone(),
+        };
+        server
+            .connection
+            .object_server()
+            .at(MANAGER_PATH, Manager::new(list))
+            .await?;
+        for (service, pool) in services {
+            server.serve(service, pool).await?;
+        }
+        server.connection.request_name(NAME).await?;
+        Ok(server)
+    }
+
+    async fn serve(
+        &self,
+        service: Service,
+        pool: Arc<Mutex<Pool>>,
+    ) -> zbus::Result<OwnedObjectPath> {
+        let path = service_path(&service.unit);
+        let unit = service.unit.clone();
+        self.connection
+            .object_server()
+            .at(&path, ServiceObject::new(service, pool))
+            .await?;
+        self.services
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .push((unit, path.clone()));
+        Ok(path)
+    }
+
+    /// A service added on reload: its object, ServiceAdded, and Services changed.
+    pub async fn add(&self, service: Service, pool: Arc<Mutex<Pool>>) -> zbus::Result<()> {
+        let unit = service.unit.clone();
+        let path = self.serve(service, pool).await?;
+        let emitter = SignalEmitter::new(&self.connection, MANAGER_PATH)?;
+        Manager::service_added(&emitter, &unit, path.as_ref()).await?;
+        self.services_changed().await
+    }
+
+    /// A service dropped on reload: its object goes, ServiceRemoved, Services changed.
+    pub async fn remove(&self, unit: &str) -> zbus::Result<()> {
+        let path = service_path(unit);
+        self.connection
+            .object_server()
+            .remove::<ServiceObject, _>(&path)
+            .await?;
+        self.services
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .retain(|(u, _)| u != unit);
+        let emitter = SignalEmitter::new(&self.connection, MANAGER_PATH)?;
+        Manager::service_removed(&emitter, unit, path.as_ref()).await?;
+        self.services_changed().await
+    }
+
+    async fn services_changed(&self) -> zbus::Result<()> {
+        let manager = self
+            .connection
+            .object_server()
+            .interface::<_, Manager>(MANAGER_PATH)
+            .await?;
+        manager
+            .get()
+            .await
+            .services_changed(manager.signal_emitter())
+            .await
+    }
+
+    /// Emits PropertiesChanged for whichever of the service's properties differ from
+    /// `published`, and records them.
+    pub async fn publish(
+        &self,
+        unit: &str,
+        current: Published,
+        published: &mut Published,
+    ) -> zbus::Result<()> {
+        if &current == published {
+            return Ok(());
+        }
+        let iface = self
+            .connection
+            .object_server()
+            .interface::<_, ServiceObject>(service_path(unit))
+            .await?;
+        let emitter = iface.signal_emitter();
+        let object = iface.get().await;
+        if current.summary != published.summary {
+            object.summary_changed(emitter).await?;
+        }
+        if current.total != published.total {
+            object.total_changed(emitter).await?;
+        }
+        if current.counts != published.counts {
+            object.counts_changed(emitter).await?;
+        }
+        if current.stuck != published.stuck {
+            object.stuck_changed(emitter).await?;
+        }
+        *published = current;
+        Ok(())
+    }
+
+    /// One WorkerAdded and one WorkerReaped for a batch of ids (none when empty).
+    pub async fn worker_signals(
+        &self,
+        unit: &str,
+        added: Vec<String>,
+        reaped: Vec<String>,
+    ) -> zbus::Result<()> {
+        let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
+        if !added.is_empty() {
+            ServiceObject::worker_added(&emitter, added).await?;
+        }
+        if !reaped.is_empty() {
+            ServiceObject::worker_reaped(&emitter, reaped).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_like_systemd() {
+        assert_eq!(escape_label("demo.service"), "demo_2eservice");
+        assert_eq!(escape_label("web-1@x.service"), "web_2d1_40x_2eservice");
+        assert_eq!(escape_label("1st.service"), "_31st_2eservice");
+        assert_eq!(
+            service_path("demo.service").as_str(),
+            "/io/scoreboard/Agent1/service/demo_2eservice"
+        );
+    }
+}
