@@ -1,17 +1,20 @@
-//! `scoreboardctl status` and `list`: what the configured services' scoreboards say.
+//! `scoreboardctl status`, `list` and `watch`: what the watched services' scoreboards
+//! say, from the running agent over D-Bus, or — when no agent answers — read from the
+//! configured directories directly.
 //!
-//! Until the agent serves its view on D-Bus, these read the directories directly (and,
-//! like any reader, remove dead workers' files). Read directly, a status has no history,
-//! so the time since it last changed — and with it stuck-ness — is unknown and shown as
-//! `-` (`null` in JSON).
+//! Both sources produce the same [`ServiceReport`]s, rendered by the same code. Read
+//! directly, a status has no history (and reading removes dead workers' files, as any
+//! reader does), so the time since it last changed and stuck-ness are unknown: `-` in
+//! tables, `null` in JSON.
 
 use std::io::Write;
-use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::config::{Config, Service};
+use crate::config::{Bus, Config, Service, normalize_unit};
+use crate::dbus::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::summary::{Pool, status_line};
 use crate::view;
 
@@ -23,28 +26,39 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     /// A service's scoreboard directory does not exist: the service is not running.
     pub const NOT_RUNNING: u8 = 3;
-    /// No such service in the configuration.
+    /// No such service is watched.
     pub const NO_SUCH_UNIT: u8 = 4;
 }
 
-/// One service as `status --json` prints it.
-#[derive(Debug, Serialize)]
-pub struct ServiceJson {
+/// Where a report came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The running agent, over D-Bus: with history.
+    Agent,
+    /// The scoreboard directories, read by scoreboardctl itself.
+    Directory,
+}
+
+/// One service, as `status --json` prints it. A stable interface: fields are only
+/// ever added.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceReport {
     /// `web.service`.
     pub unit: String,
     /// Its scoreboard directory.
     pub directory: String,
-    /// Whether the directory exists.
+    /// Whether the scoreboard directory exists (the service is running).
     pub running: bool,
     /// The line the agent sends as `STATUS=`.
     pub summary: String,
-    /// Workers, sorted by id.
-    pub workers: Vec<WorkerDetailJson>,
+    /// Live workers, sorted by id.
+    pub workers: Vec<WorkerReport>,
 }
 
-/// One worker in [`ServiceJson`].
-#[derive(Debug, Serialize)]
-pub struct WorkerDetailJson {
+/// One worker in a [`ServiceReport`].
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerReport {
     /// The worker id.
     pub id: String,
     /// Its state by the service's rule.
@@ -57,195 +71,284 @@ pub struct WorkerDetailJson {
     pub stuck: Option<bool>,
 }
 
-/// A service's scoreboard as read now.
-pub struct Reading {
-    /// `None` when the directory does not exist.
-    pub pool: Option<Pool>,
-    /// Warnings to show on stderr.
-    pub warnings: Vec<String>,
-    /// When it was read.
-    pub at: Instant,
+/// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    source: Source,
+    services: &'a [ServiceReport],
 }
 
-/// Reads `service`'s directory once.
-pub fn read_service(service: &Service) -> anyhow::Result<Reading> {
-    let at = Instant::now();
-    let snapshot = match scoreboard::read_dir(&service.directory) {
-        Ok(snapshot) => snapshot,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && e.path() == service.directory => {
-            return Ok(Reading {
-                pool: None,
+/// What the agent over D-Bus, or the directories, say about the watched services.
+pub struct Reports {
+    /// Where they came from.
+    pub source: Source,
+    /// One per watched service, sorted by unit.
+    pub services: Vec<ServiceReport>,
+    /// Warnings to print on stderr (files skipped, dead workers removed, the fallback).
+    pub warnings: Vec<String>,
+}
+
+/// Asks the agent; when none answers, reads the configured directories.
+pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
+    let config = Config::load(config_path);
+    let bus = config.as_ref().map_or(Bus::System, |c| c.bus);
+    let why_not = match from_agent(bus).await {
+        Ok(services) => {
+            return Ok(Reports {
+                source: Source::Agent,
+                services,
                 warnings: Vec::new(),
-                at,
             });
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => format!("{e:#}"),
     };
-    let mut warnings: Vec<String> = snapshot
-        .skipped
-        .iter()
-        .map(|s| format!("warning: {s}"))
-        .collect();
-    warnings.extend(
-        snapshot
-            .reaped
-            .iter()
-            .map(|id| format!("removed the file of dead worker {id}")),
+    let config = config.context("no agent answers, and the configuration cannot be read")?;
+    let mut reports = from_directories(&config)?;
+    reports.warnings.insert(
+        0,
+        format!("no agent answers on the {bus:?} bus ({why_not}); reading the scoreboard directories directly"),
     );
-    let mut pool = Pool::new(service);
-    pool.observe(&snapshot, at);
-    Ok(Reading {
-        pool: Some(pool),
-        warnings,
-        at,
-    })
+    Ok(reports)
 }
 
-impl Reading {
-    /// The summary line, or why there is none.
-    pub fn summary(&self, service: &Service) -> String {
-        match &self.pool {
-            Some(pool) => status_line(&pool.summary(self.at), &service.summary, &service.unit),
-            None => format!("not running (no {})", service.directory.display()),
-        }
+async fn from_agent(bus: Bus) -> anyhow::Result<Vec<ServiceReport>> {
+    let connection = match bus {
+        Bus::System => zbus::Connection::system().await,
+        Bus::Session => zbus::Connection::session().await,
+        Bus::None => anyhow::bail!("the configuration sets bus = \"none\""),
     }
-
-    /// The JSON view of this reading.
-    pub fn json(&self, service: &Service) -> ServiceJson {
-        ServiceJson {
-            unit: service.unit.clone(),
-            directory: service.directory.display().to_string(),
-            running: self.pool.is_some(),
-            summary: self.summary(service),
-            workers: self
-                .pool
-                .iter()
-                .flat_map(|pool| pool.workers(self.at))
-                .map(|w| WorkerDetailJson {
-                    id: w.id,
-                    state: w.state,
-                    status: w.status,
-                    unchanged_seconds: None,
-                    stuck: None,
-                })
-                .collect(),
+    .context("connecting")?;
+    let ask = async {
+        let manager = ManagerProxy::new(&connection).await?;
+        let mut reports = Vec::new();
+        for (unit, path) in manager.list_services().await? {
+            let service = ServiceProxy::builder(&connection)
+                .path(path)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await?;
+            let directory = service.directory().await?;
+            reports.push(ServiceReport {
+                running: std::path::Path::new(&directory).is_dir(),
+                summary: service.summary().await?,
+                workers: service
+                    .list_workers()
+                    .await?
+                    .into_iter()
+                    .map(WorkerReport::from)
+                    .collect(),
+                directory,
+                unit,
+            });
         }
-    }
+        anyhow::Ok(reports)
+    };
+    let mut reports = tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .context("the agent did not answer in 5 s")??;
+    reports.sort_by(|a, b| a.unit.cmp(&b.unit));
+    Ok(reports)
+}
 
-    /// The human view: a header line, then `ID STATE UNCHANGED STUCK STATUS` rows.
-    pub fn table(&self, service: &Service) -> String {
-        let mut out = format!("● {} — {}\n", service.unit, self.summary(service));
-        if let Some(pool) = &self.pool {
-            out.push_str(&view::worker_table(&pool.workers(self.at), false));
+impl From<WorkerInfo> for WorkerReport {
+    fn from(w: WorkerInfo) -> Self {
+        WorkerReport {
+            id: w.id,
+            state: w.state,
+            status: w.status,
+            unchanged_seconds: Some(w.unchanged_seconds),
+            stuck: Some(w.stuck),
         }
-        out
     }
 }
 
-/// `status [UNIT] [--json]`: the named service, or every configured one.
+/// Reads every configured service's directory once.
+pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
+    let mut reports = Reports {
+        source: Source::Directory,
+        services: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for service in &config.services {
+        let at = Instant::now();
+        let pool = match scoreboard::read_dir(&service.directory) {
+            Ok(snapshot) => {
+                for skipped in &snapshot.skipped {
+                    reports
+                        .warnings
+                        .push(format!("{}: warning: {skipped}", service.unit));
+                }
+                for id in &snapshot.reaped {
+                    reports.warnings.push(format!(
+                        "{}: removed the file of dead worker {id}",
+                        service.unit
+                    ));
+                }
+                let mut pool = Pool::new(service);
+                pool.observe(&snapshot, at);
+                Some(pool)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && e.path() == service.directory => {
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        reports
+            .services
+            .push(direct_report(service, pool.as_ref(), at));
+    }
+    Ok(reports)
+}
+
+fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> ServiceReport {
+    ServiceReport {
+        unit: service.unit.clone(),
+        directory: service.directory.display().to_string(),
+        running: pool.is_some(),
+        summary: match pool {
+            Some(pool) => status_line(&pool.summary(at), &service.summary, &service.unit),
+            None => "not running".to_owned(),
+        },
+        workers: pool
+            .iter()
+            .flat_map(|pool| pool.workers(at))
+            .map(|w| WorkerReport {
+                id: w.id,
+                state: w.state,
+                status: w.status,
+                unchanged_seconds: None,
+                stuck: None,
+            })
+            .collect(),
+    }
+}
+
+/// The human view of one service: a header line, then the worker table.
+pub fn service_table(report: &ServiceReport) -> String {
+    let summary = if report.running {
+        report.summary.clone()
+    } else {
+        format!("not running (no {})", report.directory)
+    };
+    let mut out = format!("● {} — {summary}\n", report.unit);
+    let workers: Vec<view::WorkerRow> = report.workers.iter().map(view::WorkerRow::from).collect();
+    out.push_str(&view::worker_table(&workers));
+    out
+}
+
+/// Prints the warnings, then `status [UNIT]`. Returns the exit status.
 pub fn status(
-    config: &Config,
+    reports: &Reports,
     unit: Option<&str>,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let services: Vec<&Service> = match unit {
-        Some(unit) => match config.service(unit) {
-            Some(service) => vec![service],
-            None => {
-                writeln!(
-                    err,
-                    "scoreboardctl: {unit} is not watched: no file in {} names it",
-                    services_dir(&config.path).display()
-                )?;
-                return Ok(exit::NO_SUCH_UNIT);
+    for warning in &reports.warnings {
+        writeln!(err, "scoreboardctl: {warning}")?;
+    }
+    let selected: Vec<ServiceReport> = match unit {
+        Some(unit) => {
+            let wanted = normalize_unit(unit).unwrap_or_else(|_| unit.to_owned());
+            match reports.services.iter().find(|s| s.unit == wanted) {
+                Some(report) => vec![report.clone()],
+                None => {
+                    writeln!(
+                        err,
+                        "scoreboardctl: {unit} is not watched (see scoreboardctl list; scoreboardctl enable adds it)"
+                    )?;
+                    return Ok(exit::NO_SUCH_UNIT);
+                }
             }
-        },
-        None => config.services.iter().collect(),
+        }
+        None => reports.services.clone(),
     };
-    let mut code = exit::OK;
-    let mut documents = Vec::new();
-    for service in services {
-        let reading = read_service(service)?;
-        for warning in &reading.warnings {
-            writeln!(err, "scoreboardctl: {}: {warning}", service.unit)?;
-        }
-        if reading.pool.is_none() && unit.is_some() {
-            code = exit::NOT_RUNNING;
-        }
-        if json {
-            documents.push(reading.json(service));
-        } else {
-            write!(out, "{}", reading.table(service))?;
-        }
-    }
     if json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&serde_json::json!({ "services": documents }))?
-        )?;
+        let document = Document {
+            source: reports.source,
+            services: &selected,
+        };
+        writeln!(out, "{}", serde_json::to_string(&document)?)?;
+    } else {
+        for report in &selected {
+            write!(out, "{}", service_table(report))?;
+        }
     }
-    Ok(code)
+    let not_running = unit.is_some() && selected.iter().any(|s| !s.running);
+    Ok(if not_running {
+        exit::NOT_RUNNING
+    } else {
+        exit::OK
+    })
 }
 
-/// `list [--json]`: every configured service with its worker count and summary.
+/// Prints the warnings, then `list`: each watched service with its worker count and
+/// summary. `--json` prints the `status --json` document without the workers.
 pub fn list(
-    config: &Config,
+    reports: &Reports,
     json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let mut rows = Vec::new();
-    for service in &config.services {
-        let reading = read_service(service)?;
-        for warning in &reading.warnings {
-            writeln!(err, "scoreboardctl: {}: {warning}", service.unit)?;
-        }
-        rows.push((
-            service,
-            reading.pool.as_ref().map(Pool::len),
-            reading.summary(service),
-        ));
+    for warning in &reports.warnings {
+        writeln!(err, "scoreboardctl: {warning}")?;
     }
     if json {
-        let services: Vec<_> = rows
+        let services: Vec<ServiceReport> = reports
+            .services
             .iter()
-            .map(|(service, workers, summary)| {
-                serde_json::json!({
-                    "unit": service.unit,
-                    "directory": service.directory,
-                    "workers": workers,
-                    "summary": summary,
-                })
+            .map(|s| ServiceReport {
+                workers: Vec::new(),
+                ..s.clone()
             })
             .collect();
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string(&serde_json::json!({ "services": services }))?
-        )?;
+        let document = Document {
+            source: reports.source,
+            services: &services,
+        };
+        writeln!(out, "{}", serde_json::to_string(&document)?)?;
         return Ok(exit::OK);
     }
-    let unit_width = rows
-        .iter()
-        .map(|(s, _, _)| s.unit.len())
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    writeln!(out, "{:<unit_width$}  WORKERS  SUMMARY", "UNIT")?;
-    for (service, workers, summary) in &rows {
-        let workers = workers.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        writeln!(
-            out,
-            "{:<unit_width$}  {workers:<7}  {summary}",
-            service.unit
-        )?;
-    }
+    write!(out, "{}", list_table(&reports.services))?;
     Ok(exit::OK)
 }
 
-fn services_dir(config: &Path) -> std::path::PathBuf {
-    config.with_file_name("services.d")
+fn list_table(services: &[ServiceReport]) -> String {
+    let unit_width = services
+        .iter()
+        .map(|s| s.unit.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:<unit_width$}  WORKERS  SUMMARY\n", "UNIT");
+    for s in services {
+        let (workers, summary) = if s.running {
+            (s.workers.len().to_string(), s.summary.clone())
+        } else {
+            ("-".to_owned(), format!("not running (no {})", s.directory))
+        };
+        out.push_str(&format!(
+            "{:<unit_width$}  {workers:<7}  {summary}\n",
+            s.unit
+        ));
+    }
+    out
+}
+
+/// One screen of `watch`: the list, then every service's workers.
+pub fn watch_screen(reports: &Reports) -> String {
+    let source = match reports.source {
+        Source::Agent => "from the agent",
+        Source::Directory => "read directly (no agent)",
+    };
+    let mut screen = format!(
+        "scoreboard — {} services, {source}\n\n",
+        reports.services.len()
+    );
+    screen.push_str(&list_table(&reports.services));
+    for report in &reports.services {
+        screen.push('\n');
+        screen.push_str(&service_table(report));
+    }
+    screen
 }

@@ -256,6 +256,35 @@ pub struct Published {
     pub stuck: usize,
 }
 
+/// Client side of io.scoreboard.Agent1.Manager, for scoreboardctl.
+#[zbus::proxy(
+    interface = "io.scoreboard.Agent1.Manager",
+    default_service = "io.scoreboard.Agent1",
+    default_path = "/io/scoreboard/Agent1"
+)]
+pub trait Manager {
+    /// Every watched unit with its object path.
+    fn list_services(&self) -> zbus::Result<Vec<(String, OwnedObjectPath)>>;
+}
+
+/// Client side of io.scoreboard.Agent1.Service, for scoreboardctl.
+#[zbus::proxy(
+    interface = "io.scoreboard.Agent1.Service",
+    default_service = "io.scoreboard.Agent1"
+)]
+pub trait Service {
+    /// Every live worker.
+    fn list_workers(&self) -> zbus::Result<Vec<WorkerInfo>>;
+    /// One worker by id.
+    fn get_worker(&self, id: &str) -> zbus::Result<WorkerInfo>;
+    /// The scoreboard directory.
+    #[zbus(property)]
+    fn directory(&self) -> zbus::Result<String>;
+    /// The STATUS= line.
+    #[zbus(property)]
+    fn summary(&self) -> zbus::Result<String>;
+}
+
 /// The agent's presence on the bus: its objects, and the signals it sends.
 pub struct Server {
     connection: zbus::Connection,

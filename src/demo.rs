@@ -127,7 +127,9 @@ impl Pool<'_> {
                 self.dir.display()
             ));
             frame.push_str(&format!("systemd would show:  Status: \"{line}\"\n\n"));
-            frame.push_str(&view::worker_table(&pool.workers(now), true));
+            let rows: Vec<view::WorkerRow> =
+                pool.workers(now).into_iter().map(Into::into).collect();
+            frame.push_str(&view::worker_table(&rows));
             frame.push_str("\nrecent events:\n");
             for event in &self.events {
                 frame.push_str(&format!("  {event}\n"));

@@ -70,10 +70,48 @@ pub fn status_table(workers: &[scoreboard::Worker]) -> String {
     out
 }
 
-/// The `ID STATE UNCHANGED STUCK STATUS` table of a pool, indented under a header.
-/// Without `history` (read directly, not from the agent) the time since the last change
-/// and stuck-ness are unknown and shown as `-`.
-pub fn worker_table(workers: &[crate::summary::WorkerView], history: bool) -> String {
+/// One row of [`worker_table`]: a worker with, when known, its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    /// The worker id.
+    pub id: String,
+    /// Its state.
+    pub state: String,
+    /// Its status.
+    pub status: String,
+    /// Seconds since the status changed, when known.
+    pub unchanged_seconds: Option<f64>,
+    /// Whether it is stuck, when known.
+    pub stuck: Option<bool>,
+}
+
+impl From<&crate::ctl::WorkerReport> for WorkerRow {
+    fn from(w: &crate::ctl::WorkerReport) -> Self {
+        WorkerRow {
+            id: w.id.clone(),
+            state: w.state.clone(),
+            status: w.status.clone(),
+            unchanged_seconds: w.unchanged_seconds,
+            stuck: w.stuck,
+        }
+    }
+}
+
+impl From<crate::summary::WorkerView> for WorkerRow {
+    fn from(w: crate::summary::WorkerView) -> Self {
+        WorkerRow {
+            id: w.id,
+            state: w.state,
+            status: w.status,
+            unchanged_seconds: Some(w.unchanged_for.as_secs_f64()),
+            stuck: Some(w.stuck),
+        }
+    }
+}
+
+/// The `ID STATE UNCHANGED STUCK STATUS` table, indented under a header. What is not
+/// known (read directly, not from the agent) shows as `-`.
+pub fn worker_table(workers: &[WorkerRow]) -> String {
     if workers.is_empty() {
         return String::new();
     }
@@ -98,13 +136,13 @@ pub fn worker_table(workers: &[crate::summary::WorkerView], history: bool) -> St
         "ID", "STATE"
     );
     for (worker, state) in workers.iter().zip(&states) {
-        let (unchanged, stuck) = if history {
-            (
-                format!("{:.1}s", worker.unchanged_for.as_secs_f64()),
-                if worker.stuck { "yes" } else { "no" },
-            )
-        } else {
-            ("-".to_owned(), "-")
+        let unchanged = worker
+            .unchanged_seconds
+            .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
+        let stuck = match worker.stuck {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
         };
         let _ = writeln!(
             out,

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use std::io::{IsTerminal, Write};
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use scoreboard_agent::config::{self, Config};
+use scoreboard_agent::config;
 use scoreboard_agent::{ctl, demo, enable, view};
 
 /// The real root, or a test's, where nothing is run.
@@ -39,7 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show each worker of a watched service (or of all), reaping dead workers' files.
+    /// Show each worker of a watched service (or of all): from the agent over D-Bus,
+    /// or read from the directories when no agent runs.
     Status {
         /// The service, e.g. myservice.service; all watched services when omitted.
         #[arg(conflicts_with = "dir")]
@@ -53,9 +56,18 @@ enum Command {
     },
     /// List the watched services with their worker counts and summaries.
     List {
-        /// Print `{"services":[{"unit","directory","workers","summary"}]}`.
+        /// Print the `status --json` document without the workers.
         #[arg(long)]
         json: bool,
+    },
+    /// A live, refreshing view of every watched service and worker, like top.
+    Watch {
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many screens.
+        #[arg(long)]
+        count: Option<u32>,
     },
     /// Watch a service: tmpfiles.d entry for its scoreboard, NotifyAccess=main drop-in,
     /// agent configuration; then reload systemd and the agent. Needs root.
@@ -130,6 +142,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs a future on a single-threaded runtime: scoreboardctl asks the agent and exits.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    Ok(runtime.block_on(future))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status {
@@ -137,9 +158,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dir: None,
             json,
         } => {
-            let config = Config::load(&cli.config)?;
+            let reports = block_on(ctl::gather(&cli.config))??;
             let code = ctl::status(
-                &config,
+                &reports,
                 unit.as_deref(),
                 json,
                 &mut std::io::stdout().lock(),
@@ -162,14 +183,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::List { json } => {
-            let config = Config::load(&cli.config)?;
+            let reports = block_on(ctl::gather(&cli.config))??;
             let code = ctl::list(
-                &config,
+                &reports,
                 json,
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr(),
             )?;
             Ok(ExitCode::from(code))
+        }
+        Command::Watch { interval, count } => {
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, stop.clone())
+                    .context("installing a signal handler")?;
+            }
+            let tty = std::io::stdout().is_terminal();
+            let mut shown = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && count.is_none_or(|n| shown < n)
+            {
+                let reports = block_on(ctl::gather(&cli.config))??;
+                let mut out = std::io::stdout().lock();
+                if tty {
+                    write!(out, "\x1b[H\x1b[2J")?;
+                }
+                for warning in &reports.warnings {
+                    writeln!(out, "({warning})")?;
+                }
+                writeln!(out, "{}", ctl::watch_screen(&reports))?;
+                out.flush()?;
+                shown += 1;
+                std::thread::sleep(Duration::from_secs_f64(interval));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status {
             dir: Some(dir),
