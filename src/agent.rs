@@ -15,6 +15,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Bus, Config, NotifyMode, Service};
 use crate::logging::RateLimit;
+use crate::metrics::{self, Metrics};
 use crate::notify::{self, NotifySocket};
 use std::sync::{Arc, Mutex};
 
@@ -41,6 +42,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
     let mut agent = Agent::new(config)?;
+    if let Some(address) = agent.config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening for metrics scrapes on {address}"))?;
+        info!("serving metrics on http://{address}/metrics");
+        tokio::spawn(metrics::serve(listener, agent.metrics.clone()));
+    }
     agent.connect_bus().await;
     let watchdog = notify::watchdog_interval();
     let now = Instant::now();
@@ -84,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         agent.publish(now, tick).await;
         if tick {
             agent.send_own_status();
+            agent.write_metrics_textfile(now);
         }
         if let (Some(period), Some(due)) = (watchdog, next_watchdog)
             && now >= due
@@ -129,6 +138,7 @@ struct Agent {
     server: Option<dbus::Server>,
     warnings: RateLimit,
     own_status: Option<String>,
+    metrics: Arc<Metrics>,
 }
 
 /// One watched service.
@@ -196,6 +206,7 @@ impl Agent {
             server: None,
             warnings: RateLimit::new(WARNING_QUIET),
             own_status: None,
+            metrics: Arc::new(Metrics::new()),
             config,
         })
     }
@@ -285,6 +296,18 @@ impl Agent {
         }
     }
 
+    /// The textfile for node_exporter, rewritten at every tick when configured.
+    fn write_metrics_textfile(&mut self, now: Instant) {
+        let Some(path) = &self.config.metrics.textfile else {
+            return;
+        };
+        if let Err(e) = self.metrics.write_textfile(path)
+            && self.warnings.allow("textfile", now)
+        {
+            warn!("writing the metrics textfile {}: {e}", path.display());
+        }
+    }
+
     /// Our own notifications. When a service is watched with `notify = "self"`, the
     /// agent is a helper inside that service and `$NOTIFY_SOCKET` speaks for the
     /// service: then only summaries are sent there, never READY, WATCHDOG or our status.
@@ -370,6 +393,7 @@ impl Agent {
             DirEvent::Gone => {
                 info!(unit = %watched.service.unit, "{} is gone; waiting for it to come back", watched.service.directory.display());
                 forget_directory(watched);
+                self.metrics.forget(&watched.service.unit);
             }
             DirEvent::Overflow => unreachable!("handled above"),
         }
@@ -419,10 +443,12 @@ impl Agent {
             }
         }
         let reader = watched.reader.as_mut().expect("opened above");
+        let started = Instant::now();
         let snapshot = match reader.sweep() {
             Ok(snapshot) => snapshot,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 forget_directory(watched);
+                self.metrics.forget(&unit);
                 return;
             }
             Err(e) => {
@@ -432,7 +458,15 @@ impl Agent {
                 return;
             }
         };
-        let changes = watched.pool().observe(&snapshot, now);
+        let took = started.elapsed();
+        let (changes, summary) = {
+            let mut pool = watched.pool();
+            let changes = pool.observe(&snapshot, now);
+            (changes, pool.summary(now))
+        };
+        let errors: Vec<&'static str> = snapshot.skipped.iter().map(|s| s.reason.kind()).collect();
+        self.metrics
+            .sweep(&unit, took, &summary, snapshot.reaped.len(), &errors);
         watched.added.extend(changes.added.iter().cloned());
         watched.reaped.extend(changes.removed.iter().cloned());
         for id in &changes.added {
@@ -524,6 +558,7 @@ impl Agent {
                 watched.membership_pending = false;
             }
             Err(e) => {
+                self.metrics.notify_error(&unit);
                 if self
                     .warnings
                     .allow(&format!("notify {unit} {}", e.kind()), now)
@@ -602,6 +637,7 @@ impl Agent {
                     if let Some(wd) = gone.wd {
                         self.watcher.unwatch(wd);
                     }
+                    self.metrics.forget(&gone.service.unit);
                     info!(unit = %gone.service.unit, "no longer watched");
                 }
                 if let Some(server) = &self.server {

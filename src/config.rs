@@ -29,8 +29,20 @@ pub struct Config {
     /// Where `STATUS=` datagrams go; `$NOTIFY_SOCKET` of the agent when unset, else
     /// systemd's `/run/systemd/notify`.
     pub notify_socket: Option<PathBuf>,
+    /// Prometheus metrics, off unless asked for.
+    pub metrics: MetricsConfig,
     /// The watched services, sorted by unit.
     pub services: Vec<Service>,
+}
+
+/// `[metrics]` in agent.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` here, e.g. "127.0.0.1:9464".
+    pub listen: Option<std::net::SocketAddr>,
+    /// Write the metrics here every interval, for node_exporter's textfile collector.
+    pub textfile: Option<PathBuf>,
 }
 
 /// One watched service.
@@ -94,6 +106,7 @@ struct RawAgent {
     interval: Option<HumanDuration>,
     bus: Option<Bus>,
     notify_socket: Option<PathBuf>,
+    metrics: Option<MetricsConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +269,7 @@ impl Config {
             interval: raw.interval.map_or(Duration::from_secs(1), |d| d.0),
             bus,
             notify_socket: raw.notify_socket,
+            metrics: raw.metrics.unwrap_or_default(),
             services,
         })
     }
@@ -351,7 +365,7 @@ mod tests {
         let agent = write(
             tmp.path(),
             "agent.toml",
-            "interval = \"250ms\"\nbus = \"session\"\nnotify_socket = \"/tmp/n\"\n",
+            "interval = \"250ms\"\nbus = \"session\"\nnotify_socket = \"/tmp/n\"\n\n[metrics]\nlisten = \"127.0.0.1:9464\"\ntextfile = \"/tmp/sb.prom\"\n",
         );
         write(
             tmp.path(),
@@ -369,6 +383,14 @@ notify = "self"
         assert_eq!(config.interval, Duration::from_millis(250));
         assert_eq!(config.bus, Bus::Session);
         assert_eq!(config.notify_socket.as_deref(), Some(Path::new("/tmp/n")));
+        assert_eq!(
+            config.metrics.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            config.metrics.textfile.as_deref(),
+            Some(Path::new("/tmp/sb.prom"))
+        );
         let jobs = &config.services[0];
         assert_eq!(jobs.state, StateRule::JsonPointer("/state".into()));
         assert_eq!(jobs.idle_states, ["idle", "waiting"]);

@@ -24,6 +24,7 @@ pub mod dbus;
 pub mod demo;
 pub mod enable;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod summary;
 pub mod systemd;

@@ -1,0 +1,348 @@
+//! Prometheus metrics: an explicit registry of `scoreboard_*` families, labelled by
+//! unit (never part of a name), encoded as OpenMetrics text by the prometheus-client
+//! crate, served over HTTP `GET /metrics` and/or written atomically to a file for
+//! node_exporter's textfile collector.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, warn};
+
+use crate::summary::Summary;
+
+/// `unit="web.service"`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnitLabel {
+    /// The systemd unit.
+    pub unit: String,
+}
+
+/// `unit`, `state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The systemd unit.
+    pub unit: String,
+    /// A worker state, as the unit's rule derives it.
+    pub state: String,
+}
+
+/// `unit`, `kind`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// The systemd unit.
+    pub unit: String,
+    /// What went wrong: not_regular_file, torn, too_long, non_utf8_name, io.
+    pub kind: String,
+}
+
+/// The agent's metrics.
+pub struct Metrics {
+    registry: Registry,
+    workers: Family<StateLabels, Gauge>,
+    stuck: Family<UnitLabel, Gauge>,
+    reaped: Family<UnitLabel, Counter>,
+    read_errors: Family<ErrorLabels, Counter>,
+    sweep_duration: Family<UnitLabel, Histogram>,
+    notify_errors: Family<UnitLabel, Counter>,
+    /// States last exported per unit, so a state nobody is in any more disappears.
+    states: Mutex<BTreeMap<String, BTreeSet<String>>>,
+}
+
+fn sweep_histogram() -> Histogram {
+    // 50 µs to ~1.6 s: one worker to many thousands.
+    Histogram::new(exponential_buckets(0.000_05, 4.0, 8))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered (and no samples yet).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let workers = Family::<StateLabels, Gauge>::default();
+        let stuck = Family::<UnitLabel, Gauge>::default();
+        let reaped = Family::<UnitLabel, Counter>::default();
+        let read_errors = Family::<ErrorLabels, Counter>::default();
+        let sweep_duration = Family::<UnitLabel, Histogram>::new_with_constructor(
+            sweep_histogram as fn() -> Histogram,
+        );
+        let notify_errors = Family::<UnitLabel, Counter>::default();
+        registry.register(
+            "scoreboard_workers",
+            "Live workers by unit and state (stuck ones excluded)",
+            workers.clone(),
+        );
+        registry.register(
+            "scoreboard_stuck_workers",
+            "Workers stuck in a non-idle state",
+            stuck.clone(),
+        );
+        registry.register(
+            "scoreboard_reaped",
+            "Dead workers' files removed by the agent",
+            reaped.clone(),
+        );
+        registry.register(
+            "scoreboard_read_errors",
+            "Scoreboard entries that could not be read, by kind",
+            read_errors.clone(),
+        );
+        registry.register_with_unit(
+            "scoreboard_sweep_duration",
+            "Time to sweep one scoreboard directory",
+            Unit::Seconds,
+            sweep_duration.clone(),
+        );
+        registry.register(
+            "scoreboard_notify_errors",
+            "STATUS= datagrams that could not be sent",
+            notify_errors.clone(),
+        );
+        Metrics {
+            registry,
+            workers,
+            stuck,
+            reaped,
+            read_errors,
+            sweep_duration,
+            notify_errors,
+            states: Mutex::default(),
+        }
+    }
+
+    /// Records one sweep of `unit`'s directory.
+    pub fn sweep(
+        &self,
+        unit: &str,
+        took: Duration,
+        summary: &Summary,
+        reaped: usize,
+        errors: &[&'static str],
+    ) {
+        let label = UnitLabel {
+            unit: unit.to_owned(),
+        };
+        self.sweep_duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+        if reaped > 0 {
+            self.reaped.get_or_create(&label).inc_by(reaped as u64);
+        }
+        for kind in errors {
+            let labels = ErrorLabels {
+                unit: unit.to_owned(),
+                kind: (*kind).to_owned(),
+            };
+            self.read_errors.get_or_create(&labels).inc();
+        }
+        self.set_counts(unit, summary);
+    }
+
+    /// Sets the per-state gauges, dropping states that no worker is in any more.
+    pub fn set_counts(&self, unit: &str, summary: &Summary) {
+        let label = UnitLabel {
+            unit: unit.to_owned(),
+        };
+        self.stuck.get_or_create(&label).set(summary.stuck as i64);
+        let now: BTreeSet<String> = summary
+            .counts
+            .iter()
+            .map(|(state, _)| state.clone())
+            .collect();
+        let mut states = self
+            .states
+            .lock()
+            .expect("never poisoned: no panics while held");
+        let before = states.entry(unit.to_owned()).or_default();
+        for gone in before.difference(&now) {
+            self.workers.remove(&StateLabels {
+                unit: unit.to_owned(),
+                state: gone.clone(),
+            });
+        }
+        for (state, n) in &summary.counts {
+            let labels = StateLabels {
+                unit: unit.to_owned(),
+                state: state.clone(),
+            };
+            self.workers.get_or_create(&labels).set(*n as i64);
+        }
+        *before = now;
+    }
+
+    /// Forgets a unit that is no longer watched.
+    pub fn forget(&self, unit: &str) {
+        self.set_counts(
+            unit,
+            &Summary {
+                total: 0,
+                counts: Vec::new(),
+                stuck: 0,
+            },
+        );
+        self.stuck.remove(&UnitLabel {
+            unit: unit.to_owned(),
+        });
+    }
+
+    /// Counts a STATUS= datagram that could not be sent.
+    pub fn notify_error(&self, unit: &str) {
+        self.notify_errors
+            .get_or_create(&UnitLabel {
+                unit: unit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Writes the exposition to `path` atomically (a temporary file beside it, then a
+    /// rename), as node_exporter's textfile collector requires.
+    pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, self.encode())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// The OpenMetrics content type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!("accepting a metrics connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(&mut stream, &metrics).await {
+                debug!("metrics request from {peer}: {e}");
+            }
+        });
+    }
+}
+
+/// One request, one response, then the connection closes. Only the request line
+/// matters; the rest of the head is read (up to 8 KiB, for 5 s at most) and ignored.
+async fn answer(stream: &mut tokio::net::TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        std::io::Result::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_head)
+        .await
+        .map_err(|_| std::io::ErrorKind::TimedOut)??;
+    let request_line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let (status, content_type, body) = match (method, target) {
+        (b"GET", b"/metrics") => ("200 OK", CONTENT_TYPE, metrics.encode()),
+        (b"GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(counts: &[(&str, usize)], stuck: usize) -> Summary {
+        Summary {
+            total: counts.iter().map(|(_, n)| n).sum::<usize>() + stuck,
+            counts: counts.iter().map(|(s, n)| (s.to_string(), *n)).collect(),
+            stuck,
+        }
+    }
+
+    #[test]
+    fn families_are_named_and_labelled_by_unit() {
+        let metrics = Metrics::new();
+        metrics.sweep(
+            "web.service",
+            Duration::from_micros(300),
+            &summary(&[("busy", 8), ("idle", 3)], 1),
+            2,
+            &["torn"],
+        );
+        metrics.notify_error("web.service");
+        let text = metrics.encode();
+        for line in [
+            "scoreboard_workers{unit=\"web.service\",state=\"busy\"} 8",
+            "scoreboard_workers{unit=\"web.service\",state=\"idle\"} 3",
+            "scoreboard_stuck_workers{unit=\"web.service\"} 1",
+            "scoreboard_reaped_total{unit=\"web.service\"} 2",
+            "scoreboard_read_errors_total{unit=\"web.service\",kind=\"torn\"} 1",
+            "scoreboard_notify_errors_total{unit=\"web.service\"} 1",
+            "scoreboard_sweep_duration_seconds_count{unit=\"web.service\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn states_nobody_is_in_disappear() {
+        let metrics = Metrics::new();
+        metrics.set_counts("web.service", &summary(&[("busy", 1), ("idle", 1)], 0));
+        metrics.set_counts("web.service", &summary(&[("idle", 2)], 0));
+        let text = metrics.encode();
+        assert!(!text.contains("state=\"busy\""), "{text}");
+        metrics.forget("web.service");
+        assert!(!metrics.encode().contains("web.service\",state"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let metrics = Metrics::new();
+        metrics.set_counts("web.service", &summary(&[("say \"hi\"\nthen \\ go", 1)], 0));
+        let text = metrics.encode();
+        assert!(text.contains(r#"state="say \"hi\"\nthen \\ go""#), "{text}");
+    }
+}
