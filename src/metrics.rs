@@ -207,7 +207,7 @@ impl Metrics {
             .inc();
     }
 
-    /// The OpenMetrics text exposition.
+    /// The OpenMetrics text exposition, as prometheus-client encodes it.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
@@ -215,18 +215,53 @@ impl Metrics {
         text
     }
 
+    /// The Prometheus text format (0.0.4), for node_exporter's textfile collector,
+    /// promtool, and scrapers that do not ask for OpenMetrics.
+    pub fn encode_prometheus_text(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+
     /// Writes the exposition to `path` atomically (a temporary file beside it, then a
     /// rename), as node_exporter's textfile collector requires.
     pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
-        std::fs::write(&tmp, self.encode())?;
+        std::fs::write(&tmp, self.encode_prometheus_text())?;
         std::fs::rename(&tmp, path)
     }
 }
 
-/// The OpenMetrics content type.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The same exposition in the older Prometheus text format. prometheus-client writes
+/// only OpenMetrics, whose counter families are named without `_total` (their samples
+/// carry it) and which adds `# UNIT` and `# EOF` lines; the Prometheus format names a
+/// family by its samples and knows neither line. Nothing else differs for the metric
+/// types used here, so the conversion renames counter families and drops those lines.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        text.push_str(renamed.as_deref().unwrap_or(line));
+        text.push('\n');
+    }
+    text
+}
+
+/// Content types of the two formats.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
@@ -272,8 +307,15 @@ async fn answer(stream: &mut tokio::net::TcpStream, metrics: &Metrics) -> std::i
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
+    // Prometheus asks for OpenMetrics in Accept; curl and older scrapers get the
+    // Prometheus text format.
+    let wants_openmetrics = String::from_utf8_lossy(&head)
+        .lines()
+        .filter(|line| line.to_ascii_lowercase().starts_with("accept:"))
+        .any(|line| line.contains("application/openmetrics-text"));
     let (status, content_type, body) = match (method, target) {
-        (b"GET", b"/metrics") => ("200 OK", CONTENT_TYPE, metrics.encode()),
+        (b"GET", b"/metrics") if wants_openmetrics => ("200 OK", OPENMETRICS, metrics.encode()),
+        (b"GET", b"/metrics") => ("200 OK", PROMETHEUS_TEXT, metrics.encode_prometheus_text()),
         (b"GET", _) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
         _ => (
             "405 Method Not Allowed",
@@ -325,6 +367,29 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn the_prometheus_text_format_names_counters_by_their_samples() {
+        let metrics = Metrics::new();
+        metrics.sweep(
+            "web.service",
+            Duration::from_micros(300),
+            &summary(&[("idle", 1)], 0),
+            1,
+            &[],
+        );
+        let text = metrics.encode_prometheus_text();
+        assert!(
+            text.contains("# HELP scoreboard_reaped_total Dead workers"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE scoreboard_reaped_total counter\nscoreboard_reaped_total{unit=\"web.service\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE scoreboard_workers gauge"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 
     #[test]

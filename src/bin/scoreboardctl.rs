@@ -127,6 +127,15 @@ enum Command {
         #[arg(long)]
         index: usize,
     },
+    /// Holds COUNT live workers (ids w0, w1, …) in one process until stdin closes, for
+    /// tests and benchmarks that need many workers and one kill to end them all.
+    #[command(hide = true)]
+    HoldWorkers {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        count: usize,
+    },
     /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
     #[command(hide = true)]
     StdinWorker { dir: PathBuf },
@@ -278,6 +287,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             index,
         } => {
             demo::test_pool_worker(&dir, &control, index)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HoldWorkers { dir, count } => {
+            scoreboard_agent::agent::raise_fd_limit();
+            let mut workers = Vec::with_capacity(count);
+            for i in 0..count {
+                let mut worker = scoreboard::Scoreboard::builder(&dir)
+                    .worker_id(move || format!("w{i}"))
+                    .open()?;
+                worker.update(if i % 4 == 0 { "busy GET /" } else { "idle" })?;
+                workers.push(worker);
+            }
+            println!("ready");
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StdinWorker { dir } => {

@@ -1,0 +1,779 @@
+//! The agent on D-Bus, against private `dbus-daemon`s (no systemd needed): what
+//! clients see (introspection, properties, methods, signals, coalescing under a storm
+//! of deaths), scoreboardctl as a client, metrics scraped over HTTP and checked by
+//! promtool, and the shipped bus policy enforced on a system-like bus.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+/// A private bus: `dbus-daemon --session`, or with a given configuration.
+struct Bus {
+    address: String,
+    daemon: Child,
+}
+
+impl Bus {
+    fn session() -> Bus {
+        Bus::start(&["--session"])
+    }
+
+    fn with_config(config: &Path) -> Bus {
+        Bus::start(&[&format!("--config-file={}", config.display())])
+    }
+
+    fn start(args: &[&str]) -> Bus {
+        let mut daemon = Command::new("dbus-daemon")
+            .args(args)
+            .args(["--print-address", "--nofork", "--nopidfile"])
+            .stdout(Stdio::piped())
+            // It warns that it cannot raise its own fd limit; nothing to see.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon (Debian: dbus-daemon)");
+        let mut address = String::new();
+        BufReader::new(daemon.stdout.take().unwrap())
+            .read_line(&mut address)
+            .unwrap();
+        Bus {
+            address: address.trim().to_owned(),
+            daemon,
+        }
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// An agent on a private session bus watching `web` in a temp dir.
+struct Setup {
+    tmp: tempfile::TempDir,
+    bus: Bus,
+    agent: Option<Child>,
+}
+
+impl Setup {
+    fn new(extra_agent_toml: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(
+            tmp.path().join("agent.toml"),
+            format!("bus = \"session\"\ninterval = \"200ms\"\n{extra_agent_toml}"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(tmp.path().join("services.d")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("web")).unwrap();
+        std::fs::write(
+            tmp.path().join("services.d/web.toml"),
+            format!(
+                "unit = \"web\"\ndirectory = \"{}\"\nnotify = \"none\"\nstuck_after = \"1h\"\n",
+                tmp.path().join("web").display()
+            ),
+        )
+        .unwrap();
+        let bus = Bus::session();
+        let mut setup = Setup {
+            tmp,
+            bus,
+            agent: None,
+        };
+        let agent = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+            .arg("--config")
+            .arg(setup.path("agent.toml"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap();
+        setup.agent = Some(agent);
+        assert!(
+            wait_until(Duration::from_secs(10), || setup
+                .busctl(&["status", "io.scoreboard.Agent1"])
+                .status
+                .success()),
+            "the agent never took its name"
+        );
+        setup
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.tmp.path().join(relative)
+    }
+
+    fn busctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("busctl")
+            .arg(format!("--address={}", self.bus.address))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn busctl_ok(&self, args: &[&str]) -> String {
+        let out = self.busctl(args);
+        assert!(
+            out.status.success(),
+            "busctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn property(&self, name: &str) -> String {
+        self.busctl_ok(&["get-property", NAME, WEB, SERVICE, name])
+            .trim()
+            .to_owned()
+    }
+
+    fn scoreboardctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .args(args)
+            .arg("--config")
+            .arg(self.path("agent.toml"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus.address)
+            .output()
+            .unwrap()
+    }
+
+    async fn connection(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.bus.address.as_str())
+            .build()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(agent) = &mut self.agent {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+}
+
+const NAME: &str = "io.scoreboard.Agent1";
+const WEB: &str = "/io/scoreboard/Agent1/service/web_2eservice";
+const SERVICE: &str = "io.scoreboard.Agent1.Service";
+
+fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
+
+/// A child process killed when the test ends, passing or failing (a leftover would keep
+/// the test harness's output open).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `count` live workers (ids w0…) held by one process: killing it kills them all.
+struct Holder(Child);
+
+impl Holder {
+    fn start(dir: &Path, count: usize) -> Holder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .args(["hold-workers", "--count", &count.to_string(), "--dir"])
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        Holder(child)
+    }
+
+    fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn introspection_documents_every_member() {
+    let setup = Setup::new("");
+    let xml = setup.busctl_ok(&["introspect", "--xml-interface", NAME, WEB]);
+    for member in [
+        "<method name=\"ListWorkers\">",
+        "<method name=\"GetWorker\">",
+        "<property name=\"Summary\" type=\"s\" access=\"read\"/>",
+        "<property name=\"Counts\" type=\"a{su}\" access=\"read\"/>",
+        "<property name=\"Total\" type=\"u\" access=\"read\"/>",
+        "<property name=\"Stuck\" type=\"u\" access=\"read\"/>",
+        "<signal name=\"WorkerAdded\">",
+        "<signal name=\"WorkerReaped\">",
+        "<arg type=\"a(sssdb)\" direction=\"out\"/>",
+        "Every live worker: (id, state, status, seconds since the status changed, stuck).",
+        "Workers that left (reaped after dying, or exited and removed their file),",
+    ] {
+        assert!(xml.contains(member), "{member} missing from\n{xml}");
+    }
+    // Unit and Directory never change, and say so.
+    assert!(
+        xml.contains("org.freedesktop.DBus.Property.EmitsChangedSignal\" value=\"const\""),
+        "{xml}"
+    );
+    // Nothing is writable.
+    assert!(!xml.contains("access=\"readwrite\"") && !xml.contains("access=\"write\""));
+    let manager = setup.busctl_ok(&[
+        "introspect",
+        "--xml-interface",
+        NAME,
+        "/io/scoreboard/Agent1",
+    ]);
+    for member in [
+        "<method name=\"ListServices\">",
+        "<property name=\"Services\" type=\"a(so)\"",
+        "<signal name=\"ServiceAdded\">",
+        "<signal name=\"ServiceRemoved\">",
+    ] {
+        assert!(manager.contains(member), "{member} missing from\n{manager}");
+    }
+}
+
+#[test]
+fn properties_and_methods_follow_workers_starting_and_dying() {
+    let setup = Setup::new("");
+    assert_eq!(setup.property("Total"), "u 0");
+    assert_eq!(
+        setup
+            .busctl_ok(&[
+                "call",
+                NAME,
+                "/io/scoreboard/Agent1",
+                "io.scoreboard.Agent1.Manager",
+                "ListServices"
+            ])
+            .trim(),
+        format!("a(so) 1 \"web.service\" \"{WEB}\"")
+    );
+
+    let mut holder = Holder::start(&setup.path("web"), 8);
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 8"));
+    assert_eq!(setup.property("Summary"), "s \"8 workers: 6 idle, 2 busy\"");
+    assert_eq!(setup.property("Counts"), "a{su} 2 \"busy\" 2 \"idle\" 6");
+    assert_eq!(setup.property("Stuck"), "u 0");
+    assert_eq!(setup.property("Unit"), "s \"web.service\"");
+    let workers = setup.busctl_ok(&["call", NAME, WEB, SERVICE, "ListWorkers"]);
+    assert!(
+        workers.starts_with("a(sssdb) 8 \"w0\" \"busy\" \"busy GET /\" "),
+        "{workers}"
+    );
+    let one = setup.busctl_ok(&["call", NAME, WEB, SERVICE, "GetWorker", "s", "w1"]);
+    assert!(
+        one.starts_with("sssdb \"w1\" \"idle\" \"idle\" ") && one.trim().ends_with("false"),
+        "{one}"
+    );
+    let missing = setup.busctl(&["call", NAME, WEB, SERVICE, "GetWorker", "s", "nope"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no live worker \"nope\""),
+        "{missing:?}"
+    );
+
+    holder.kill9();
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 0"));
+    assert_eq!(setup.property("Summary"), "s \"0 workers: none\"");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_storm_of_deaths_is_a_bounded_number_of_messages() {
+    let setup = Setup::new("");
+    let connection = setup.connection().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(WEB)
+        .build()
+        .unwrap();
+    let mut stream =
+        zbus::MessageStream::for_match_rule(rule, &connection, std::num::NonZeroUsize::new(10_000))
+            .await
+            .unwrap();
+
+    let mut holder = Holder::start(&setup.path("web"), 1000);
+    let storm = Instant::now();
+    let mut added = 0;
+    let mut added_messages = 0;
+    let mut reaped = 0;
+    let mut reaped_messages = 0;
+    let mut properties_changed = 0;
+    let mut killed = false;
+    while storm.elapsed() < Duration::from_secs(8) && reaped < 1000 {
+        if added == 1000 && !killed {
+            holder.kill9();
+            killed = true;
+        }
+        let Ok(Some(Ok(message))) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        else {
+            continue;
+        };
+        let header = message.header();
+        match header.member().map(|m| m.as_str()) {
+            Some("WorkerAdded") => {
+                added_messages += 1;
+                added += message.body().deserialize::<Vec<String>>().unwrap().len();
+            }
+            Some("WorkerReaped") => {
+                reaped_messages += 1;
+                reaped += message.body().deserialize::<Vec<String>>().unwrap().len();
+            }
+            Some("PropertiesChanged") => properties_changed += 1,
+            _ => {}
+        }
+    }
+    let seconds = storm.elapsed().as_secs_f64();
+    eprintln!(
+        "1,000 workers started then killed at once: {added} added in {added_messages} signals, \
+         {reaped} reaped in {reaped_messages} signals, {properties_changed} PropertiesChanged over {seconds:.1} s"
+    );
+    assert_eq!((added, reaped), (1000, 1000));
+    // Batches go out at most every 100 ms; property changes at most once per 200 ms tick.
+    assert!(
+        added_messages <= 10 && reaped_messages <= 10,
+        "{added_messages} {reaped_messages}"
+    );
+    assert!(
+        f64::from(properties_changed) <= (seconds / 0.2).ceil() + 2.0,
+        "{properties_changed}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_reload_announces_added_and_removed_services() {
+    let setup = Setup::new("");
+    let connection = setup.connection().await;
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path("/io/scoreboard/Agent1")
+        .build()
+        .unwrap();
+    let mut stream = zbus::MessageStream::for_match_rule(rule, &connection, None)
+        .await
+        .unwrap();
+    std::fs::write(
+        setup.path("services.d/jobs.toml"),
+        "unit = \"jobs\"\nnotify = \"none\"\n",
+    )
+    .unwrap();
+    std::fs::remove_file(setup.path("services.d/web.toml")).unwrap();
+    let pid = setup.agent.as_ref().unwrap().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let message = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("signals")
+            .unwrap()
+            .unwrap();
+        let member = message.header().member().unwrap().to_string();
+        if member == "PropertiesChanged" {
+            seen.push(member);
+        } else {
+            let (unit, _path): (String, zbus::OwnedObjectPath) =
+                message.body().deserialize().unwrap();
+            seen.push(format!("{member} {unit}"));
+        }
+    }
+    assert!(
+        seen.contains(&"ServiceRemoved web.service".to_owned()),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&"ServiceAdded jobs.service".to_owned()),
+        "{seen:?}"
+    );
+    let services = setup.busctl_ok(&[
+        "get-property",
+        NAME,
+        "/io/scoreboard/Agent1",
+        "io.scoreboard.Agent1.Manager",
+        "Services",
+    ]);
+    assert_eq!(
+        services.trim(),
+        "a(so) 1 \"jobs.service\" \"/io/scoreboard/Agent1/service/jobs_2eservice\""
+    );
+}
+
+#[test]
+fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
+    let mut setup = Setup::new("");
+    let _holder = Holder::start(&setup.path("web"), 3);
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 3"));
+    let out = setup.scoreboardctl(&["status", "web", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["source"], "agent");
+    let service = &json["services"][0];
+    assert_eq!(service["summary"], "3 workers: 2 idle, 1 busy");
+    assert_eq!(service["workers"].as_array().unwrap().len(), 3);
+    assert!(service["workers"][0]["unchanged_seconds"].as_f64().unwrap() >= 0.0);
+    assert_eq!(service["workers"][0]["stuck"], false);
+    let table = String::from_utf8(setup.scoreboardctl(&["status", "web"]).stdout).unwrap();
+    assert!(
+        table.starts_with("● web.service — 3 workers: 2 idle, 1 busy\n"),
+        "{table}"
+    );
+    assert!(
+        table.contains("  w0  busy   ") && table.contains("  no     busy GET /"),
+        "{table}"
+    );
+    let list = String::from_utf8(setup.scoreboardctl(&["list"]).stdout).unwrap();
+    assert_eq!(
+        list,
+        "UNIT         WORKERS  SUMMARY\nweb.service  3        3 workers: 2 idle, 1 busy\n"
+    );
+    let watch = String::from_utf8(
+        setup
+            .scoreboardctl(&["watch", "--count", "1", "--interval", "0"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        watch.starts_with("scoreboard — 1 services, from the agent\n"),
+        "{watch}"
+    );
+
+    // No agent: a clear message, and the directories read directly.
+    let mut agent = setup.agent.take().unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let out = setup.scoreboardctl(&["status", "web", "--json"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("no agent answers on the Session bus")
+            && stderr.contains("reading the scoreboard directories directly"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["source"], "directory");
+    assert_eq!(json["services"][0]["summary"], "3 workers: 2 idle, 1 busy");
+    assert_eq!(
+        json["services"][0]["workers"][0]["stuck"],
+        serde_json::Value::Null
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str, accept: Option<&str>) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_owned(), body.to_owned())
+}
+
+fn promtool_check(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian: prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_are_scraped_over_http_and_pass_promtool() {
+    let port = free_port();
+    let textfile = tempfile::tempdir().unwrap();
+    let textfile_path = textfile.path().join("scoreboard.prom");
+    let setup = Setup::new(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\ntextfile = \"{}\"\n",
+        textfile_path.display()
+    ));
+    let mut holder = Holder::start(&setup.path("web"), 4);
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 4"));
+    holder.kill9();
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 0"));
+    let _again = Holder::start(&setup.path("web"), 2);
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 2"));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // What Prometheus asks for: OpenMetrics.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (head, body) = http_get(port, "/metrics", Some(accept));
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    for line in [
+        "scoreboard_workers{unit=\"web.service\",state=\"idle\"} 1",
+        "scoreboard_workers{unit=\"web.service\",state=\"busy\"} 1",
+        "scoreboard_stuck_workers{unit=\"web.service\"} 0",
+        "# TYPE scoreboard_reaped counter",
+        "scoreboard_reaped_total{unit=\"web.service\"} 4",
+        "# TYPE scoreboard_sweep_duration_seconds histogram",
+        "# UNIT scoreboard_sweep_duration_seconds seconds",
+        "# EOF",
+    ] {
+        assert!(body.contains(line), "{line} missing from\n{body}");
+    }
+
+    // What curl and promtool get: the Prometheus text format, the same samples.
+    let (head, text) = http_get(port, "/metrics", None);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(text.contains("# TYPE scoreboard_reaped_total counter\nscoreboard_reaped_total{unit=\"web.service\"} 4"), "{text}");
+    promtool_check(&text);
+
+    // The textfile for node_exporter, rewritten every interval.
+    let file = std::fs::read_to_string(&textfile_path).unwrap();
+    assert!(
+        file.contains("scoreboard_workers{unit=\"web.service\",state=\"idle\"} 1"),
+        "{file}"
+    );
+    promtool_check(&file);
+
+    let (head, _) = http_get(port, "/other", None);
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
+
+/// The shipped policy, on a bus configured like Debian's system bus: root owns the
+/// name; an unprivileged user reads and lists, but can neither own the name nor set
+/// anything.
+#[test]
+fn the_bus_policy_lets_anyone_read_and_only_root_own() {
+    if !rustix::process::geteuid().is_root() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "the policy test must run under CI=true (needs root)"
+        );
+        eprintln!("skipping the policy test: it needs root to act as root and as nobody");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let socket = tmp.path().join("system_bus_socket");
+    let policy =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dbus/io.scoreboard.Agent1.conf");
+    let config = tmp.path().join("system.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+  </policy>
+  <include>{policy}</include>
+</busconfig>
+"#,
+            socket = socket.display(),
+            policy = policy.display()
+        ),
+    )
+    .unwrap();
+    let bus = Bus::with_config(&config);
+    std::fs::write(tmp.path().join("agent.toml"), "bus = \"system\"\n").unwrap();
+    std::fs::create_dir(tmp.path().join("services.d")).unwrap();
+    std::fs::write(
+        tmp.path().join("services.d/web.toml"),
+        format!(
+            "unit = \"web\"\nnotify = \"none\"\ndirectory = \"{}\"\n",
+            tmp.path().join("web").display()
+        ),
+    )
+    .unwrap();
+    let agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+            .arg("--config")
+            .arg(tmp.path().join("agent.toml"))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "busctl",
+            ])
+            .arg(format!("--address={}", bus.address))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let owned = wait_until(Duration::from_secs(10), || {
+        as_nobody(&["status", NAME]).status.success()
+    });
+    assert!(owned, "root could not own {NAME} under the policy");
+
+    let list = as_nobody(&[
+        "call",
+        NAME,
+        "/io/scoreboard/Agent1",
+        "io.scoreboard.Agent1.Manager",
+        "ListServices",
+    ]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    for args in [
+        &["get-property", NAME, WEB, SERVICE, "Summary"][..],
+        &["call", NAME, WEB, SERVICE, "ListWorkers"][..],
+        &["introspect", NAME, WEB][..],
+        &[
+            "call",
+            NAME,
+            WEB,
+            "org.freedesktop.DBus.Properties",
+            "GetAll",
+            "s",
+            SERVICE,
+        ][..],
+    ] {
+        let out = as_nobody(args);
+        assert!(
+            out.status.success(),
+            "nobody: busctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let set = as_nobody(&[
+        "call",
+        NAME,
+        WEB,
+        "org.freedesktop.DBus.Properties",
+        "Set",
+        "ssv",
+        SERVICE,
+        "Summary",
+        "s",
+        "hacked",
+    ]);
+    assert!(!set.status.success());
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("Access denied"),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let own = as_nobody(&[
+        "call",
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "RequestName",
+        "su",
+        NAME,
+        "0",
+    ]);
+    assert!(!own.status.success());
+    assert!(
+        String::from_utf8_lossy(&own.stderr).contains("Access denied"),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    // Still root's.
+    let status = as_nobody(&["status", NAME]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("PID={}", agent.0.id())));
+}
