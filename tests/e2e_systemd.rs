@@ -43,6 +43,10 @@ fn main() {
             journal_fields,
         ),
         (
+            "D-Bus: busctl and scoreboardctl agree with systemctl",
+            bus_details,
+        ),
+        (
             "9 an injected MAINPID=1 does not move demo's MainPID",
             injection,
         ),
@@ -542,6 +546,52 @@ fn journal_fields(system: &System) {
     assert!(
         json.contains("\"SCOREBOARD_WORKER\""),
         "no SCOREBOARD_WORKER field"
+    );
+}
+
+fn bus_details(system: &System) {
+    let path = "/io/scoreboard/Agent1/service/demo_2eservice";
+    let introspection = system.must(&format!(
+        "busctl --system introspect io.scoreboard.Agent1 {path}"
+    ));
+    for member in [
+        ".ListWorkers",
+        ".GetWorker",
+        ".Summary",
+        ".Counts",
+        ".WorkerReaped",
+    ] {
+        assert!(
+            introspection.contains(member),
+            "{member} missing from\n{introspection}"
+        );
+    }
+    let status_text = system.property("demo", "StatusText");
+    let summary = system.must(&format!("busctl --system get-property io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service Summary"));
+    assert_eq!(summary.trim(), format!("s \"{status_text}\""));
+    let total = system.must(&format!("busctl --system get-property io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service Total"));
+    assert_eq!(total.trim(), "u 3");
+    // scoreboardctl reads the agent over the bus, and agrees with systemctl status.
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status demo.service --json")).unwrap();
+    assert_eq!(json["source"], "agent");
+    assert_eq!(json["services"][0]["summary"], status_text.as_str());
+    let table = system.must("scoreboardctl status demo.service");
+    assert!(
+        table.starts_with(&format!("● demo.service — {status_text}\n")),
+        "{table}"
+    );
+    let systemctl = system.sh("systemctl status demo --no-pager");
+    assert!(
+        systemctl.contains(&format!("Status: \"{status_text}\"")),
+        "{systemctl}"
+    );
+    // An unprivileged user may read too.
+    let as_nobody = system.must(&format!("setpriv --reuid=nobody --regid=nogroup --clear-groups busctl --system call io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service ListWorkers"));
+    assert!(as_nobody.starts_with("a(sssdb) 3 "), "{as_nobody}");
+    eprintln!(
+        "busctl: Summary {} for {status_text:?}; ListWorkers as nobody: 3 workers",
+        summary.trim()
     );
 }
 
