@@ -135,6 +135,9 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         count: usize,
+        /// Worker ids are this followed by 0, 1, …
+        #[arg(long, default_value = "w")]
+        prefix: String,
     },
     /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
     #[command(hide = true)]
@@ -289,12 +292,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::test_pool_worker(&dir, &control, index)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::HoldWorkers { dir, count } => {
+        Command::HoldWorkers { dir, count, prefix } => {
             scoreboard_agent::agent::raise_fd_limit();
             let mut workers = Vec::with_capacity(count);
             for i in 0..count {
                 let mut worker = scoreboard::Scoreboard::builder(&dir)
-                    .worker_id(move || format!("w{i}"))
+                    .worker_id({
+                        let prefix = prefix.clone();
+                        move || format!("{prefix}{i}")
+                    })
                     .open()?;
                 worker.update(if i % 4 == 0 { "busy GET /" } else { "idle" })?;
                 workers.push(worker);
