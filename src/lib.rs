@@ -11,6 +11,9 @@
 //!   the sanitised `STATUS=` line.
 //! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
 //!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
+//! * [`dbus`] — `io.scoreboard.Agent1`: thin objects over the shared pools, the signals
+//!   the loop sends, and the proxies `scoreboardctl` uses; [`metrics`] — the Prometheus
+//!   registry, `GET /metrics` and the textfile.
 //! * [`logging`] — journald or stderr, and rate-limited warnings.
 //! * [`enable`] — `scoreboardctl enable`/`disable`: tmpfiles.d, drop-in, services.d.
 //! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`.
