@@ -74,10 +74,10 @@ enum Command {
     Enable {
         /// The service, e.g. myservice.service.
         unit: String,
-        /// Owner of /run/<name>/scoreboard (default: the unit's User=, else root).
+        /// Owner of /run/NAME/scoreboard (default: the unit's User=, else root).
         #[arg(long)]
         user: Option<String>,
-        /// Group of /run/<name>/scoreboard (default: the unit's Group=, else the user).
+        /// Group of /run/NAME/scoreboard (default: the unit's Group=, else the user).
         #[arg(long)]
         group: Option<String>,
         /// Write under this root instead of / and run nothing (for tests).
