@@ -371,36 +371,45 @@ impl Server {
             .await
     }
 
-    /// Emits PropertiesChanged for whichever of the service's properties differ from
-    /// `published`, and records them.
+    /// Emits one PropertiesChanged carrying whichever of the service's properties
+    /// differ from `published`, and records them.
     pub async fn publish(
         &self,
         unit: &str,
         current: Published,
         published: &mut Published,
     ) -> zbus::Result<()> {
-        if &current == published {
-            return Ok(());
-        }
-        let iface = self
-            .connection
-            .object_server()
-            .interface::<_, ServiceObject>(service_path(unit))
-            .await?;
-        let emitter = iface.signal_emitter();
-        let object = iface.get().await;
+        let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
         if current.summary != published.summary {
-            object.summary_changed(emitter).await?;
+            changed.insert("Summary", zbus::Variant::from(current.summary.clone()));
         }
         if current.total != published.total {
-            object.total_changed(emitter).await?;
+            changed.insert("Total", zbus::Variant::from(current.total as u32));
         }
         if current.counts != published.counts {
-            object.counts_changed(emitter).await?;
+            let counts: HashMap<String, u32> = current
+                .counts
+                .iter()
+                .map(|(s, n)| (s.clone(), *n as u32))
+                .collect();
+            changed.insert("Counts", zbus::Variant::from(counts));
         }
         if current.stuck != published.stuck {
-            object.stuck_changed(emitter).await?;
+            changed.insert("Stuck", zbus::Variant::from(current.stuck as u32));
         }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
+        let interface =
+            zbus::names::InterfaceName::from_static_str_unchecked("io.scoreboard.Agent1.Service");
+        zbus::fdo::Properties::properties_changed(
+            &emitter,
+            interface,
+            changed,
+            std::borrow::Cow::Borrowed(&[]),
+        )
+        .await?;
         *published = current;
         Ok(())
     }
