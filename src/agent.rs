@@ -17,15 +17,13 @@ use crate::config::{Bus, Config, NotifyMode, Service};
 use crate::logging::RateLimit;
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, NotifySocket};
+use crate::pacing::{self, MEMBERSHIP_GAP, Sent};
 use std::sync::{Arc, Mutex};
 
 use crate::dbus::{self, Published};
 use crate::summary::{Pool, status_line};
 use crate::systemd::Systemd;
 use crate::watch::{DirEvent, Watcher};
-
-/// Membership changes go out at once, but no more often than this per service.
-const MEMBERSHIP_GAP: Duration = Duration::from_millis(100);
 
 /// After a worker closed its file, sweep again this long later in case its lock was
 /// not yet released at the first look (the kernel queues the event first).
@@ -158,13 +156,6 @@ struct Watched {
     added: Vec<String>,
     reaped: Vec<String>,
     signalled_at: Option<Instant>,
-}
-
-/// What was last delivered for a service, and to which main process.
-struct Sent {
-    text: String,
-    at: Instant,
-    pid: u32,
 }
 
 impl Watched {
@@ -504,20 +495,18 @@ impl Agent {
             &watched.service.summary,
             &watched.service.unit,
         );
-        let gap = if watched.membership_pending {
-            MEMBERSHIP_GAP
-        } else {
-            self.config.interval
-        };
-        let due = watched
-            .sent
-            .as_ref()
-            .is_none_or(|sent| now >= sent.at + gap);
-        let changed = watched.sent.as_ref().is_none_or(|sent| sent.text != text);
+        let last = watched.sent.as_ref();
+        let text_due = pacing::text_due(
+            last,
+            &text,
+            watched.membership_pending,
+            self.config.interval,
+            now,
+        );
         // The main process is looked up at every tick, so a restarted service (a new
         // MainPID) hears the summary again even when the text is the same.
+        let changed = last.is_none_or(|sent| sent.text != text);
         let ask_pid = watched.service.notify == NotifyMode::MainPid && (tick || changed);
-        let text_due = changed && due;
         if !text_due && !ask_pid {
             return;
         }
@@ -530,8 +519,7 @@ impl Agent {
             0
         };
         let watched = &self.services[index];
-        let new_process = watched.sent.as_ref().is_some_and(|sent| sent.pid != pid);
-        if !text_due && !new_process {
+        if !text_due && !pacing::new_listener(watched.sent.as_ref(), pid) {
             return;
         }
         let mode = watched.service.notify;

@@ -9,6 +9,7 @@
 //! * [`summary`] — the core, without I/O: a [`summary::Pool`] per service is fed
 //!   snapshots and answers with what changed, the counts per state, who is stuck, and
 //!   the sanitised `STATUS=` line.
+//! * [`pacing`] — when a summary may go out (pure rules, tested without I/O).
 //! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
 //!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
 //! * [`dbus`] — `io.scoreboard.Agent1`: thin objects over the shared pools, the signals
@@ -29,6 +30,7 @@ pub mod enable;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod pacing;
 pub mod summary;
 pub mod systemd;
 pub mod view;
