@@ -37,7 +37,11 @@ fn private_bus() -> (Killed, String) {
 /// An agent watching `dir` on the given bus ("none" or "session" at `address`).
 fn agent(tmp: &std::path::Path, dir: &std::path::Path, bus: &str, address: &str) -> Killed {
     std::fs::create_dir_all(tmp.join("services.d")).unwrap();
-    std::fs::write(tmp.join("agent.toml"), format!("bus = \"{bus}\"\n")).unwrap();
+    std::fs::write(
+        tmp.join("agent.toml"),
+        format!("bus = \"{bus}\"\nstate_directory = \"{}\"\n", tmp.display()),
+    )
+    .unwrap();
     std::fs::write(
         tmp.join("services.d/web.toml"),
         format!(

@@ -19,7 +19,14 @@ impl AgentUnderTest {
     /// in `<tmp>/sb` with `notify = "self"` at the default 1 s interval.
     pub fn start() -> AgentUnderTest {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(tmp.path().join("agent.toml"), "bus = \"none\"\n").unwrap();
+        std::fs::write(
+            tmp.path().join("agent.toml"),
+            format!(
+                "bus = \"none\"\nstate_directory = \"{}\"\n",
+                tmp.path().display()
+            ),
+        )
+        .unwrap();
         std::fs::create_dir(tmp.path().join("services.d")).unwrap();
         std::fs::create_dir(tmp.path().join("sb")).unwrap();
         std::fs::write(

@@ -6,7 +6,7 @@
 //! each service's summary if it changed — membership changes at once (at most ten a
 //! second per service), status changes at most once per interval.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use scoreboard::{DirReader, ReadOptions};
@@ -18,6 +18,7 @@ use crate::logging::RateLimit;
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, NotifySocket};
 use crate::pacing::{self, MEMBERSHIP_GAP, Sent};
+use crate::state;
 use std::sync::{Arc, Mutex};
 
 use crate::dbus::{self, Published};
@@ -28,6 +29,9 @@ use crate::watch::{DirEvent, Watcher};
 /// After a worker closed its file, sweep again this long later in case its lock was
 /// not yet released at the first look (the kernel queues the event first).
 const CLOSE_RECHECKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(40)];
+
+/// How often (in sampling ticks) the agent saves what it must remember across restarts.
+const SAVE_EVERY_TICKS: u64 = 10;
 
 /// How long the same warning stays quiet.
 const WARNING_QUIET: Duration = Duration::from_secs(600);
@@ -48,6 +52,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(listener, agent.metrics.clone()));
     }
     agent.connect_bus().await;
+    for index in 0..agent.services.len() {
+        agent.recall(index);
+    }
     let watchdog = notify::watchdog_interval();
     let now = Instant::now();
     agent.sweep_all(now);
@@ -63,6 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let mut next_tick = now + agent.config.interval;
+    let mut ticks: u64 = 0;
     let mut next_watchdog = watchdog.map(|period| now + period);
     loop {
         let wake = agent.next_deadline(next_tick, next_watchdog);
@@ -91,6 +99,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         if tick {
             agent.send_own_status();
             agent.write_metrics_textfile(now);
+            ticks += 1;
+            if ticks.is_multiple_of(SAVE_EVERY_TICKS) {
+                agent.save_state();
+            }
         }
         if let (Some(period), Some(due)) = (watchdog, next_watchdog)
             && now >= due
@@ -100,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     agent.lifecycle("STOPPING=1");
+    agent.save_state();
     info!("stopping");
     Ok(())
 }
@@ -296,6 +309,44 @@ impl Agent {
             && self.warnings.allow("textfile", now)
         {
             warn!("writing the metrics textfile {}: {e}", path.display());
+        }
+    }
+
+    /// Picks up what an earlier agent saved for the service at `index`.
+    fn recall(&mut self, index: usize) {
+        let watched = &self.services[index];
+        match state::load(&self.config.state_directory, &watched.service.unit) {
+            Ok(Some(history)) => {
+                debug!(unit = %watched.service.unit, workers = history.len(), "remembering change times");
+                watched
+                    .pool()
+                    .remember(history, Instant::now(), SystemTime::now());
+            }
+            Ok(None) => {}
+            Err(e) => warn!(
+                unit = %watched.service.unit,
+                "ignoring the saved state in {}: {e}",
+                self.config.state_directory.display()
+            ),
+        }
+    }
+
+    /// Saves, per service, when each worker's status last changed.
+    fn save_state(&mut self) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        for watched in &self.services {
+            let history = watched.pool().history(now, wall);
+            if let Err(e) = state::save(
+                &self.config.state_directory,
+                &watched.service.unit,
+                &history,
+            ) && self.warnings.allow("state", now)
+            {
+                warn!(
+                    "saving state in {}: {e}; a restart will reset stuck timers",
+                    self.config.state_directory.display()
+                );
+            }
         }
     }
 
@@ -620,12 +671,19 @@ impl Agent {
                         Watched::new(service.clone())
                     });
                     self.services.push(watched);
+                    if added
+                        .last()
+                        .is_some_and(|(_, index)| *index == self.services.len() - 1)
+                    {
+                        self.recall(self.services.len() - 1);
+                    }
                 }
                 for gone in &old {
                     if let Some(wd) = gone.wd {
                         self.watcher.unwatch(wd);
                     }
                     self.metrics.forget(&gone.service.unit);
+                    state::remove(&self.config.state_directory, &gone.service.unit);
                     info!(unit = %gone.service.unit, "no longer watched");
                 }
                 if let Some(server) = &self.server {

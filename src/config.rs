@@ -31,6 +31,8 @@ pub struct Config {
     pub notify_socket: Option<PathBuf>,
     /// Prometheus metrics, off unless asked for.
     pub metrics: MetricsConfig,
+    /// Where the agent remembers stuck timers across restarts.
+    pub state_directory: PathBuf,
     /// The watched services, sorted by unit.
     pub services: Vec<Service>,
 }
@@ -107,6 +109,7 @@ struct RawAgent {
     bus: Option<Bus>,
     notify_socket: Option<PathBuf>,
     metrics: Option<MetricsConfig>,
+    state_directory: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +273,9 @@ impl Config {
             bus,
             notify_socket: raw.notify_socket,
             metrics: raw.metrics.unwrap_or_default(),
+            state_directory: raw
+                .state_directory
+                .unwrap_or_else(|| crate::state::DEFAULT_STATE_DIRECTORY.into()),
             services,
         })
     }

@@ -15,6 +15,7 @@
 //! * [`dbus`] — `io.scoreboard.Agent1`: thin objects over the shared pools, the signals
 //!   the loop sends, and the proxies `scoreboardctl` uses; [`metrics`] — the Prometheus
 //!   registry, `GET /metrics` and the textfile.
+//! * [`state`] — what a restarted agent remembers (stuck timers), in /run/scoreboard.
 //! * [`logging`] — journald or stderr, and rate-limited warnings.
 //! * [`enable`] — `scoreboardctl enable`/`disable`: tmpfiles.d, drop-in, services.d.
 //! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`.
@@ -31,6 +32,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pacing;
+pub mod state;
 pub mod summary;
 pub mod systemd;
 pub mod view;

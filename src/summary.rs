@@ -5,8 +5,8 @@
 //! answers with what changed, a [`Summary`], and per-worker details. Rendering the
 //! `STATUS=` text, and making it safe to send, happens once, in [`status_line`].
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
 
 use scoreboard::{SkipReason, Snapshot};
 
@@ -28,6 +28,21 @@ pub struct Pool {
     idle_states: Vec<String>,
     stuck_after: Option<Duration>,
     workers: BTreeMap<String, Tracked>,
+    /// Change times saved by an earlier agent, used for workers seen again with the same
+    /// status (see [`Pool::remember`]).
+    remembered: HashMap<String, (u64, Instant)>,
+}
+
+/// What a restarted agent needs to keep stuck timers running: per worker id, a
+/// fingerprint of its status and the wall-clock time that status was first seen.
+pub type History = BTreeMap<String, (u64, SystemTime)>;
+
+/// A 64-bit FNV-1a fingerprint of a status: enough to tell "the same status as before
+/// the restart" from any other, without saving statuses themselves.
+pub fn fingerprint(status: &[u8]) -> u64 {
+    status.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a snapshot changed.
@@ -82,6 +97,7 @@ impl Pool {
             idle_states: service.idle_states.clone(),
             stuck_after: service.stuck_after,
             workers: BTreeMap::new(),
+            remembered: HashMap::new(),
         }
     }
 
@@ -111,10 +127,14 @@ impl Pool {
                 }
                 None => {
                     changes.added.push(worker.id.clone());
+                    let remembered = self
+                        .remembered
+                        .remove(&worker.id)
+                        .filter(|(print, _)| *print == fingerprint(&worker.status));
                     Tracked {
                         state: derive_state(&self.rule, &worker.status),
                         status: worker.status.clone(),
-                        changed_at: now,
+                        changed_at: remembered.map_or(now, |(_, at)| at),
                     }
                 }
             };
@@ -127,7 +147,35 @@ impl Pool {
                 changes.removed.push(id);
             }
         }
+        // What an earlier agent remembered is for the workers of its time: once they
+        // have been seen (or not), it is of no further use.
+        self.remembered.clear();
         changes
+    }
+
+    /// Each worker's status fingerprint and the wall-clock time its status last changed,
+    /// `now` being `wall`.
+    pub fn history(&self, now: Instant, wall: SystemTime) -> History {
+        self.workers
+            .iter()
+            .map(|(id, tracked)| {
+                let age = now.saturating_duration_since(tracked.changed_at);
+                (id.clone(), (fingerprint(&tracked.status), wall - age))
+            })
+            .collect()
+    }
+
+    /// Takes in a history saved by an earlier agent (`now` being `wall`): a worker the
+    /// next snapshot shows for the first time, with the status it had then, keeps the
+    /// time its status last changed, so a restart does not reset its stuck timer.
+    pub fn remember(&mut self, history: History, now: Instant, wall: SystemTime) {
+        self.remembered = history
+            .into_iter()
+            .filter_map(|(id, (print, changed))| {
+                let age = wall.duration_since(changed).unwrap_or_default();
+                Some((id, (print, now.checked_sub(age)?)))
+            })
+            .collect();
     }
 
     /// Forgets every worker (the directory is gone); returns their ids.
@@ -435,6 +483,39 @@ mod tests {
         // A new status resets the clock.
         pool.observe(&snapshot(&[("a", "busy y"), ("b", "idle")]), later);
         assert_eq!(pool.summary(later).stuck, 0);
+    }
+
+    #[test]
+    fn a_restarted_agent_keeps_stuck_timers_for_unchanged_statuses() {
+        let service = service(Some(Duration::from_secs(60)));
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let mut before = Pool::new(&service);
+        before.observe(
+            &snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /x")]),
+            t0,
+        );
+        let saved = before.history(t0 + Duration::from_secs(50), wall);
+
+        // Ten seconds later, a new agent; worker b has moved on meanwhile.
+        let t1 = t0 + Duration::from_secs(1000);
+        let mut after = Pool::new(&service);
+        after.remember(saved, t1, wall + Duration::from_secs(10));
+        after.observe(
+            &snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /y")]),
+            t1,
+        );
+        let views = after.workers(t1);
+        assert_eq!(views[0].unchanged_for, Duration::from_secs(60));
+        assert!(views[0].stuck);
+        assert_eq!(views[1].unchanged_for, Duration::ZERO);
+        assert_eq!(after.summary(t1).stuck, 1);
+    }
+
+    #[test]
+    fn fingerprints_tell_statuses_apart() {
+        assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(fingerprint(b"busy GET /a"), fingerprint(b"busy GET /b"));
     }
 
     #[test]

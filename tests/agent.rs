@@ -17,6 +17,9 @@ impl Setup {
     /// A config dir with `agent.toml` and the given services, and a notify socket.
     fn new(agent_toml: &str, services: &[(&str, &str)]) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let agent_toml = format!("state_directory = \"{}\"\n{agent_toml}", state.display());
         std::fs::write(tmp.path().join("agent.toml"), agent_toml).unwrap();
         std::fs::create_dir(tmp.path().join("services.d")).unwrap();
         for (name, text) in services {
@@ -289,6 +292,44 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
     setup.expect("STOPPING=1", 2 * SECOND);
     let mut agent = agent;
     assert!(agent.0.wait().unwrap().success());
+}
+
+#[test]
+fn a_restarted_agent_keeps_stuck_timers() {
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/web\"\nnotify = \"self\"\nstuck_after = \"4s\"\n",
+        )],
+    );
+    let mut worker = Worker::start(&setup.path("web"));
+    worker.say("busy GET /slow");
+    let first = setup.agent(&[]);
+    setup.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+    let busy_since = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    first.signal("TERM");
+    let mut first = first;
+    assert!(first.0.wait().unwrap().success());
+    assert!(setup.path("state/web.service.json").exists());
+
+    // The new agent knows the worker has been busy for 2.5 s already: stuck 1.5 s
+    // later, not 4 s later.
+    let _second = setup.agent(&[]);
+    let restarted = Instant::now();
+    setup.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+    setup.expect("STATUS=1 workers: 1 stuck", 5 * SECOND);
+    let after_restart = restarted.elapsed();
+    eprintln!(
+        "stuck {:.1?} after the restart, {:.1?} after the status was set",
+        after_restart,
+        busy_since.elapsed()
+    );
+    assert!(
+        after_restart < Duration::from_millis(3500),
+        "{after_restart:?}: the stuck timer restarted"
+    );
 }
 
 #[test]

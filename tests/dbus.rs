@@ -64,7 +64,10 @@ impl Setup {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(
             tmp.path().join("agent.toml"),
-            format!("bus = \"session\"\ninterval = \"200ms\"\n{extra_agent_toml}"),
+            format!(
+                "bus = \"session\"\ninterval = \"200ms\"\nstate_directory = \"{}\"\n{extra_agent_toml}",
+                tmp.path().display()
+            ),
         )
         .unwrap();
         std::fs::create_dir_all(tmp.path().join("services.d")).unwrap();
@@ -671,7 +674,14 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     )
     .unwrap();
     let bus = Bus::with_config(&config);
-    std::fs::write(tmp.path().join("agent.toml"), "bus = \"system\"\n").unwrap();
+    std::fs::write(
+        tmp.path().join("agent.toml"),
+        format!(
+            "bus = \"system\"\nstate_directory = \"{}\"\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
     std::fs::create_dir(tmp.path().join("services.d")).unwrap();
     std::fs::write(
         tmp.path().join("services.d/web.toml"),

@@ -481,6 +481,8 @@ fn restart_service(system: &System) {
 fn restart_agent(system: &System) {
     system.must("systemctl restart scoreboard-agent");
     assert_eq!(system.property("scoreboard-agent", "ActiveState"), "active");
+    // What it must remember across restarts (stuck timers) went to its runtime directory.
+    system.must("test -s /run/scoreboard/demo.service.json");
     system.set_statuses(&["idle", "busy POST /api", "busy GET /"]);
     system.expect_status("demo", "3 workers: 2 busy, 1 idle", Duration::from_secs(3));
 
