@@ -434,8 +434,7 @@ impl Agent {
             }
             DirEvent::Gone => {
                 info!(unit = %watched.service.unit, "{} is gone; waiting for it to come back", watched.service.directory.display());
-                forget_directory(watched);
-                self.metrics.forget(&watched.service.unit);
+                forget_directory(watched, &self.metrics);
             }
             DirEvent::Overflow => unreachable!("handled above"),
         }
@@ -489,8 +488,7 @@ impl Agent {
         let snapshot = match reader.sweep() {
             Ok(snapshot) => snapshot,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                forget_directory(watched);
-                self.metrics.forget(&unit);
+                forget_directory(watched, &self.metrics);
                 return;
             }
             Err(e) => {
@@ -723,8 +721,10 @@ fn systemd_socket_path(config: &Config) -> std::path::PathBuf {
         .unwrap_or_else(|| notify::SYSTEMD_NOTIFY_SOCKET.into())
 }
 
-/// The directory went away: drop what we held, and report its workers gone.
-fn forget_directory(watched: &mut Watched) {
+/// The directory went away: drop what we held, report its workers gone, and take its
+/// per-state gauges down.
+fn forget_directory(watched: &mut Watched, metrics: &Metrics) {
+    metrics.forget(&watched.service.unit);
     watched.reader = None;
     watched.wd = None; // the kernel dropped the watch with the directory
     let gone = watched.pool().clear();

@@ -227,47 +227,6 @@ pub fn worker(dir: &Path, seed: u64) -> anyhow::Result<()> {
     }
 }
 
-/// `scoreboardctl test-pool`: a service's main process for tests. Starts `workers`
-/// worker processes and waits for them; none is restarted when it dies.
-pub fn test_pool(exe: &Path, workers: usize, dir: &Path, control: &Path) -> anyhow::Result<()> {
-    let mut children = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let child = Command::new(exe)
-            .arg("test-pool-worker")
-            .arg("--dir")
-            .arg(dir)
-            .arg("--control")
-            .arg(control)
-            .arg("--index")
-            .arg(index.to_string())
-            .stdin(Stdio::null())
-            .spawn()
-            .context("spawning a test-pool worker")?;
-        children.push(child);
-    }
-    for mut child in children {
-        let _ = child.wait();
-    }
-    Ok(())
-}
-
-/// One `test-pool` worker: every 50 ms, publishes line `index` of the control file (a
-/// JSON string, so any bytes can be asked for), or "idle" when there is none.
-pub fn test_pool_worker(dir: &Path, control: &Path, index: usize) -> anyhow::Result<()> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .context("prctl(PR_SET_PDEATHSIG)")?;
-    let mut scoreboard = Scoreboard::open(dir)?;
-    loop {
-        let wanted = std::fs::read_to_string(control)
-            .ok()
-            .and_then(|text| text.lines().nth(index).map(str::to_owned))
-            .and_then(|line| serde_json::from_str::<String>(&line).ok())
-            .unwrap_or_else(|| "idle".to_owned());
-        scoreboard.update(wanted)?;
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A plausible `busy` line: method, path, client address.
 fn busy_status(rng: u64, request: u64) -> String {
     let client = format!("10.0.{}.{}", (rng >> 8) % 256, (rng >> 16) % 254 + 1);

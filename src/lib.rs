@@ -18,7 +18,8 @@
 //! * [`state`] — what a restarted agent remembers (stuck timers), in /run/scoreboard.
 //! * [`logging`] — journald or stderr, and rate-limited warnings.
 //! * [`enable`] — `scoreboardctl enable`/`disable`: tmpfiles.d, drop-in, services.d.
-//! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`.
+//! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`;
+//!   [`fixtures`] — worker processes for tests, behind hidden subcommands.
 //! * `src/bin/` — argument parsing and dispatch only.
 #![deny(missing_docs)]
 
@@ -28,6 +29,7 @@ pub mod ctl;
 pub mod dbus;
 pub mod demo;
 pub mod enable;
+pub mod fixtures;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

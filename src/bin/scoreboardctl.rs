@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config;
-use scoreboard_agent::{ctl, demo, enable, view};
+use scoreboard_agent::{ctl, demo, enable, fixtures, view};
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {
@@ -281,7 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let exe =
                 std::env::current_exe().context("finding this executable to spawn workers")?;
-            demo::test_pool(&exe, workers, &dir, &control)?;
+            fixtures::test_pool(&exe, workers, &dir, &control)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::TestPoolWorker {
@@ -289,35 +289,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             control,
             index,
         } => {
-            demo::test_pool_worker(&dir, &control, index)?;
+            fixtures::test_pool_worker(&dir, &control, index)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::HoldWorkers { dir, count, prefix } => {
-            scoreboard_agent::agent::raise_fd_limit();
-            let mut workers = Vec::with_capacity(count);
-            for i in 0..count {
-                let mut worker = scoreboard::Scoreboard::builder(&dir)
-                    .worker_id({
-                        let prefix = prefix.clone();
-                        move || format!("{prefix}{i}")
-                    })
-                    .open()?;
-                worker.update(if i % 4 == 0 { "busy GET /" } else { "idle" })?;
-                workers.push(worker);
-            }
-            println!("ready");
-            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
+            fixtures::hold_workers(&dir, count, &prefix)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::StdinWorker { dir } => {
-            use std::io::BufRead;
-            let mut scoreboard = scoreboard::Scoreboard::open(&dir)?;
-            for line in std::io::stdin().lock().lines() {
-                // JSON escapes let a test publish any bytes, newlines included.
-                let line = line?;
-                let status = serde_json::from_str::<String>(&line).unwrap_or(line);
-                scoreboard.update(status)?;
-            }
+            fixtures::stdin_worker(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }
