@@ -2,8 +2,7 @@
 //! agent's CPU while idle with and without serving the bus (goal: no extra CPU, since
 //! the agent never polls for bus traffic). Runs a private `dbus-daemon`.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -11,28 +10,9 @@ use criterion::{Criterion, criterion_group};
 #[path = "support.rs"]
 mod support;
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn private_bus() -> (Killed, String) {
-    let mut daemon = Command::new("dbus-daemon")
-        .args(["--session", "--print-address", "--nofork", "--nopidfile"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dbus-daemon");
-    let mut address = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut address)
-        .unwrap();
-    (Killed(daemon), address.trim().to_owned())
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Bus, Holder, Killed};
 
 /// An agent watching `dir` on the given bus ("none" or "session" at `address`).
 fn agent(tmp: &std::path::Path, dir: &std::path::Path, bus: &str, address: &str) -> Killed {
@@ -68,11 +48,11 @@ fn cpu_ns(pid: u32) -> u64 {
 }
 
 fn idle_cpu(bus: &str) -> f64 {
-    let (_daemon, address) = private_bus();
+    let private = Bus::session();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("web");
     std::fs::create_dir(&dir).unwrap();
-    let agent = agent(tmp.path(), &dir, bus, &address);
+    let agent = agent(tmp.path(), &dir, bus, &private.address);
     std::thread::sleep(Duration::from_secs(2));
     let before = cpu_ns(agent.0.id());
     let window = Duration::from_secs(10);
@@ -80,36 +60,18 @@ fn idle_cpu(bus: &str) -> f64 {
     (cpu_ns(agent.0.id()) - before) as f64 / window.as_secs_f64() / 1e3
 }
 
-fn hold(dir: &std::path::Path, count: usize, prefix: &str) -> Killed {
-    let mut child = Command::new(support::binary("scoreboardctl"))
-        .args([
-            "hold-workers",
-            "--prefix",
-            prefix,
-            "--count",
-            &count.to_string(),
-            "--dir",
-        ])
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    Killed(child)
-}
-
 fn list_workers(c: &mut Criterion) {
-    let (_daemon, address) = private_bus();
+    let private = Bus::session();
+    let address = private.address.clone();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("web");
     // Each holder keeps a directory descriptor and a file per worker: two of them stay
     // under a 20,000-descriptor limit.
-    let _holders = [hold(&dir, 5_000, "a"), hold(&dir, 5_000, "b")];
+    let scoreboardctl = support::binary("scoreboardctl");
+    let _holders = [
+        Holder::start(&scoreboardctl, &dir, 5_000, "a"),
+        Holder::start(&scoreboardctl, &dir, 5_000, "b"),
+    ];
     let _agent = agent(tmp.path(), &dir, "session", &address);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,54 +3,15 @@
 //! of deaths), scoreboardctl as a client, metrics scraped over HTTP and checked by
 //! promtool, and the shipped bus policy enforced on a system-like bus.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-/// A private bus: `dbus-daemon --session`, or with a given configuration.
-struct Bus {
-    address: String,
-    daemon: Child,
-}
-
-impl Bus {
-    fn session() -> Bus {
-        Bus::start(&["--session"])
-    }
-
-    fn with_config(config: &Path) -> Bus {
-        Bus::start(&[&format!("--config-file={}", config.display())])
-    }
-
-    fn start(args: &[&str]) -> Bus {
-        let mut daemon = Command::new("dbus-daemon")
-            .args(args)
-            .args(["--print-address", "--nofork", "--nopidfile"])
-            .stdout(Stdio::piped())
-            // It warns that it cannot raise its own fd limit; nothing to see.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon (Debian: dbus-daemon)");
-        let mut address = String::new();
-        BufReader::new(daemon.stdout.take().unwrap())
-            .read_line(&mut address)
-            .unwrap();
-        Bus {
-            address: address.trim().to_owned(),
-            daemon,
-        }
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
-}
+mod common;
+use common::{Bus, Holder, Killed, wait_until};
 
 /// An agent on a private session bus watching `web` in a temp dir.
 struct Setup {
@@ -164,59 +125,14 @@ const NAME: &str = "io.scoreboard.Agent1";
 const WEB: &str = "/io/scoreboard/Agent1/service/web_2eservice";
 const SERVICE: &str = "io.scoreboard.Agent1.Service";
 
-fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    condition()
-}
-
-/// A child process killed when the test ends, passing or failing (a leftover would keep
-/// the test harness's output open).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `count` live workers (ids w0…) held by one process: killing it kills them all.
-struct Holder(Child);
-
-impl Holder {
-    fn start(dir: &Path, count: usize) -> Holder {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
-            .args(["hold-workers", "--count", &count.to_string(), "--dir"])
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n");
-        Holder(child)
-    }
-
-    fn kill9(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `count` live workers (ids w0…) held by one `scoreboardctl hold-workers` process.
+fn hold(dir: &Path, count: usize) -> Holder {
+    Holder::start(
+        Path::new(env!("CARGO_BIN_EXE_scoreboardctl")),
+        dir,
+        count,
+        "w",
+    )
 }
 
 #[test]
@@ -278,7 +194,7 @@ fn properties_and_methods_follow_workers_starting_and_dying() {
         format!("a(so) 1 \"web.service\" \"{WEB}\"")
     );
 
-    let mut holder = Holder::start(&setup.path("web"), 8);
+    let mut holder = hold(&setup.path("web"), 8);
     assert!(wait_until(Duration::from_secs(5), || setup
         .property("Total")
         == "u 8"));
@@ -326,7 +242,7 @@ async fn a_storm_of_deaths_is_a_bounded_number_of_messages() {
 
     // Counting starts with the subscription: workers joining are part of the storm.
     let storm = Instant::now();
-    let mut holder = Holder::start(&setup.path("web"), 1000);
+    let mut holder = hold(&setup.path("web"), 1000);
     let mut added = 0;
     let mut added_messages = 0;
     let mut reaped = 0;
@@ -442,7 +358,7 @@ async fn a_reload_announces_added_and_removed_services() {
 #[test]
 fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
     let mut setup = Setup::new("");
-    let _holder = Holder::start(&setup.path("web"), 3);
+    let _holder = hold(&setup.path("web"), 3);
     assert!(wait_until(Duration::from_secs(5), || setup
         .property("Total")
         == "u 3"));
@@ -561,7 +477,7 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
         "[metrics]\nlisten = \"127.0.0.1:{port}\"\ntextfile = \"{}\"\n",
         textfile_path.display()
     ));
-    let mut holder = Holder::start(&setup.path("web"), 4);
+    let mut holder = hold(&setup.path("web"), 4);
     assert!(wait_until(Duration::from_secs(5), || setup
         .property("Total")
         == "u 4"));
@@ -569,7 +485,7 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
     assert!(wait_until(Duration::from_secs(5), || setup
         .property("Total")
         == "u 0"));
-    let _again = Holder::start(&setup.path("web"), 2);
+    let _again = hold(&setup.path("web"), 2);
     assert!(wait_until(Duration::from_secs(5), || setup
         .property("Total")
         == "u 2"));
