@@ -141,13 +141,7 @@ pub fn enable(
         &["--create", &tmpfiles],
         &mut report,
     )?;
-    run(target, "systemctl", &["daemon-reload"], &mut report)?;
-    run(
-        target,
-        "systemctl",
-        &["try-reload-or-restart", "scoreboard-agent.service"],
-        &mut report,
-    )?;
+    reload(target, &mut report)?;
     let _ = writeln!(
         report,
         "{unit} is watched: its workers write into /run/{}/scoreboard. Restart it for the \
@@ -180,13 +174,7 @@ pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
     }
     // The drop-in directory goes too when we emptied it.
     let _ = std::fs::remove_dir(&files.dropin_dir);
-    run(target, "systemctl", &["daemon-reload"], &mut report)?;
-    run(
-        target,
-        "systemctl",
-        &["try-reload-or-restart", "scoreboard-agent.service"],
-        &mut report,
-    )?;
+    reload(target, &mut report)?;
     let _ = writeln!(report, "{unit} is no longer watched");
     Ok(report)
 }
@@ -228,6 +216,17 @@ fn write_file(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()
         .with_context(|| format!("renaming {} into place", tmp.display()))?;
     let _ = writeln!(report, "wrote {}", path.display());
     Ok(())
+}
+
+/// systemd re-reads units and drop-ins; the agent, if running, re-reads services.d.
+fn reload(target: &Target, report: &mut String) -> anyhow::Result<()> {
+    run(target, "systemctl", &["daemon-reload"], report)?;
+    run(
+        target,
+        "systemctl",
+        &["try-reload-or-restart", "scoreboard-agent.service"],
+        report,
+    )
 }
 
 fn run(target: &Target, program: &str, args: &[&str], report: &mut String) -> anyhow::Result<()> {
