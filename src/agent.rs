@@ -9,7 +9,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use scoreboard::{DirReader, ReadOptions};
+use std::os::fd::AsFd as _;
+
+use scoreboard::{DirReader, Progress, ReadOptions};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
@@ -29,6 +31,15 @@ use crate::watch::{DirEvent, Watcher};
 /// After a worker closed its file, sweep again this long later in case its lock was
 /// not yet released at the first look (the kernel queues the event first).
 const CLOSE_RECHECKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(40)];
+
+/// Sweeps caused by inotify events: at most one per this gap per service, so a
+/// directory's owner creating and removing files in a loop cannot keep the agent
+/// sweeping. The first event after a quiet gap is swept at once.
+const EVENT_SWEEP_GAP: Duration = Duration::from_millis(100);
+
+/// The longest one step of a sweep may run before the loop gets back to signals, the
+/// watchdog and other services; a pass over a huge directory is taken in such steps.
+const SWEEP_STEP: Duration = Duration::from_millis(20);
 
 /// How often (in sampling ticks) the agent saves what it must remember across restarts.
 const SAVE_EVERY_TICKS: u64 = 10;
@@ -159,8 +170,15 @@ struct Watched {
     pool: Arc<Mutex<Pool>>,
     reader: Option<DirReader>,
     wd: Option<i32>,
+    /// An event asked for a sweep (or a pass is under way and must go on).
     sweep_now: bool,
-    rechecks: Vec<Instant>,
+    /// A pass was started and is taken in steps.
+    mid_pass: bool,
+    /// When the last event-caused sweep started, for [`EVENT_SWEEP_GAP`].
+    event_swept_at: Option<Instant>,
+    /// Re-checks after a worker closed its file, one slot per [`CLOSE_RECHECKS`] delay:
+    /// however many close events arrive, at most two re-checks are pending.
+    rechecks: [Option<Instant>; 2],
     membership_pending: bool,
     sent: Option<Sent>,
     /// What PropertiesChanged last announced.
@@ -172,6 +190,11 @@ struct Watched {
 }
 
 impl Watched {
+    /// When an event may next cause a sweep.
+    fn next_event_sweep(&self, now: Instant) -> Instant {
+        self.event_swept_at.map_or(now, |at| at + EVENT_SWEEP_GAP)
+    }
+
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
         self.pool
             .lock()
@@ -189,7 +212,9 @@ impl Watched {
             reader: None,
             wd: None,
             sweep_now: true,
-            rechecks: Vec::new(),
+            mid_pass: false,
+            event_swept_at: None,
+            rechecks: [None; 2],
             membership_pending: true,
             sent: None,
         }
@@ -394,8 +419,13 @@ impl Agent {
         }
         let now = Instant::now();
         for watched in &self.services {
-            for &at in &watched.rechecks {
-                wake = wake.min(at);
+            for at in watched.rechecks.iter().flatten() {
+                wake = wake.min(*at);
+            }
+            if watched.mid_pass {
+                wake = now;
+            } else if watched.sweep_now {
+                wake = wake.min(watched.next_event_sweep(now));
             }
             if watched.membership_pending
                 && let Some(sent) = &watched.sent
@@ -430,41 +460,69 @@ impl Agent {
             DirEvent::Membership => watched.sweep_now = true,
             DirEvent::Closed => {
                 watched.sweep_now = true;
-                watched.rechecks.extend(CLOSE_RECHECKS.map(|d| now + d));
+                for (slot, delay) in watched.rechecks.iter_mut().zip(CLOSE_RECHECKS) {
+                    slot.get_or_insert(now + delay);
+                }
             }
             DirEvent::Gone => {
                 info!(unit = %watched.service.unit, "{} is gone; waiting for it to come back", watched.service.directory.display());
-                forget_directory(watched, &self.metrics);
+                forget_directory(watched, &self.metrics, &mut self.watcher);
             }
             DirEvent::Overflow => unreachable!("handled above"),
         }
     }
 
+    /// Whole passes over every directory, at start and after a reload.
     fn sweep_all(&mut self, now: Instant) {
         for index in 0..self.services.len() {
-            self.sweep(index, now);
+            while !self.sweep(index, now, None) {}
         }
     }
 
+    /// Sweeps what is due: every directory at a tick, and those with events, re-checks
+    /// or a pass under way. Each gets one step of at most [`SWEEP_STEP`]; a pass not
+    /// finished goes on at the next turn of the loop, after signals and the watchdog.
     fn sweep_due(&mut self, now: Instant, tick: bool) {
         for index in 0..self.services.len() {
             let watched = &mut self.services[index];
-            let recheck = watched.rechecks.iter().any(|&at| at <= now);
-            watched.rechecks.retain(|&at| at > now);
-            if tick || watched.sweep_now || recheck {
-                self.sweep(index, now);
+            let mut recheck = false;
+            for slot in &mut watched.rechecks {
+                if slot.is_some_and(|at| at <= now) {
+                    *slot = None;
+                    recheck = true;
+                }
+            }
+            let event = watched.sweep_now && watched.next_event_sweep(now) <= now;
+            if event {
+                watched.event_swept_at = Some(now);
+            }
+            if tick || event || recheck || watched.mid_pass {
+                self.sweep(index, now, Some(Instant::now() + SWEEP_STEP));
             }
         }
     }
 
-    fn sweep(&mut self, index: usize, now: Instant) {
+    /// One step of a pass over the service's directory, opening it first if needed.
+    /// Returns whether the pass is over (done, or given up for now).
+    fn sweep(&mut self, index: usize, now: Instant, deadline: Option<Instant>) -> bool {
         let watched = &mut self.services[index];
-        watched.sweep_now = false;
+        if !watched.mid_pass {
+            // A new pass sees whatever the events were about; events during a pass
+            // ask for the next one.
+            watched.sweep_now = false;
+        }
         let unit = watched.service.unit.clone();
+        if let Some(reader) = &watched.reader
+            && !watched.mid_pass
+            && !reader.still_at_path()
+        {
+            info!(unit = %unit, "{} was moved or replaced; opening it again", watched.service.directory.display());
+            forget_directory(watched, &self.metrics, &mut self.watcher);
+        }
         if watched.reader.is_none() {
-            match DirReader::open(&watched.service.directory, ReadOptions::default()) {
+            match DirReader::open(&watched.service.directory, read_options(&watched.service)) {
                 Ok(reader) => {
-                    match self.watcher.watch(&watched.service.directory) {
+                    match self.watcher.watch(reader.as_fd()) {
                         Ok(wd) => watched.wd = Some(wd),
                         Err(e) => {
                             warn!(unit = %unit, "watching {}: {e}; relying on the periodic sweep", watched.service.directory.display())
@@ -477,38 +535,51 @@ impl Agent {
                     if e.kind() != std::io::ErrorKind::NotFound
                         && self.warnings.allow(&format!("open {unit}"), now)
                     {
-                        warn!(unit = %unit, "{e}");
+                        warn!(unit = %unit, "{e}; not reading it");
                     }
-                    return;
+                    return true;
                 }
             }
         }
         let reader = watched.reader.as_mut().expect("opened above");
         let started = Instant::now();
-        let snapshot = match reader.sweep() {
-            Ok(snapshot) => snapshot,
+        let snapshot = match reader.sweep_until(deadline) {
+            Ok(Progress::Done(snapshot)) => snapshot,
+            Ok(Progress::Partial) => {
+                watched.mid_pass = true;
+                return false;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                forget_directory(watched, &self.metrics);
-                return;
+                forget_directory(watched, &self.metrics, &mut self.watcher);
+                return true;
             }
             Err(e) => {
+                watched.mid_pass = false;
                 if self.warnings.allow(&format!("sweep {unit}"), now) {
                     warn!(unit = %unit, "{e}");
                 }
-                return;
+                return true;
             }
         };
+        watched.mid_pass = false;
         let took = started.elapsed();
         let (changes, summary) = {
             let mut pool = watched.pool();
             let changes = pool.observe(&snapshot, now);
             (changes, pool.summary(now))
         };
-        let errors: Vec<&'static str> = snapshot.skipped.iter().map(|s| s.reason.kind()).collect();
-        self.metrics
-            .sweep(&unit, took, &summary, snapshot.reaped.len(), &errors);
-        watched.added.extend(changes.added.iter().cloned());
-        watched.reaped.extend(changes.removed.iter().cloned());
+        self.metrics.sweep(
+            &unit,
+            took,
+            &summary,
+            snapshot.reaped.len(),
+            &snapshot.skip_counts,
+        );
+        // Batched for WorkerAdded/WorkerReaped; without a bus nobody would drain them.
+        if self.server.is_some() {
+            watched.added.extend(changes.added.iter().cloned());
+            watched.reaped.extend(changes.removed.iter().cloned());
+        }
         for id in &changes.added {
             debug!(unit = %unit, worker = %id, "worker joined");
         }
@@ -521,10 +592,22 @@ impl Agent {
         if changes.membership() {
             watched.membership_pending = true;
         }
-        for skipped in &snapshot.skipped {
-            let key = format!("{} {}", skipped.path.display(), skipped.reason.kind());
-            if self.warnings.allow(&key, now) {
-                warn!(unit = %unit, "{skipped}");
+        self.warn_skipped(&unit, &snapshot, now);
+        true
+    }
+
+    /// One warning per kind of problem per quiet period per service, however many
+    /// entries have it: the first one listed, and how many there were in this pass.
+    fn warn_skipped(&mut self, unit: &str, snapshot: &scoreboard::Snapshot, now: Instant) {
+        for (kind, count) in &snapshot.skip_counts {
+            if !self.warnings.allow(&format!("skip {unit} {kind}"), now) {
+                continue;
+            }
+            let first = snapshot.skipped.iter().find(|s| s.reason.kind() == *kind);
+            match first {
+                Some(first) if *count == 1 => warn!(unit = %unit, "{first}"),
+                Some(first) => warn!(unit = %unit, "{first} (and {} more like it)", count - 1),
+                None => warn!(unit = %unit, "skipping {count} entries: {kind}"),
             }
         }
     }
@@ -721,12 +804,21 @@ fn systemd_socket_path(config: &Config) -> std::path::PathBuf {
         .unwrap_or_else(|| notify::SYSTEMD_NOTIFY_SOCKET.into())
 }
 
+/// The reader's budgets for a service.
+fn read_options(_service: &Service) -> ReadOptions {
+    ReadOptions::default()
+}
+
 /// The directory went away: drop what we held, report its workers gone, and take its
 /// per-state gauges down.
-fn forget_directory(watched: &mut Watched, metrics: &Metrics) {
+fn forget_directory(watched: &mut Watched, metrics: &Metrics, watcher: &mut Watcher) {
     metrics.forget(&watched.service.unit);
     watched.reader = None;
-    watched.wd = None; // the kernel dropped the watch with the directory
+    watched.mid_pass = false;
+    if let Some(wd) = watched.wd.take() {
+        // Gone already when the kernel dropped it with the directory; not an error.
+        watcher.unwatch(wd);
+    }
     let gone = watched.pool().clear();
     if !gone.is_empty() {
         watched.membership_pending = true;

@@ -130,7 +130,7 @@ impl Metrics {
         took: Duration,
         summary: &Summary,
         reaped: usize,
-        errors: &[&'static str],
+        errors: &std::collections::BTreeMap<&'static str, usize>,
     ) {
         let label = UnitLabel {
             unit: unit.to_owned(),
@@ -141,12 +141,12 @@ impl Metrics {
         if reaped > 0 {
             self.reaped.get_or_create(&label).inc_by(reaped as u64);
         }
-        for kind in errors {
+        for (kind, n) in errors {
             let labels = ErrorLabels {
                 unit: unit.to_owned(),
                 kind: (*kind).to_owned(),
             };
-            self.read_errors.get_or_create(&labels).inc();
+            self.read_errors.get_or_create(&labels).inc_by(*n as u64);
         }
         self.set_counts(unit, summary);
     }
@@ -351,7 +351,7 @@ mod tests {
             Duration::from_micros(300),
             &summary(&[("busy", 8), ("idle", 3)], 1),
             2,
-            &["torn"],
+            &[("torn", 1)].into(),
         );
         metrics.notify_error("web.service");
         let text = metrics.encode();
@@ -377,7 +377,7 @@ mod tests {
             Duration::from_micros(300),
             &summary(&[("idle", 1)], 0),
             1,
-            &[],
+            &Default::default(),
         );
         let text = metrics.encode_prometheus_text();
         assert!(

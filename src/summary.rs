@@ -5,10 +5,10 @@
 //! answers with what changed, a [`Summary`], and per-worker details. Rendering the
 //! `STATUS=` text, and making it safe to send, happens once, in [`status_line`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
-use scoreboard::{SkipReason, Snapshot};
+use scoreboard::Snapshot;
 
 use crate::config::{Service, StateRule};
 
@@ -107,12 +107,7 @@ impl Pool {
     /// keeps its last known status rather than flapping out of the pool and back.
     pub fn observe(&mut self, snapshot: &Snapshot, now: Instant) -> Changes {
         let mut changes = Changes::default();
-        let unreadable: Vec<&str> = snapshot
-            .skipped
-            .iter()
-            .filter(|s| matches!(s.reason, SkipReason::Torn))
-            .filter_map(|s| s.path.file_name()?.to_str()?.strip_prefix("status_"))
-            .collect();
+        let unreadable: HashSet<&str> = snapshot.torn.iter().map(String::as_str).collect();
         let mut previous = std::mem::take(&mut self.workers);
         for worker in &snapshot.workers {
             let tracked = match previous.remove(&worker.id) {
@@ -460,10 +455,7 @@ mod tests {
         let now = Instant::now();
         pool.observe(&snapshot(&[("7", "busy")]), now);
         let mut torn = snapshot(&[]);
-        torn.skipped.push(scoreboard::Skipped {
-            path: "/run/web/scoreboard/status_7".into(),
-            reason: SkipReason::Torn,
-        });
+        torn.torn.push("7".to_owned());
         assert_eq!(pool.observe(&torn, now), Changes::default());
         assert_eq!(pool.workers(now)[0].status, "busy");
     }

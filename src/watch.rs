@@ -8,8 +8,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 use tokio::io::unix::AsyncFd;
@@ -50,6 +49,9 @@ pub fn classify(mask: ReadFlags, name: Option<&[u8]>) -> Option<DirEvent> {
     }
 }
 
+/// Events read per batch at most (a few 64 KiB reads), before the loop gets its turn.
+pub const MAX_EVENTS_PER_BATCH: usize = 8_192;
+
 /// One inotify instance for all watched directories.
 pub struct Watcher {
     fd: AsyncFd<OwnedFd>,
@@ -67,17 +69,27 @@ impl Watcher {
         })
     }
 
-    /// Starts watching `dir`; returns the watch descriptor events will carry.
-    pub fn watch(&self, dir: &Path) -> io::Result<i32> {
+    /// Starts watching the directory open as `dir`; returns the watch descriptor events
+    /// will carry.
+    ///
+    /// The watch is placed through `/proc/self/fd/N`, the kernel's link to the very
+    /// directory we hold, not through its path: whatever the path leads to by now (its
+    /// owner may have swapped it), events come from the directory we read.
+    pub fn watch(&self, dir: BorrowedFd<'_>) -> io::Result<i32> {
+        use std::os::fd::AsRawFd as _;
+        let by_fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
         let flags = WatchFlags::MOVED_TO
             | WatchFlags::MOVED_FROM
             | WatchFlags::DELETE
             | WatchFlags::CLOSE_WRITE
             | WatchFlags::DELETE_SELF
             | WatchFlags::MOVE_SELF
-            | WatchFlags::ONLYDIR
-            | WatchFlags::DONT_FOLLOW;
-        Ok(inotify::add_watch(self.fd.get_ref(), dir, flags)?)
+            | WatchFlags::ONLYDIR;
+        Ok(inotify::add_watch(
+            self.fd.get_ref(),
+            by_fd.as_str(),
+            flags,
+        )?)
     }
 
     /// Stops watching; a descriptor the kernel already dropped is not an error.
@@ -86,16 +98,25 @@ impl Watcher {
     }
 
     /// Waits until events are queued, then returns every meaningful one with its watch
-    /// descriptor, emptying the queue.
+    /// descriptor (repeats of the same one folded), emptying the queue — or after
+    /// [`MAX_EVENTS_PER_BATCH`] events, so that a directory's owner producing events as fast
+    /// as we read them cannot keep the caller here; the rest come with the next batch.
     pub async fn next_batch(&mut self) -> io::Result<Vec<(i32, DirEvent)>> {
         let mut guard = self.fd.readable().await?;
         let mut reader = inotify::Reader::new(guard.get_inner(), &mut self.buf);
-        let mut batch = Vec::new();
+        let mut batch: Vec<(i32, DirEvent)> = Vec::new();
+        let mut events = 0usize;
         loop {
+            if reader.is_buffer_empty() && events >= MAX_EVENTS_PER_BATCH {
+                return Ok(batch);
+            }
             match reader.next() {
                 Ok(event) => {
+                    events += 1;
                     let name = event.file_name().map(|n| n.to_bytes());
-                    if let Some(kind) = classify(event.events(), name) {
+                    if let Some(kind) = classify(event.events(), name)
+                        && !batch.contains(&(event.wd(), kind))
+                    {
                         batch.push((event.wd(), kind));
                     }
                 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
+use crate::chase::{self, Identity};
 use crate::error::{Context, Result};
 
 /// Every worker's file is `status_<id>`.
@@ -73,9 +74,14 @@ pub(crate) fn tmp_name(status_name: &CStr) -> CString {
 pub(crate) struct ScoreDir {
     path: PathBuf,
     fd: OwnedFd,
+    /// Device and inode of the directory we hold, to tell whether its path still leads
+    /// to it.
+    identity: Identity,
 }
 
 impl ScoreDir {
+    /// For a worker: its own directory, followed as its path says (the worker's service
+    /// owns it and may make it a symlink).
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let fd = rustix::fs::open(
             path,
@@ -83,10 +89,29 @@ impl ScoreDir {
             Mode::empty(),
         )
         .context("open directory", || path.to_owned())?;
+        let stat = rustix::fs::fstat(&fd).context("fstat", || path.to_owned())?;
         Ok(ScoreDir {
             path: path.to_owned(),
             fd,
+            identity: Identity::of(&stat),
         })
+    }
+
+    /// For a reader, which may be root and reaps what it finds: resolved by the rules
+    /// of [`chase`](crate::chase), so nobody owning part of the path can redirect it.
+    pub(crate) fn open_safely(path: &Path) -> Result<Self> {
+        let (fd, identity) = chase::open_directory(path)?;
+        Ok(ScoreDir {
+            path: path.to_owned(),
+            fd,
+            identity,
+        })
+    }
+
+    /// Whether the path, resolved safely again, still leads to the directory we hold:
+    /// false once it was removed, renamed away or replaced.
+    pub(crate) fn still_at_path(&self) -> bool {
+        chase::still_leads_to(&self.path, self.identity)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -103,25 +128,42 @@ impl ScoreDir {
         self.fd.as_fd()
     }
 
-    /// Calls `visit` with the name, `d_type` and inode number of every entry.
+    /// Starts the next [`for_each_entry`](Self::for_each_entry) at the first entry.
+    pub(crate) fn rewind(&self) -> Result<()> {
+        rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Start(0))
+            .context("lseek", || self.path.clone())?;
+        Ok(())
+    }
+
+    /// Calls `visit` with the name, `d_type` and inode number of each entry, from where
+    /// the last call stopped (see [`rewind`](Self::rewind)). Returns true at the end of
+    /// the directory; false when `stop`, asked with the number of entries visited so
+    /// far whenever the buffer is used up, said to stop — the next call goes on from
+    /// there, as the directory's offset is only ever past whole buffers.
     ///
     /// Reads with `getdents64` straight into `buf` (64 KiB: some 2,000 entries per
-    /// call) from the start of the directory, allocating nothing per entry.
+    /// call), allocating nothing per entry.
     pub(crate) fn for_each_entry(
         &self,
         buf: &mut Vec<MaybeUninit<u8>>,
+        mut stop: impl FnMut(usize) -> bool,
         mut visit: impl FnMut(&CStr, FileType, u64),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         const LISTING_BUFFER: usize = 64 * 1024;
         buf.resize(LISTING_BUFFER, MaybeUninit::uninit());
-        rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Start(0))
-            .context("lseek", || self.path.clone())?;
         let mut entries = rustix::fs::RawDir::new(&self.fd, buf);
-        while let Some(entry) = entries.next() {
+        let mut visited = 0;
+        loop {
+            if entries.is_buffer_empty() && stop(visited) {
+                return Ok(false);
+            }
+            let Some(entry) = entries.next() else {
+                return Ok(true);
+            };
             let entry = entry.context("getdents64", || self.path.clone())?;
             visit(entry.file_name(), entry.file_type(), entry.ino());
+            visited += 1;
         }
-        Ok(())
     }
 }
 

@@ -34,9 +34,12 @@
 //! * `sink` — getting a frame into the file: stores into a `MAP_SHARED` mapping (no
 //!   syscall per update) or one `pwrite`.
 //! * `pid` — the process id, cached in a page the kernel wipes on `fork`.
+//! * `chase` — opening a reader's directory without following what its owner planted
+//!   (systemd's `chase()` with `CHASE_SAFE`).
 //! * `dir` — names, opening entries safely, and reaping.
 //! * [`Scoreboard`] — the worker's handle: update, read_all, cleanup.
-//! * [`read_dir`] and [`DirReader`] — readers for tools and for the agent.
+//! * [`read_dir`] and [`DirReader`] — readers for tools and for the agent, within the
+//!   budgets of [`ReadOptions`] (files, bytes, time), whatever the directory holds.
 //!
 //! # Example
 //!
@@ -51,6 +54,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod chase;
 mod dir;
 mod error;
 pub mod frame;
@@ -61,7 +65,8 @@ mod writer;
 
 pub use error::{Error, Result};
 pub use reader::{
-    DEFAULT_MAX_STATUS_LEN, DirReader, ReadOptions, SkipReason, Skipped, Snapshot,
+    DEFAULT_MAX_STATUS_BYTES, DEFAULT_MAX_STATUS_LEN, DEFAULT_MAX_WORKERS, DirReader,
+    MAX_LISTED_SKIPS, Progress, ReadOptions, SkipReason, Skipped, Snapshot, TORN_BACK_OFF_BUDGET,
     TORN_READ_ATTEMPTS, Worker, read_dir,
 };
 pub use sink::WriteMode;

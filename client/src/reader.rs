@@ -7,16 +7,17 @@
 //! sweeps, so a sweep of an unchanged directory costs one `flock` and one `pread` per
 //! worker.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::CStr;
 use std::fmt;
 use std::fs::File;
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::fs::FileType;
 
@@ -31,6 +32,25 @@ pub const TORN_READ_ATTEMPTS: u32 = 10;
 
 /// The default cap on a status's length: 1 MiB.
 pub const DEFAULT_MAX_STATUS_LEN: u32 = 1 << 20;
+
+/// The default cap on worker files read per directory: far above any real pool (a
+/// pre-forking server runs tens to a few thousands of workers), far below what would
+/// let a directory's owner make a reader's cost or descriptors grow without bound.
+pub const DEFAULT_MAX_WORKERS: usize = 16_384;
+
+/// The default cap on status bytes read per directory and pass: 64 MiB, room for
+/// 16,384 statuses of 4 KiB. Without it, hardlinks or many large statuses could make
+/// the reader hold one copy per name.
+pub const DEFAULT_MAX_STATUS_BYTES: usize = 64 << 20;
+
+/// How many skipped entries one pass lists individually (with path and reason); the
+/// rest are only counted, so 100,000 planted entries cost no more than their listing.
+pub const MAX_LISTED_SKIPS: usize = 32;
+
+/// How long one pass may spend pausing for torn frames, all files together: a writer
+/// preempted mid-store is waited for, but a directory full of frames that never check
+/// out cannot make a pass last seconds.
+pub const TORN_BACK_OFF_BUDGET: Duration = Duration::from_millis(20);
 
 /// One live worker as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +94,25 @@ pub enum SkipReason {
         /// The reader's cap.
         max: u32,
     },
-    /// The digest never matched in [`TORN_READ_ATTEMPTS`] reads.
+    /// The digest never matched in [`TORN_READ_ATTEMPTS`] reads (fewer once the pass
+    /// has spent its [`TORN_BACK_OFF_BUDGET`]).
     Torn,
+    /// The file has more than one name (`st_nlink > 1`), or the same inode is listed
+    /// under two names: a worker's file never is, so neither name is read or reaped.
+    HardLinked {
+        /// The file's link count.
+        links: u64,
+    },
+    /// Past [`ReadOptions::max_workers`] files in this directory: not opened.
+    TooManyFiles {
+        /// The cap.
+        max: usize,
+    },
+    /// Reading it would pass [`ReadOptions::max_status_bytes`] for this pass.
+    OverByteBudget {
+        /// The cap.
+        max: usize,
+    },
     /// A syscall failed.
     Io {
         /// The syscall.
@@ -93,6 +130,9 @@ impl SkipReason {
             SkipReason::NonUtf8Name => "non_utf8_name",
             SkipReason::TooLong { .. } => "too_long",
             SkipReason::Torn => "torn",
+            SkipReason::HardLinked { .. } => "hard_linked",
+            SkipReason::TooManyFiles { .. } => "too_many_files",
+            SkipReason::OverByteBudget { .. } => "over_byte_budget",
             SkipReason::Io { .. } => "io",
         }
     }
@@ -113,9 +153,18 @@ impl fmt::Display for Skipped {
                 f,
                 "skipping {path}: length field says {len} bytes, over the {max}-byte cap"
             ),
-            SkipReason::Torn => write!(
+            SkipReason::Torn => write!(f, "skipping {path}: checksum mismatch in every read"),
+            SkipReason::HardLinked { links } => write!(
                 f,
-                "skipping {path}: checksum mismatch in {TORN_READ_ATTEMPTS} consecutive reads"
+                "skipping {path}: {links} names for one file (a hard link); a worker's file has one"
+            ),
+            SkipReason::TooManyFiles { max } => write!(
+                f,
+                "skipping {path}: more than {max} worker files in the directory"
+            ),
+            SkipReason::OverByteBudget { max } => write!(
+                f,
+                "skipping {path}: the directory's statuses pass the {max}-byte budget"
             ),
             SkipReason::Io { operation, error } => {
                 write!(f, "skipping {path}: {operation}: {error}")
@@ -131,22 +180,44 @@ pub struct Snapshot {
     pub workers: Vec<Worker>,
     /// Ids of dead workers whose files this scan removed.
     pub reaped: Vec<String>,
-    /// Entries skipped with a reason worth a warning.
+    /// Entries skipped with a reason worth a warning: the first [`MAX_LISTED_SKIPS`].
     pub skipped: Vec<Skipped>,
+    /// How many entries were skipped in all, per [`SkipReason::kind`], listed or not.
+    pub skip_counts: BTreeMap<&'static str, usize>,
+    /// Ids of live workers whose frame never checked out in this pass: still alive,
+    /// status unknown for now.
+    pub torn: Vec<String>,
 }
 
-/// Settings shared by every reader.
+impl Snapshot {
+    /// How many entries were skipped in all.
+    pub fn skipped_total(&self) -> usize {
+        self.skip_counts.values().sum()
+    }
+}
+
+/// Settings shared by every reader: the budgets that keep what a directory's owner
+/// puts in it from becoming the reader's cost.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
     /// Statuses longer than this are skipped with [`SkipReason::TooLong`]; nothing of the
     /// claimed size is allocated. Default [`DEFAULT_MAX_STATUS_LEN`].
     pub max_status_len: u32,
+    /// At most this many `status_*` files are opened per pass (and held open by a
+    /// [`DirReader`]); the rest are skipped with [`SkipReason::TooManyFiles`]. Default
+    /// [`DEFAULT_MAX_WORKERS`].
+    pub max_workers: usize,
+    /// At most this many status bytes are read per pass; past it files are skipped with
+    /// [`SkipReason::OverByteBudget`]. Default [`DEFAULT_MAX_STATUS_BYTES`].
+    pub max_status_bytes: usize,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {
             max_status_len: DEFAULT_MAX_STATUS_LEN,
+            max_workers: DEFAULT_MAX_WORKERS,
+            max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
         }
     }
 }
@@ -155,8 +226,11 @@ impl Default for ReadOptions {
 ///
 /// What the CLI and a worker's occasional look use. For a process that sweeps the same
 /// directory again and again, a [`DirReader`] is several times cheaper.
+///
+/// `dir` is resolved safely (see [`DirReader::open`]), so this may run as root on a
+/// directory that another user owns.
 pub fn read_dir(dir: impl AsRef<Path>) -> Result<Snapshot> {
-    let dir = ScoreDir::open(dir.as_ref())?;
+    let dir = ScoreDir::open_safely(dir.as_ref())?;
     Scan::new(&dir, ReadOptions::default(), None).run(Mode::ReadOnce)
 }
 
@@ -196,24 +270,40 @@ impl<'a> Scan<'a> {
             mut collector,
         } = self;
         let mut listing = Vec::new();
-        dir.for_each_entry(&mut listing, |name, file_type, _ino| {
-            let Some(id) = collector.status_entry(dir, name, file_type) else {
-                return;
-            };
-            let file = match dir::open_entry(dir, name, Access::ReadWrite, file_type) {
-                Ok(file) => file,
-                Err(failure) => return collector.open_failed(dir, name, failure),
-            };
-            let alive = own_id == Some(id) || collector.lock_test_and_reap(dir, name, id, &file);
-            if alive && mode == Mode::ReadOnce {
-                collector.read_worker(dir, name, id, &file, None);
-            }
-        })?;
+        // Without fstat (the listing vouches for the type, see `open_entry`), a file's
+        // link count is unknown here; two names for one inode in the listing are caught.
+        let mut inodes: HashSet<u64, BuildHasherDefault<InoHasher>> = HashSet::default();
+        dir.rewind()?;
+        dir.for_each_entry(
+            &mut listing,
+            |_| false,
+            |name, file_type, ino| {
+                let Some(id) = collector.status_entry(dir, name, file_type) else {
+                    return;
+                };
+                if !inodes.insert(ino) {
+                    return collector.skip(dir, name, SkipReason::HardLinked { links: 2 });
+                }
+                if !collector.may_open(dir, name) {
+                    return;
+                }
+                let file = match dir::open_entry(dir, name, Access::ReadWrite, file_type) {
+                    Ok(file) => file,
+                    Err(failure) => return collector.open_failed(dir, name, failure),
+                };
+                let alive =
+                    own_id == Some(id) || collector.lock_test_and_reap(dir, name, id, &file);
+                if alive && mode == Mode::ReadOnce {
+                    collector.read_worker(dir, name, id, &file, None);
+                }
+            },
+        )?;
         Ok(collector.finish())
     }
 }
 
-/// What a scan or sweep accumulates, and the steps both take on each entry.
+/// What a scan or sweep accumulates, the budgets it spends, and the steps both take on
+/// each entry.
 struct Collector {
     snapshot: Snapshot,
     options: ReadOptions,
@@ -221,6 +311,14 @@ struct Collector {
     buf: Vec<u8>,
     /// One clock reading per pass: every status in it was read within the pass.
     read_at: Instant,
+    /// `status_*` entries opened (or held) in this pass, against `max_workers`.
+    files: usize,
+    /// Status bytes read in this pass, against `max_status_bytes`.
+    status_bytes: usize,
+    /// Pausing for torn frames left in this pass.
+    back_off_left: Duration,
+    /// `EMFILE`/`ENFILE` seen in this pass: no more opening until the next one.
+    out_of_descriptors: bool,
 }
 
 impl Collector {
@@ -230,12 +328,18 @@ impl Collector {
             options,
             buf: Vec::new(),
             read_at: Instant::now(),
+            files: 0,
+            status_bytes: 0,
+            back_off_left: TORN_BACK_OFF_BUDGET,
+            out_of_descriptors: false,
         }
     }
 
     fn start(&mut self) {
-        self.snapshot = Snapshot::default();
-        self.read_at = Instant::now();
+        *self = Collector {
+            buf: std::mem::take(&mut self.buf),
+            ..Collector::new(self.options)
+        };
     }
 
     fn finish(&mut self) -> Snapshot {
@@ -244,11 +348,16 @@ impl Collector {
         snapshot
     }
 
+    /// Counts a skipped entry, and lists it while the list has room: past that, a
+    /// skipped entry costs a counter increment and no allocation.
     fn skip(&mut self, dir: &ScoreDir, name: &CStr, reason: SkipReason) {
-        self.snapshot.skipped.push(Skipped {
-            path: dir.join(name),
-            reason,
-        });
+        *self.snapshot.skip_counts.entry(reason.kind()).or_default() += 1;
+        if self.snapshot.skipped.len() < MAX_LISTED_SKIPS {
+            self.snapshot.skipped.push(Skipped {
+                path: dir.join(name),
+                reason,
+            });
+        }
     }
 
     /// The worker id when the entry is a status file worth opening. Cleans up abandoned
@@ -273,21 +382,46 @@ impl Collector {
                     None
                 }
             },
-            Name::Grave => {
+            Name::Grave if !self.out_of_descriptors => {
                 dir::remove_abandoned_grave(dir, name);
                 None
             }
-            Name::Tmp | Name::Other => None,
+            Name::Grave | Name::Tmp | Name::Other => None,
         }
     }
 
+    /// Whether one more file may be opened in this pass, by the file-count budget and
+    /// the descriptors left; records the skip when not.
+    fn may_open(&mut self, dir: &ScoreDir, name: &CStr) -> bool {
+        if self.files >= self.options.max_workers {
+            let max = self.options.max_workers;
+            self.skip(dir, name, SkipReason::TooManyFiles { max });
+            return false;
+        }
+        if self.out_of_descriptors {
+            *self.snapshot.skip_counts.entry("io").or_default() += 1;
+            return false;
+        }
+        self.files += 1;
+        true
+    }
+
     /// Records why an entry could not be opened; one removed before we got to it is
-    /// normal and not recorded.
+    /// normal and not recorded. Out of descriptors, the pass stops opening files: trying
+    /// every other entry would only fail the same way.
     fn open_failed(&mut self, dir: &ScoreDir, name: &CStr, failure: OpenFailure) {
         let reason = match failure {
             OpenFailure::Gone => return,
             OpenFailure::NotRegular(what) => SkipReason::NotRegularFile(what),
-            OpenFailure::Io(operation, error) => SkipReason::Io { operation, error },
+            OpenFailure::Io(operation, error) => {
+                if matches!(
+                    error.raw_os_error(),
+                    Some(libc_errno::EMFILE | libc_errno::ENFILE)
+                ) {
+                    self.out_of_descriptors = true;
+                }
+                SkipReason::Io { operation, error }
+            }
         };
         self.skip(dir, name, reason);
     }
@@ -295,14 +429,11 @@ impl Collector {
     /// The lock test: `flock(LOCK_EX | LOCK_NB)` granted means nobody holds the lock,
     /// so the owner has died; reap. Returns whether the owner lives.
     fn lock_test_and_reap(&mut self, dir: &ScoreDir, name: &CStr, id: &[u8], file: &File) -> bool {
-        let problem = match file.try_lock() {
+        let reason = match file.try_lock() {
             Err(std::fs::TryLockError::WouldBlock) => return true,
-            Err(std::fs::TryLockError::Error(error)) => Skipped {
-                path: dir.join(name),
-                reason: SkipReason::Io {
-                    operation: "flock",
-                    error,
-                },
+            Err(std::fs::TryLockError::Error(error)) => SkipReason::Io {
+                operation: "flock",
+                error,
             },
             Ok(()) => match dir::reap(dir, name, file) {
                 Ok(Reaped::Removed) => {
@@ -312,16 +443,13 @@ impl Collector {
                     return false;
                 }
                 Ok(Reaped::NotOurs) => return false,
-                Err(error) => Skipped {
-                    path: error.path().to_owned(),
-                    reason: SkipReason::Io {
-                        operation: error.operation(),
-                        error: error.into(),
-                    },
+                Err(error) => SkipReason::Io {
+                    operation: error.operation(),
+                    error: error.into(),
                 },
             },
         };
-        self.snapshot.skipped.push(problem);
+        self.skip(dir, name, reason);
         false
     }
 
@@ -334,25 +462,52 @@ impl Collector {
         file: &File,
         verified: Option<&mut Vec<u8>>,
     ) {
-        let max = self.options.max_status_len;
-        let reason = match read_frame(file, &mut self.buf, max, verified) {
-            Ok(Some(status)) => match std::str::from_utf8(id) {
-                Ok(id) => {
-                    self.snapshot.workers.push(Worker {
-                        id: id.to_owned(),
-                        status,
-                        read_at: self.read_at,
-                    });
-                    return;
-                }
-                Err(_) => SkipReason::NonUtf8Name,
-            },
+        let Ok(id) = std::str::from_utf8(id) else {
+            return self.skip(dir, name, SkipReason::NonUtf8Name);
+        };
+        let budget = Budget {
+            max_status_len: self.options.max_status_len,
+            bytes_left: self.options.max_status_bytes - self.status_bytes,
+            back_off_left: &mut self.back_off_left,
+        };
+        let reason = match read_frame(file, &mut self.buf, budget, verified) {
+            Ok(Some(status)) => {
+                self.status_bytes += status.len();
+                self.snapshot.workers.push(Worker {
+                    id: id.to_owned(),
+                    status,
+                    read_at: self.read_at,
+                });
+                return;
+            }
             // A file created but not yet written: skipped silently, as upstream does.
             Ok(None) => return,
+            Err(SkipReason::Torn) => {
+                self.snapshot.torn.push(id.to_owned());
+                SkipReason::Torn
+            }
+            Err(SkipReason::OverByteBudget { .. }) => SkipReason::OverByteBudget {
+                max: self.options.max_status_bytes,
+            },
             Err(reason) => reason,
         };
         self.skip(dir, name, reason);
     }
+}
+
+/// The errno values that mean "no descriptors left", which std does not name.
+mod libc_errno {
+    pub(super) const ENFILE: i32 = 23;
+    pub(super) const EMFILE: i32 = 24;
+}
+
+/// What one frame read may spend.
+struct Budget<'a> {
+    max_status_len: u32,
+    /// Status bytes the pass may still read.
+    bytes_left: usize,
+    /// Pausing left for torn frames in the pass; spent here.
+    back_off_left: &'a mut Duration,
 }
 
 /// Reads the frame at offset 0 with `pread`, retrying torn reads.
@@ -367,13 +522,14 @@ impl Collector {
 fn read_frame(
     file: &File,
     buf: &mut Vec<u8>,
-    max_status_len: u32,
+    budget: Budget<'_>,
     verified: Option<&mut Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, SkipReason> {
     const INITIAL: usize = 4096;
     if buf.len() < INITIAL {
         buf.resize(INITIAL, 0);
     }
+    let over_budget = |len: usize| SkipReason::OverByteBudget { max: len };
     let mut torn = 0;
     while torn < TORN_READ_ATTEMPTS {
         let n = rustix::io::pread(file, &mut buf[..], 0).map_err(|errno| SkipReason::Io {
@@ -385,10 +541,20 @@ fn read_frame(
             && !last.is_empty()
             && read.starts_with(last)
         {
-            return Ok(Some(last[frame::HEADER_LEN..].to_vec()));
+            let status = &last[frame::HEADER_LEN..];
+            if status.len() > budget.bytes_left {
+                return Err(over_budget(status.len()));
+            }
+            return Ok(Some(status.to_vec()));
         }
-        match frame::decode(read, max_status_len) {
+        match frame::decode(read, budget.max_status_len) {
             Ok(status) => {
+                if status.len() > budget.bytes_left {
+                    if let Some(last) = verified {
+                        *last = Vec::new();
+                    }
+                    return Err(over_budget(status.len()));
+                }
                 if let Some(last) = verified {
                     last.clear();
                     last.extend_from_slice(&read[..frame::frame_len(status.len())]);
@@ -399,15 +565,20 @@ fn read_frame(
             Err(Undecodable::TooLong { len }) => {
                 return Err(SkipReason::TooLong {
                     len,
-                    max: max_status_len,
+                    max: budget.max_status_len,
                 });
             }
             // The buffer was filled: the rest of the frame is there, read it all.
-            Err(Undecodable::Truncated { needed }) if n == buf.len() => buf.resize(needed, 0),
+            Err(Undecodable::Truncated { needed }) if n == buf.len() => {
+                if needed - frame::HEADER_LEN > budget.bytes_left {
+                    return Err(over_budget(needed));
+                }
+                buf.resize(needed, 0)
+            }
             Err(Undecodable::Truncated { .. } | Undecodable::DigestMismatch) => {
                 torn += 1;
-                if torn < TORN_READ_ATTEMPTS {
-                    back_off(torn);
+                if torn < TORN_READ_ATTEMPTS && !back_off(torn, budget.back_off_left) {
+                    break;
                 }
             }
         }
@@ -415,18 +586,33 @@ fn read_frame(
     Err(SkipReason::Torn)
 }
 
-/// Pauses before the next read of a torn frame.
+/// Pauses before the next read of a torn frame; false when the pass's budget for
+/// pausing is spent, and the frame should be given up on now.
 ///
 /// A writer storing into its mapping can be preempted mid-frame and leave it torn for a
 /// time slice, so immediate re-reads alone would give up on a live, healthy worker on a
 /// loaded machine. The first retries are immediate (the common race is nanoseconds
 /// wide), then the pauses double from 100 µs, outlasting a few time slices: a frame
-/// that never checks out costs about 6 ms in all.
-fn back_off(attempt: u32) {
+/// that never checks out costs about 6 ms, and all of a pass's frames together at most
+/// [`TORN_BACK_OFF_BUDGET`].
+fn back_off(attempt: u32, left: &mut Duration) -> bool {
     match attempt {
-        0..=2 => {}
-        3 => std::thread::yield_now(),
-        _ => std::thread::sleep(std::time::Duration::from_micros(100 << (attempt - 4))),
+        0..=2 => true,
+        3 => {
+            std::thread::yield_now();
+            true
+        }
+        _ => {
+            let pause = Duration::from_micros(100 << (attempt - 4));
+            match left.checked_sub(pause) {
+                Some(rest) => {
+                    *left = rest;
+                    std::thread::sleep(pause);
+                    true
+                }
+                None => false,
+            }
+        }
     }
 }
 
@@ -435,8 +621,21 @@ struct Held {
     file: File,
     /// The last frame read from the file and found whole.
     verified: Vec<u8>,
-    /// The sweep that last saw the name, to close files whose names have gone.
+    /// The pass that last saw the name, to close files whose names have gone and to
+    /// notice a second name for the same inode within a pass.
     seen: u64,
+    /// Set when the file turned out to have more than one name: it is held (so it is
+    /// not opened again at every pass) but never read or reaped.
+    links: Option<u64>,
+}
+
+/// Whether a [`DirReader::sweep_until`] finished its pass.
+#[derive(Debug)]
+pub enum Progress {
+    /// The pass is complete.
+    Done(Snapshot),
+    /// The deadline came first; call again to go on where it stopped.
+    Partial,
 }
 
 /// A long-lived reader that keeps each worker's file open between sweeps.
@@ -450,10 +649,18 @@ struct Held {
 /// Files are held read-only: the lock test works on any fd, and a reader that opened
 /// files for writing would raise `IN_CLOSE_WRITE` on every close, which an inotify
 /// watcher uses to learn that a *worker* closed its file.
+///
+/// What the directory's owner puts in it cannot become the reader's cost: the budgets
+/// of [`ReadOptions`] bound files held open and bytes read per pass, a pass can be
+/// taken in steps ([`sweep_until`](DirReader::sweep_until)), a file whose name went
+/// away is closed by the end of the pass that no longer lists it, and a file with two
+/// names is never read.
 pub struct DirReader {
     dir: ScoreDir,
     held: HashMap<u64, Held, BuildHasherDefault<InoHasher>>,
+    /// Passes started; the current one when `in_pass`.
     sweeps: u64,
+    in_pass: bool,
     /// The `getdents64` buffer, kept between sweeps.
     listing: Vec<MaybeUninit<u8>>,
     collector: Collector,
@@ -461,11 +668,18 @@ pub struct DirReader {
 
 impl DirReader {
     /// Opens `dir` for repeated sweeps.
+    ///
+    /// The path is resolved like systemd's `chase()` with `CHASE_SAFE`: one component at
+    /// a time from `/`, following only root's symbolic links in root's directories, and
+    /// never from a directory not owned by root into one of another owner. So a reader
+    /// running as root cannot be sent, by whoever owns part of the path, to reap files
+    /// in a directory of someone else's.
     pub fn open(dir: impl AsRef<Path>, options: ReadOptions) -> Result<Self> {
         Ok(DirReader {
-            dir: ScoreDir::open(dir.as_ref())?,
+            dir: ScoreDir::open_safely(dir.as_ref())?,
             held: HashMap::default(),
             sweeps: 0,
+            in_pass: false,
             listing: Vec::new(),
             collector: Collector::new(options),
         })
@@ -481,51 +695,127 @@ impl DirReader {
         self.held.len()
     }
 
-    /// Reads every live worker and reaps dead ones, reusing open files.
+    /// Whether the path, resolved safely again, still leads to the directory this
+    /// reader holds. False once the directory was removed, renamed away or replaced:
+    /// then the reader should be dropped and the path opened again.
+    pub fn still_at_path(&self) -> bool {
+        self.dir.still_at_path()
+    }
+
+    /// Reads every live worker and reaps dead ones, reusing open files: one whole pass.
     pub fn sweep(&mut self) -> Result<Snapshot> {
-        self.sweeps += 1;
+        loop {
+            if let Progress::Done(snapshot) = self.sweep_until(None)? {
+                return Ok(snapshot);
+            }
+        }
+    }
+
+    /// Goes on with the current pass (or starts one) until it is done or `deadline`
+    /// passes, checked between batches of directory entries (one `getdents64` buffer,
+    /// some 2,000 entries). A caller that must stay responsive — to a watchdog, to
+    /// signals — takes a pass over a huge directory in steps.
+    pub fn sweep_until(&mut self, deadline: Option<Instant>) -> Result<Progress> {
         let DirReader {
             dir,
             held,
             sweeps,
+            in_pass,
             listing,
             collector,
         } = self;
+        if !*in_pass {
+            dir.rewind()?;
+            *sweeps += 1;
+            *in_pass = true;
+            collector.start();
+        }
         let sweep = *sweeps;
-        collector.start();
-        dir.for_each_entry(listing, |name, file_type, ino| {
-            let Some(id) = collector.status_entry(dir, name, file_type) else {
-                return;
-            };
-            // Keyed by the listing's inode number: a name replaced by a new file (a
-            // restart under a reused pid) shows a new number and is opened afresh. If
-            // the name is replaced between the listing and the open, the entry holds
-            // the newer file under the older number; the next sweep finds neither
-            // mismatch harmful: the older number is not listed and is dropped.
-            let entry = match held.entry(ino) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(vacant) => {
-                    match dir::open_entry(dir, name, Access::ReadOnly, file_type) {
-                        Ok(file) => vacant.insert(Held {
-                            file,
-                            verified: Vec::new(),
-                            seen: sweep,
-                        }),
-                        Err(failure) => return collector.open_failed(dir, name, failure),
+        let finished = dir.for_each_entry(
+            listing,
+            |processed| processed > 0 && deadline.is_some_and(|at| Instant::now() >= at),
+            |name, file_type, ino| {
+                let Some(id) = collector.status_entry(dir, name, file_type) else {
+                    return;
+                };
+                let entry = match held.entry(ino) {
+                    Entry::Occupied(entry) => {
+                        let entry = entry.into_mut();
+                        if entry.seen == sweep {
+                            // A second name for an inode already seen in this pass.
+                            entry.links = Some(entry.links.unwrap_or(2));
+                        }
+                        entry
                     }
+                    Entry::Vacant(vacant) => {
+                        if !collector.may_open(dir, name) {
+                            return;
+                        }
+                        match open_held(dir, name, file_type, ino) {
+                            Ok(held) => vacant.insert(held),
+                            Err(failure) => return collector.open_failed(dir, name, failure),
+                        }
+                    }
+                };
+                entry.seen = sweep;
+                if let Some(links) = entry.links {
+                    entry.verified = Vec::new();
+                    return collector.skip(dir, name, SkipReason::HardLinked { links });
                 }
-            };
-            entry.seen = sweep;
-            if collector.lock_test_and_reap(dir, name, id, &entry.file) {
-                collector.read_worker(dir, name, id, &entry.file, Some(&mut entry.verified));
-            } else {
-                // Reaped or unusable: close it now, reopen if the name comes back.
-                held.remove(&ino);
-            }
-        })?;
+                if collector.lock_test_and_reap(dir, name, id, &entry.file) {
+                    collector.read_worker(dir, name, id, &entry.file, Some(&mut entry.verified));
+                } else {
+                    // Reaped or unusable: close it now, reopen if the name comes back.
+                    held.remove(&ino);
+                }
+            },
+        )?;
+        if !finished {
+            return Ok(Progress::Partial);
+        }
+        *in_pass = false;
+        // Names not listed in this pass are gone (removed, renamed away by another
+        // reaper): their files are closed now.
         held.retain(|_, held| held.seen == sweep);
-        Ok(collector.finish())
+        Ok(Progress::Done(collector.finish()))
     }
+}
+
+impl AsFd for DirReader {
+    /// The directory itself, for watching it (inotify through `/proc/self/fd`).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dir.fd()
+    }
+}
+
+/// Opens a new entry for holding: `fstat` says what it is, whatever the listing said,
+/// because a held file is read for as long as it lives. One with more than one name is
+/// held as refused, so it is not opened again at every pass.
+fn open_held(
+    dir: &ScoreDir,
+    name: &CStr,
+    file_type: FileType,
+    ino: u64,
+) -> Result<Held, OpenFailure> {
+    let file = dir::open_entry(dir, name, Access::ReadOnly, file_type)?;
+    let stat = rustix::fs::fstat(&file).map_err(|errno| OpenFailure::Io("fstat", errno.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(OpenFailure::NotRegular(dir::file_type_name(
+            FileType::from_raw_mode(stat.st_mode),
+        )));
+    }
+    if stat.st_ino != ino {
+        // Replaced between the listing and the open: the next pass sees the new one.
+        return Err(OpenFailure::Gone);
+    }
+    #[allow(clippy::useless_conversion)] // st_nlink is u32 on some targets
+    let links = u64::from(stat.st_nlink);
+    Ok(Held {
+        file,
+        verified: Vec::new(),
+        seen: 0,
+        links: (links > 1).then_some(links),
+    })
 }
 
 /// Hashes inode numbers, which are already well spread, with one multiplication.

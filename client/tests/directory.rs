@@ -188,6 +188,7 @@ fn a_status_over_the_readers_cap_is_skipped_without_allocating_it() {
         tmp.path(),
         ReadOptions {
             max_status_len: 1000,
+            ..ReadOptions::default()
         },
     )
     .unwrap();
