@@ -838,3 +838,22 @@ impl std::hash::Hasher for InoHasher {
         self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// All torn frames of a pass together pause at most the budget; past it a torn frame
+    /// gets only the immediate re-reads.
+    #[test]
+    fn pausing_for_torn_frames_is_budgeted_per_pass() {
+        let mut left = Duration::from_micros(250);
+        assert!(back_off(1, &mut left) && back_off(3, &mut left));
+        assert_eq!(left, Duration::from_micros(250), "first retries are free");
+        assert!(back_off(4, &mut left)); // 100 µs
+        assert!(back_off(4, &mut left)); // 100 µs
+        assert!(!back_off(4, &mut left), "50 µs left cannot pay 100 µs");
+        assert!(!back_off(5, &mut left));
+        assert_eq!(left, Duration::from_micros(50));
+    }
+}
