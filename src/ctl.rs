@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::config::{Bus, Config, Service, normalize_unit};
 use crate::dbus::{ManagerProxy, ServiceProxy, WorkerInfo};
+use crate::escape::{self, escape_controls};
 use crate::summary::{Pool, status_line};
 use crate::view;
 
@@ -224,16 +225,29 @@ fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> Service
 }
 
 /// The human view of one service: a header line, then the worker table.
+///
+/// The header's parts come from the configuration and the agent (which sanitises the
+/// summary), but are escaped like everything else printed here: a row is one line
+/// whatever reached it.
 pub fn service_table(report: &ServiceReport) -> String {
     let summary = if report.running {
-        report.summary.clone()
+        escape_controls(&report.summary).into_owned()
     } else {
-        format!("not running (no {})", report.directory)
+        format!("not running (no {})", escape_controls(&report.directory))
     };
-    let mut out = format!("● {} — {summary}\n", report.unit);
+    let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
     let workers: Vec<view::WorkerRow> = report.workers.iter().map(view::WorkerRow::from).collect();
     out.push_str(&view::worker_table(&workers));
     out
+}
+
+/// Prints the warnings, one line each: they name files and worker ids, which a
+/// service's user chooses (a file name may hold a newline).
+fn print_warnings(reports: &Reports, err: &mut dyn Write) -> std::io::Result<()> {
+    for warning in &reports.warnings {
+        writeln!(err, "scoreboardctl: {}", escape_controls(warning))?;
+    }
+    Ok(())
 }
 
 /// Prints the warnings, then `status [UNIT]`. Returns the exit status.
@@ -244,9 +258,7 @@ pub fn status(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    for warning in &reports.warnings {
-        writeln!(err, "scoreboardctl: {warning}")?;
-    }
+    print_warnings(reports, err)?;
     let selected: Vec<ServiceReport> = match unit {
         Some(unit) => {
             let wanted = normalize_unit(unit).unwrap_or_else(|_| unit.to_owned());
@@ -268,7 +280,7 @@ pub fn status(
             source: reports.source,
             services: &selected,
         };
-        writeln!(out, "{}", serde_json::to_string(&document)?)?;
+        writeln!(out, "{}", escape::to_json(&document)?)?;
     } else {
         for report in &selected {
             write!(out, "{}", service_table(report))?;
@@ -290,9 +302,7 @@ pub fn list(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    for warning in &reports.warnings {
-        writeln!(err, "scoreboardctl: {warning}")?;
-    }
+    print_warnings(reports, err)?;
     if json {
         let services: Vec<ServiceReport> = reports
             .services
@@ -306,7 +316,7 @@ pub fn list(
             source: reports.source,
             services: &services,
         };
-        writeln!(out, "{}", serde_json::to_string(&document)?)?;
+        writeln!(out, "{}", escape::to_json(&document)?)?;
         return Ok(exit::OK);
     }
     write!(out, "{}", list_table(&reports.services))?;
@@ -314,23 +324,27 @@ pub fn list(
 }
 
 fn list_table(services: &[ServiceReport]) -> String {
-    let unit_width = services
+    let units: Vec<_> = services.iter().map(|s| escape_controls(&s.unit)).collect();
+    let unit_width = units
         .iter()
-        .map(|s| s.unit.len())
+        .map(|unit| unit.chars().count())
         .max()
         .unwrap_or(0)
         .max(4);
     let mut out = format!("{:<unit_width$}  WORKERS  SUMMARY\n", "UNIT");
-    for s in services {
+    for (s, unit) in services.iter().zip(&units) {
         let (workers, summary) = if s.running {
-            (s.workers.len().to_string(), s.summary.clone())
+            (
+                s.workers.len().to_string(),
+                escape_controls(&s.summary).into_owned(),
+            )
         } else {
-            ("-".to_owned(), format!("not running (no {})", s.directory))
+            (
+                "-".to_owned(),
+                format!("not running (no {})", escape_controls(&s.directory)),
+            )
         };
-        out.push_str(&format!(
-            "{:<unit_width$}  {workers:<7}  {summary}\n",
-            s.unit
-        ));
+        out.push_str(&format!("{unit:<unit_width$}  {workers:<7}  {summary}\n"));
     }
     out
 }
@@ -351,4 +365,85 @@ pub fn watch_screen(reports: &Reports) -> String {
         screen.push_str(&service_table(report));
     }
     screen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports() -> Reports {
+        Reports {
+            source: Source::Directory,
+            services: vec![ServiceReport {
+                unit: "web.service".to_owned(),
+                directory: "/run/web/scoreboard".to_owned(),
+                running: true,
+                summary: "2 workers: 2 busy".to_owned(),
+                workers: ["evil\n\x1b[31m", "7"]
+                    .into_iter()
+                    .map(|id| WorkerReport {
+                        id: id.to_owned(),
+                        state: "busy\u{9b}2J".to_owned(),
+                        status: "busy\u{9b}2J\r\nforged".to_owned(),
+                        unchanged_seconds: None,
+                        stuck: None,
+                    })
+                    .collect(),
+            }],
+            warnings: vec![
+                "web.service: warning: skipping /run/web/scoreboard/status_x\nforged: torn"
+                    .to_owned(),
+            ],
+        }
+    }
+
+    fn run(json: bool) -> (String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = status(&reports(), None, json, &mut out, &mut err).unwrap();
+        assert_eq!(code, exit::OK);
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    fn no_control_within_lines(text: &str) -> bool {
+        !text.lines().any(|line| line.chars().any(char::is_control))
+    }
+
+    #[test]
+    fn what_workers_wrote_stays_on_its_line() {
+        let (out, err) = run(false);
+        // The header, the table's header, two workers.
+        assert_eq!(out.lines().count(), 4, "{out}");
+        assert!(no_control_within_lines(&out), "{out:?}");
+        assert!(
+            out.contains("  evil\\n\\x1b[31m  busy\\xc2\\x9b2J"),
+            "{out}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.ends_with("status_x\\nforged: torn\n"), "{err}");
+    }
+
+    #[test]
+    fn json_holds_no_raw_control_character_and_parses_back() {
+        let (out, _) = run(true);
+        assert_eq!(out.lines().count(), 1);
+        assert!(no_control_within_lines(&out), "{out:?}");
+        let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["services"][0]["workers"][0]["id"], "evil\n\x1b[31m");
+        assert_eq!(
+            value["services"][0]["workers"][0]["status"],
+            "busy\u{9b}2J\r\nforged"
+        );
+    }
+
+    #[test]
+    fn the_list_and_watch_screen_escape_too() {
+        let mut reports = reports();
+        reports.services[0].summary = "x\ny".to_owned();
+        let screen = watch_screen(&reports);
+        assert!(no_control_within_lines(&screen), "{screen:?}");
+        assert!(screen.contains("web.service  2        x\\ny\n"), "{screen}");
+    }
 }

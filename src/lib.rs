@@ -16,7 +16,10 @@
 //!   the loop sends, and the proxies `scoreboardctl` uses; [`metrics`] — the Prometheus
 //!   registry, `GET /metrics` and the textfile.
 //! * [`state`] — what a restarted agent remembers (stuck timers), in /run/scoreboard.
-//! * [`logging`] — journald or stderr, and rate-limited warnings.
+//! * [`escape`] — the one place that makes bytes a service's user controls (worker ids,
+//!   statuses) printable: for logs, tables and metric labels.
+//! * [`logging`] — journald or stderr (one line per event, whatever it holds), and
+//!   rate-limited warnings in bounded memory.
 //! * [`enable`] — `scoreboardctl enable`/`disable`: tmpfiles.d, drop-in, services.d.
 //! * [`ctl`] and [`view`] — what `scoreboardctl` shows; [`demo`] — `scoreboardctl demo`;
 //!   [`fixtures`] — worker processes for tests, behind hidden subcommands.
@@ -29,6 +32,7 @@ pub mod ctl;
 pub mod dbus;
 pub mod demo;
 pub mod enable;
+pub mod escape;
 pub mod fixtures;
 pub mod logging;
 pub mod metrics;

@@ -2,6 +2,11 @@
 //! unit (never part of a name), encoded as OpenMetrics text by the prometheus-client
 //! crate, served over HTTP `GET /metrics` and/or written atomically to a file for
 //! node_exporter's textfile collector.
+//!
+//! The `state` label is the one whose values workers choose: each is escaped and cut to
+//! [`MAX_STATE_LABEL`] bytes, and a unit has at most [`MAX_STATES_PER_UNIT`] state
+//! series plus [`OTHER_STATE`], so what a service's user writes cannot grow the
+//! exposition without bound.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -17,7 +22,21 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use crate::escape;
 use crate::summary::Summary;
+
+/// The longest `state` label value, in bytes. States come from what workers write (a
+/// 1 MiB first word has been seen in a textfile); longer ones are cut, ending in "…".
+pub const MAX_STATE_LABEL: usize = 64;
+
+/// Distinct `state` series per unit. Workers in further states are counted under
+/// [`OTHER_STATE`], so a pool whose workers put a request id in the first word does not
+/// make one series per request.
+pub const MAX_STATES_PER_UNIT: usize = 16;
+
+/// The `state` label of workers beyond [`MAX_STATES_PER_UNIT`] states. A worker whose
+/// state is literally `other` is counted in the same series.
+pub const OTHER_STATE: &str = "other";
 
 /// `unit="web.service"`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,17 +170,16 @@ impl Metrics {
         self.set_counts(unit, summary);
     }
 
-    /// Sets the per-state gauges, dropping states that no worker is in any more.
+    /// Sets the per-state gauges, dropping states that no worker is in any more. The
+    /// labels are cut to [`MAX_STATE_LABEL`] bytes, at most [`MAX_STATES_PER_UNIT`] of them
+    /// per unit, the rest under [`OTHER_STATE`].
     pub fn set_counts(&self, unit: &str, summary: &Summary) {
         let label = UnitLabel {
             unit: unit.to_owned(),
         };
         self.stuck.get_or_create(&label).set(summary.stuck as i64);
-        let now: BTreeSet<String> = summary
-            .counts
-            .iter()
-            .map(|(state, _)| state.clone())
-            .collect();
+        let series = state_series(&summary.counts);
+        let now: BTreeSet<String> = series.keys().cloned().collect();
         let mut states = self
             .states
             .lock()
@@ -173,12 +191,12 @@ impl Metrics {
                 state: gone.clone(),
             });
         }
-        for (state, n) in &summary.counts {
+        for (state, n) in series {
             let labels = StateLabels {
                 unit: unit.to_owned(),
-                state: state.clone(),
+                state,
             };
-            self.workers.get_or_create(&labels).set(*n as i64);
+            self.workers.get_or_create(&labels).set(n as i64);
         }
         *before = now;
     }
@@ -229,6 +247,36 @@ impl Metrics {
         std::fs::write(&tmp, self.encode_prometheus_text())?;
         std::fs::rename(&tmp, path)
     }
+}
+
+/// The `state` label values of a unit and the workers under each, from its counts
+/// (largest first, as [`Summary::counts`] has them).
+///
+/// A label is the state made [`escape::printable_capped`] to [`MAX_STATE_LABEL`]
+/// bytes: control characters, backslashes and invalid UTF-8 as `\n`, `\\`, `\xNN`, so
+/// the label is the state as `scoreboardctl` shows it. The exposition format then
+/// escapes `"`, `\` and newline once more, as it must: a state `a\b` is the label value
+/// `a\\b`, written `state="a\\\\b"`. States alike in their first bytes share a label,
+/// and their workers add up. The first [`MAX_STATES_PER_UNIT`] labels get a series
+/// each; the workers of all further ones add up under [`OTHER_STATE`].
+fn state_series(counts: &[(String, usize)]) -> BTreeMap<String, usize> {
+    let mut series: BTreeMap<String, usize> = BTreeMap::new();
+    let mut other = 0;
+    for (state, n) in counts {
+        let label = escape::printable_capped(state.as_bytes(), MAX_STATE_LABEL);
+        let room = series.len() < MAX_STATES_PER_UNIT;
+        match series.get_mut(label.as_ref()) {
+            Some(total) => *total += n,
+            None if room => {
+                series.insert(label.into_owned(), *n);
+            }
+            None => other += n,
+        }
+    }
+    if other > 0 {
+        *series.entry(OTHER_STATE.to_owned()).or_default() += other;
+    }
+    series
 }
 
 /// The same exposition in the older Prometheus text format. prometheus-client writes
@@ -408,6 +456,108 @@ mod tests {
         let metrics = Metrics::new();
         metrics.set_counts("web.service", &summary(&[("say \"hi\"\nthen \\ go", 1)], 0));
         let text = metrics.encode();
-        assert!(text.contains(r#"state="say \"hi\"\nthen \\ go""#), "{text}");
+        // The label value is the printable state, `say "hi"\nthen \\ go` (a backslash
+        // and an n, two backslashes); the exposition format escapes each backslash and
+        // quote of it once.
+        assert!(
+            text.contains(r#"state="say \"hi\"\\nthen \\\\ go""#),
+            "{text}"
+        );
+        assert_eq!(text.lines().filter(|l| l.contains("say")).count(), 1);
+    }
+
+    fn state_lines(text: &str, unit: &str) -> Vec<String> {
+        let prefix = format!("scoreboard_workers{{unit=\"{unit}\",state=");
+        text.lines()
+            .filter(|line| line.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn sample_value(line: &str) -> usize {
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_huge_state_makes_a_short_label() {
+        let metrics = Metrics::new();
+        let huge = "x".repeat(1 << 20);
+        metrics.set_counts("web.service", &summary(&[(&huge, 2), ("idle", 1)], 0));
+        let text = metrics.encode();
+        let lines = state_lines(&text, "web.service");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let label = format!("{}…", "x".repeat(MAX_STATE_LABEL - 3));
+        assert!(label.len() <= MAX_STATE_LABEL);
+        assert!(
+            lines.contains(&format!(
+                "scoreboard_workers{{unit=\"web.service\",state=\"{label}\"}} 2"
+            )),
+            "{lines:?}"
+        );
+        assert!(text.len() < 4096, "{}", text.len());
+    }
+
+    #[test]
+    fn states_alike_in_their_first_bytes_add_up() {
+        let a = format!("{}a", "x".repeat(100));
+        let b = format!("{}b", "x".repeat(100));
+        assert_eq!(
+            state_series(&[(a, 2), (b, 3)])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![(format!("{}…", "x".repeat(MAX_STATE_LABEL - 3)), 5)]
+        );
+    }
+
+    #[test]
+    fn many_states_fold_into_other() {
+        let metrics = Metrics::new();
+        let states: Vec<(String, usize)> = (0..100)
+            .map(|i| (format!("state{i:03}"), 100 - i))
+            .collect();
+        let workers: usize = states.iter().map(|(_, n)| n).sum();
+        let counts: Vec<(&str, usize)> = states.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        metrics.set_counts("web.service", &summary(&counts, 0));
+        metrics.set_counts("db.service", &summary(&[("idle", 1)], 0));
+        let text = metrics.encode();
+        let lines = state_lines(&text, "web.service");
+        assert!(lines.len() <= MAX_STATES_PER_UNIT + 1, "{lines:?}");
+        assert_eq!(
+            lines.iter().map(|l| sample_value(l)).sum::<usize>(),
+            workers
+        );
+        // The largest states keep their own series; the rest add up under "other".
+        assert!(lines.contains(
+            &"scoreboard_workers{unit=\"web.service\",state=\"state000\"} 100".to_owned()
+        ));
+        let other: usize = (MAX_STATES_PER_UNIT..100).map(|i| 100 - i).sum();
+        assert!(
+            lines.contains(&format!(
+                "scoreboard_workers{{unit=\"web.service\",state=\"other\"}} {other}"
+            )),
+            "{lines:?}"
+        );
+        // Another unit has its own allowance.
+        assert_eq!(state_lines(&text, "db.service").len(), 1);
+
+        // Fewer states later: the folded series go away.
+        metrics.set_counts("web.service", &summary(&[("idle", 3)], 0));
+        assert_eq!(
+            state_lines(&metrics.encode(), "web.service"),
+            vec!["scoreboard_workers{unit=\"web.service\",state=\"idle\"} 3".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_state_named_other_shares_the_overflow_series() {
+        let mut counts: Vec<(String, usize)> = (0..MAX_STATES_PER_UNIT)
+            .map(|i| (format!("s{i:02}"), 10))
+            .collect();
+        counts.push(("other".to_owned(), 2));
+        counts.push(("late".to_owned(), 1));
+        let series = state_series(&counts);
+        assert_eq!(series.len(), MAX_STATES_PER_UNIT + 1);
+        assert_eq!(series[OTHER_STATE], 3);
+        assert_eq!(series.values().sum::<usize>(), 10 * MAX_STATES_PER_UNIT + 3);
     }
 }

@@ -1,8 +1,11 @@
 //! Rendering snapshots for terminals and scripts.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
+
+use crate::escape;
 
 /// `scoreboardctl status --json`: `{"workers":[{"id":"…","status":"…"}, …]}`, sorted by
 /// id, statuses as lossy UTF-8. Field names and order are a stable interface.
@@ -21,7 +24,9 @@ pub struct WorkerJson<'a> {
     pub status: String,
 }
 
-/// The JSON document for `workers` (already sorted by id, as snapshots are).
+/// The JSON document for `workers` (already sorted by id, as snapshots are). serde
+/// escapes what JSON requires; [`escape::to_json`] also escapes DEL and C1, so nothing
+/// in it acts on a terminal.
 pub fn status_json(workers: &[scoreboard::Worker]) -> String {
     let doc = StatusJson {
         workers: workers
@@ -32,40 +37,36 @@ pub fn status_json(workers: &[scoreboard::Worker]) -> String {
             })
             .collect(),
     };
-    serde_json::to_string(&doc).expect("strings always serialize")
+    escape::to_json(&doc).expect("strings always serialize")
 }
 
-/// A status made safe for one line of a terminal: control characters (a newline, an
-/// escape sequence) are shown escaped instead of acting on the terminal.
-pub fn printable_status(status: &[u8]) -> String {
-    let text = String::from_utf8_lossy(status);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// The widest a state cell gets, in bytes (escaped). A state is the first word of a
+/// status, so it may be as long as the status; one long state would otherwise widen the
+/// column, and every row, to its length.
+pub const MAX_STATE_CELL: usize = 32;
 
-/// The `ID  STATUS` table, one worker per line.
+/// The `ID  STATUS` table, one worker per line. Ids (file names) and statuses are
+/// whatever a service's user wrote: each cell goes through [`escape::printable`], so a
+/// newline or an escape sequence shows as text and a row stays one line.
 pub fn status_table(workers: &[scoreboard::Worker]) -> String {
-    let width = workers
+    let rows: Vec<(Cow<'_, str>, Cow<'_, str>)> = workers
         .iter()
-        .map(|w| w.id.chars().count())
+        .map(|w| {
+            (
+                escape::printable(w.id.as_bytes()),
+                escape::printable(&w.status),
+            )
+        })
+        .collect();
+    let width = rows
+        .iter()
+        .map(|(id, _)| id.chars().count())
         .max()
         .unwrap_or(0)
         .max(2);
     let mut out = format!("{:<width$}  STATUS\n", "ID");
-    for worker in workers {
-        let _ = writeln!(
-            out,
-            "{:<width$}  {}",
-            worker.id,
-            printable_status(&worker.status)
-        );
+    for (id, status) in &rows {
+        let _ = writeln!(out, "{id:<width$}  {status}");
     }
     out
 }
@@ -110,32 +111,37 @@ impl From<crate::summary::WorkerView> for WorkerRow {
 }
 
 /// The `ID STATE UNCHANGED STUCK STATUS` table, indented under a header. What is not
-/// known (read directly, not from the agent) shows as `-`.
+/// known (read directly, not from the agent) shows as `-`. Ids, states and statuses go
+/// through [`escape::printable`] (states capped at [`MAX_STATE_CELL`] bytes), so each
+/// worker is one line whatever its user wrote.
 pub fn worker_table(workers: &[WorkerRow]) -> String {
     if workers.is_empty() {
         return String::new();
     }
-    let id_width = workers
+    let cells: Vec<[Cow<'_, str>; 3]> = workers
         .iter()
-        .map(|w| w.id.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(2);
-    let states: Vec<String> = workers
-        .iter()
-        .map(|w| printable_status(w.state.as_bytes()))
+        .map(|w| {
+            [
+                escape::printable(w.id.as_bytes()),
+                escape::printable_capped(w.state.as_bytes(), MAX_STATE_CELL),
+                escape::printable(w.status.as_bytes()),
+            ]
+        })
         .collect();
-    let state_width = states
-        .iter()
-        .map(|s| s.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(5);
+    let width = |column: usize, at_least: usize| {
+        cells
+            .iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(at_least)
+    };
+    let (id_width, state_width) = (width(0, 2), width(1, 5));
     let mut out = format!(
         "  {:<id_width$}  {:<state_width$}  UNCHANGED  STUCK  STATUS\n",
         "ID", "STATE"
     );
-    for (worker, state) in workers.iter().zip(&states) {
+    for (worker, [id, state, status]) in workers.iter().zip(&cells) {
         let unchanged = worker
             .unchanged_seconds
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
@@ -146,9 +152,7 @@ pub fn worker_table(workers: &[WorkerRow]) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<id_width$}  {state:<state_width$}  {unchanged:<9}  {stuck:<5}  {}",
-            worker.id,
-            printable_status(worker.status.as_bytes())
+            "  {id:<id_width$}  {state:<state_width$}  {unchanged:<9}  {stuck:<5}  {status}"
         );
     }
     out
@@ -177,12 +181,78 @@ mod tests {
         assert_eq!(status_json(&[]), r#"{"workers":[]}"#);
     }
 
+    fn row(id: &str, state: &str, status: &str) -> WorkerRow {
+        WorkerRow {
+            id: id.to_owned(),
+            state: state.to_owned(),
+            status: status.to_owned(),
+            unchanged_seconds: Some(1.0),
+            stuck: Some(false),
+        }
+    }
+
+    fn assert_no_escape_or_control(table: &str) {
+        assert!(!table.contains('\x1b'), "{table:?}");
+        assert!(
+            !table.lines().any(|line| line.chars().any(char::is_control)),
+            "{table:?}"
+        );
+    }
+
     #[test]
     fn control_characters_cannot_reach_the_terminal() {
-        assert_eq!(
-            printable_status(b"busy\nMAINPID=1\x1b[2J"),
-            "busy\\nMAINPID=1\\u{1b}[2J"
+        let table = status_table(&[worker("1", b"busy\nMAINPID=1\x1b[2J\xff")]);
+        assert_eq!(table, "ID  STATUS\n1   busy\\nMAINPID=1\\x1b[2J\\xff\n");
+    }
+
+    #[test]
+    fn hostile_ids_stay_on_their_row() {
+        let id = "evil\n\x1b[31mred";
+        let workers = [worker(id, b"idle\r\nforged"), worker("2", b"idle")];
+        let table = status_table(&workers);
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert_no_escape_or_control(&table);
+        assert!(
+            table.contains("evil\\n\\x1b[31mred  idle\\x0d\\nforged\n"),
+            "{table}"
         );
+
+        let rows = [
+            row(id, "busy\x1b[2J", "busy\n\u{9b}31m"),
+            row("2", "idle", "idle"),
+        ];
+        let table = worker_table(&rows);
+        assert_eq!(table.lines().count(), 3, "{table}");
+        assert_no_escape_or_control(&table);
+        assert!(
+            table.contains(
+                "  evil\\n\\x1b[31mred  busy\\x1b[2J  1.0s       no     busy\\n\\xc2\\x9b31m\n"
+            ),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_long_state_cannot_widen_every_row() {
+        let long = "x".repeat(1 << 20);
+        let table = worker_table(&[row("1", &long, "busy"), row("2", "idle", "idle")]);
+        assert!(
+            table.lines().all(|line| line.len() < 100),
+            "{}",
+            &table[..200]
+        );
+        assert!(table.contains(&format!("{}…", "x".repeat(MAX_STATE_CELL - 3))));
+    }
+
+    #[test]
+    fn json_escapes_what_a_terminal_would_act_on() {
+        let workers = [worker("a\n\x1b", "x\u{9b}y\x7f".as_bytes())];
+        let json = status_json(&workers);
+        assert_eq!(
+            json,
+            r#"{"workers":[{"id":"a\n\u001b","status":"x\u009by\u007f"}]}"#
+        );
+        assert!(!json.chars().any(char::is_control));
     }
 
     #[test]

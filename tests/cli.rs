@@ -66,6 +66,27 @@ fn status_table_escapes_control_characters_and_reaps_the_dead() {
 }
 
 #[test]
+fn a_hostile_worker_id_stays_on_its_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _evil = worker(tmp.path(), "evil\n\x1b[31mred", b"idle\x1b[2J");
+    let _good = worker(tmp.path(), "good", b"busy");
+    let out = scoreboardctl()
+        .args(["status", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "ID                 STATUS\nevil\\n\\x1b[31mred  idle\\x1b[2J\ngood               busy\n"
+    );
+}
+
+#[test]
 fn status_warns_about_entries_it_will_not_follow() {
     let tmp = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/etc/passwd", tmp.path().join("status_evil")).unwrap();
