@@ -16,7 +16,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Bus, Config, NotifyMode, Service};
-use crate::logging::RateLimit;
+use crate::escape::{Escaped, escape_controls};
+use crate::logging::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::metrics::{self, Metrics};
 use crate::notify::{self, NotifySocket};
 use crate::pacing::{self, MEMBERSHIP_GAP, Sent};
@@ -108,6 +109,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         agent.send_summaries(now, tick).await;
         agent.publish(now, tick).await;
         if tick {
+            if let Some(n) = agent.warnings.suppressed_report(now) {
+                warn!(
+                    "{n} further warnings suppressed: more than {RATE_LIMIT_SLOTS} distinct problems per {WARNING_QUIET:?}"
+                );
+            }
             agent.send_own_status();
             agent.write_metrics_textfile(now);
             ticks += 1;
@@ -533,7 +539,7 @@ impl Agent {
                 }
                 Err(e) => {
                     if e.kind() != std::io::ErrorKind::NotFound
-                        && self.warnings.allow(&format!("open {unit}"), now)
+                        && self.warnings.allow_hashed(("open", &unit), now)
                     {
                         warn!(unit = %unit, "{e}; not reading it");
                     }
@@ -555,7 +561,7 @@ impl Agent {
             }
             Err(e) => {
                 watched.mid_pass = false;
-                if self.warnings.allow(&format!("sweep {unit}"), now) {
+                if self.warnings.allow_hashed(("sweep", &unit), now) {
                     warn!(unit = %unit, "{e}");
                 }
                 return true;
@@ -581,13 +587,13 @@ impl Agent {
             watched.reaped.extend(changes.removed.iter().cloned());
         }
         for id in &changes.added {
-            debug!(unit = %unit, worker = %id, "worker joined");
+            debug!(unit = %unit, worker = %Escaped::str(id), "worker joined");
         }
         for id in &snapshot.reaped {
-            info!(unit = %unit, worker = %id, "removed the file of a dead worker");
+            info!(unit = %unit, worker = %Escaped::str(id), "removed the file of a dead worker");
         }
         for id in &changes.removed {
-            debug!(unit = %unit, worker = %id, "worker left");
+            debug!(unit = %unit, worker = %Escaped::str(id), "worker left");
         }
         if changes.membership() {
             watched.membership_pending = true;
@@ -600,11 +606,12 @@ impl Agent {
     /// entries have it: the first one listed, and how many there were in this pass.
     fn warn_skipped(&mut self, unit: &str, snapshot: &scoreboard::Snapshot, now: Instant) {
         for (kind, count) in &snapshot.skip_counts {
-            if !self.warnings.allow(&format!("skip {unit} {kind}"), now) {
+            if !self.warnings.allow_hashed(("skip", unit, kind), now) {
                 continue;
             }
             let first = snapshot.skipped.iter().find(|s| s.reason.kind() == *kind);
-            match first {
+            // Paths are the directory owner's bytes: escaped for every log sink.
+            match first.map(|first| escape_controls(&first.to_string()).into_owned()) {
                 Some(first) if *count == 1 => warn!(unit = %unit, "{first}"),
                 Some(first) => warn!(unit = %unit, "{first} (and {} more like it)", count - 1),
                 None => warn!(unit = %unit, "skipping {count} entries: {kind}"),
@@ -681,7 +688,7 @@ impl Agent {
                 self.metrics.notify_error(&unit);
                 if self
                     .warnings
-                    .allow(&format!("notify {unit} {}", e.kind()), now)
+                    .allow_hashed(("notify", &unit, e.kind()), now)
                 {
                     warn!(unit = %unit, "sending the summary: {e}");
                 }
@@ -716,7 +723,7 @@ impl Agent {
         let systemd = self.systemd.as_ref().expect("connected above");
         match systemd.main_process(unit).await {
             Ok(main) if main.pid != 0 && main.notify_access == "none" => {
-                if self.warnings.allow(&format!("access {unit}"), now) {
+                if self.warnings.allow_hashed(("access", unit), now) {
                     warn!(
                         unit = %unit,
                         "systemd ignores STATUS= for {unit} because it has NotifyAccess=none; \
@@ -727,7 +734,7 @@ impl Agent {
             }
             Ok(main) => Some(main.pid),
             Err(e) => {
-                if self.warnings.allow(&format!("main pid {unit}"), now) {
+                if self.warnings.allow_hashed(("main pid", unit), now) {
                     warn!(unit = %unit, "{e:#}");
                 }
                 None

@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config;
-use scoreboard_agent::{ctl, demo, enable, fixtures, view};
+use scoreboard_agent::{ctl, demo, enable, escape, fixtures, view};
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {
@@ -237,9 +237,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let snapshot = scoreboard::read_dir(&dir)?;
             for skipped in &snapshot.skipped {
+                let skipped = escape::escape_controls(&skipped.to_string()).into_owned();
                 eprintln!("scoreboardctl: warning: {skipped}");
             }
             for id in &snapshot.reaped {
+                let id = escape::Escaped::str(id);
                 eprintln!("scoreboardctl: removed the file of dead worker {id}");
             }
             if json {
