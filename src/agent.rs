@@ -686,10 +686,7 @@ impl Agent {
             }
             Err(e) => {
                 self.metrics.notify_error(&unit);
-                if self
-                    .warnings
-                    .allow_hashed(("notify", &unit, e.kind()), now)
-                {
+                if self.warnings.allow_hashed(("notify", &unit, e.kind()), now) {
                     warn!(unit = %unit, "sending the summary: {e}");
                 }
             }
@@ -812,8 +809,12 @@ fn systemd_socket_path(config: &Config) -> std::path::PathBuf {
 }
 
 /// The reader's budgets for a service.
-fn read_options(_service: &Service) -> ReadOptions {
-    ReadOptions::default()
+fn read_options(service: &Service) -> ReadOptions {
+    ReadOptions {
+        max_workers: service.max_workers,
+        max_status_bytes: service.max_status_bytes,
+        ..ReadOptions::default()
+    }
 }
 
 /// The directory went away: drop what we held, report its workers gone, and take its

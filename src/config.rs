@@ -72,6 +72,11 @@ pub struct Service {
     pub summary: String,
     /// Who sends the summary to systemd.
     pub notify: NotifyMode,
+    /// At most this many worker files are read in the directory (`max_workers`).
+    pub max_workers: usize,
+    /// At most this many status bytes are read from the directory per sweep
+    /// (`max_status_bytes`).
+    pub max_status_bytes: usize,
 }
 
 /// Which message bus the agent talks on.
@@ -128,6 +133,24 @@ struct RawService {
     stuck_after: Option<StuckAfter>,
     summary: Option<Template>,
     notify: Option<NotifyMode>,
+    max_workers: Option<Bounded<1, 1_000_000>>,
+    max_status_bytes: Option<Bounded<4096, { 1 << 30 }>>,
+}
+
+/// A count within `MIN..=MAX`, said in the error when it is not.
+#[derive(Debug, Clone, Copy)]
+struct Bounded<const MIN: usize, const MAX: usize>(usize);
+
+impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(deserializer)?;
+        match usize::try_from(n) {
+            Ok(n) if (MIN..=MAX).contains(&n) => Ok(Bounded(n)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{n} is out of range: it must be from {MIN} to {MAX}"
+            ))),
+        }
+    }
 }
 
 /// The range of `interval`. At least 10 ms: each tick sweeps every watched directory,
@@ -482,6 +505,12 @@ fn load_service(path: &Path) -> anyhow::Result<Service> {
             .summary
             .map_or_else(|| DEFAULT_SUMMARY.to_owned(), |t| t.0),
         notify: raw.notify.unwrap_or(NotifyMode::MainPid),
+        max_workers: raw
+            .max_workers
+            .map_or(scoreboard::DEFAULT_MAX_WORKERS, |n| n.0),
+        max_status_bytes: raw
+            .max_status_bytes
+            .map_or(scoreboard::DEFAULT_MAX_STATUS_BYTES, |n| n.0),
         unit,
     })
 }
@@ -926,6 +955,37 @@ notify = "self"
         assert!(
             message.contains("b.toml") && message.contains("a.toml"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn budgets_default_and_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("agent.toml"), "").unwrap();
+        std::fs::create_dir(tmp.path().join("services.d")).unwrap();
+        let service = tmp.path().join("services.d/web.toml");
+        std::fs::write(&service, "unit = \"web\"\n").unwrap();
+        let config = Config::load(&tmp.path().join("agent.toml")).unwrap();
+        assert_eq!(
+            config.services[0].max_workers,
+            scoreboard::DEFAULT_MAX_WORKERS
+        );
+        std::fs::write(
+            &service,
+            "unit = \"web\"\nmax_workers = 10\nmax_status_bytes = 8192\n",
+        )
+        .unwrap();
+        let config = Config::load(&tmp.path().join("agent.toml")).unwrap();
+        assert_eq!(config.services[0].max_workers, 10);
+        assert_eq!(config.services[0].max_status_bytes, 8192);
+        std::fs::write(&service, "unit = \"web\"\nmax_workers = 0\n").unwrap();
+        let error = format!(
+            "{:#}",
+            Config::load(&tmp.path().join("agent.toml")).unwrap_err()
+        );
+        assert!(
+            error.contains("max_workers") && error.contains("from 1 to 1000000"),
+            "{error}"
         );
     }
 }

@@ -192,6 +192,8 @@ fn demo_service(dir: &Path) -> Service {
         stuck_after: Some(Duration::from_secs(2)),
         summary: crate::config::DEFAULT_SUMMARY.into(),
         notify: NotifyMode::None,
+        max_workers: scoreboard::DEFAULT_MAX_WORKERS,
+        max_status_bytes: scoreboard::DEFAULT_MAX_STATUS_BYTES,
     }
 }
 

@@ -384,6 +384,8 @@ mod tests {
             stuck_after,
             summary: crate::config::DEFAULT_SUMMARY.into(),
             notify: crate::config::NotifyMode::None,
+            max_workers: scoreboard::DEFAULT_MAX_WORKERS,
+            max_status_bytes: scoreboard::DEFAULT_MAX_STATUS_BYTES,
         }
     }
 

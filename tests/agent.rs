@@ -367,3 +367,278 @@ fn check_config_reports_errors_with_file_and_line() {
         "{stdout}"
     );
 }
+
+/// Every datagram the agent sends, with when it arrived, gathered by a thread.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Recorder {
+    fn start(setup: &Setup) -> Recorder {
+        let socket = setup.notify.try_clone().unwrap();
+        socket.set_read_timeout(None).unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                sink.lock().unwrap().push((Instant::now(), text));
+            }
+        });
+        Recorder { seen }
+    }
+
+    /// Waits until a datagram equal to `expected` has arrived since `since`.
+    fn wait_for(&self, expected: &str, since: Instant, within: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(at, text)| *at >= since && text == expected)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let seen: Vec<String> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect();
+        panic!("no {expected:?} within {within:?}; saw {seen:#?}");
+    }
+
+    /// The longest time between two watchdog pings, and how many there were.
+    fn watchdog_gaps(&self) -> (Duration, usize) {
+        let pings: Vec<Instant> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, text)| text == "WATCHDOG=1")
+            .map(|(at, _)| *at)
+            .collect();
+        let worst = pings
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default();
+        (worst, pings.len())
+    }
+}
+
+/// Root and setpriv, for tests whose attacker is a real other user; skips otherwise,
+/// except under CI=true.
+fn can_attack() -> bool {
+    let reason = if !rustix::process::geteuid().is_root() {
+        "it needs root"
+    } else if Command::new("setpriv").arg("--version").output().is_err() {
+        "setpriv (util-linux) is missing"
+    } else {
+        return true;
+    };
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "must run under CI=true, but {reason}"
+    );
+    eprintln!("skipping: {reason}");
+    false
+}
+
+/// A shell script run as uid 65534 in `dir`; returns the child (killed on drop).
+fn attacker(dir: &Path, script: &str) -> Worker {
+    Worker(
+        Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/perl",
+                "-e",
+                script,
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn agent_files_and_rss(agent: &Agent) -> (usize, u64) {
+    let pid = agent.0.id();
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    (fds, rss_kb)
+}
+
+/// The agent as root, watching a service whose directory belongs to uid 65534 and a
+/// well-behaved one. The attacker plants a symlink to root's files, then fills its
+/// directory with 100,000 symlinks and 800 hard links to a locked file whose frame
+/// never checks out. Root's files survive, the other service's news still arrives,
+/// the watchdog is never starved, and SIGTERM is obeyed.
+#[test]
+fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
+    if !can_attack() {
+        return;
+    }
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[
+            (
+                "evil.toml",
+                "unit = \"evil\"\ndirectory = \"TMP/evil/scoreboard\"\nnotify = \"none\"\n",
+            ),
+            (
+                "good.toml",
+                "unit = \"good\"\ndirectory = \"TMP/good\"\nnotify = \"none\"\n",
+            ),
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(setup.path("evil")).unwrap();
+    std::os::unix::fs::chown(setup.path("evil"), Some(65534), Some(65534)).unwrap();
+    std::fs::create_dir(setup.path("victim")).unwrap();
+    for n in 1..=5 {
+        std::fs::write(setup.path(&format!("victim/status_{n}")), b"root's").unwrap();
+    }
+    let recorder = Recorder::start(&setup);
+    let agent = setup.agent(&[("WATCHDOG_USEC", "1000000")]);
+    let mut good = Worker::start(&setup.path("good"));
+    good.say("idle");
+    recorder.wait_for(
+        "STATUS=watching 2 services, 1 workers",
+        Instant::now() - SECOND,
+        5 * SECOND,
+    );
+
+    // 1. A symlink to root's directory where the scoreboard should be.
+    let mut planted = attacker(
+        &setup.path("evil"),
+        "symlink('../victim', 'scoreboard') or die",
+    );
+    planted.0.wait().unwrap();
+    std::thread::sleep(SECOND);
+    // 2. Its own directory, full of what costs a reader: 100,000 symlinks, and 800 names
+    //    for one locked file whose digest never matches.
+    let fill = "use Fcntl ':flock'; unlink 'scoreboard'; mkdir 'scoreboard' or die; chdir 'scoreboard';\
+                symlink('/etc/passwd', \"status_l$_\") or die for 1..100000;\
+                open(my $f, '>', 'status_0') or die; print $f ('x' x 16), pack('N', 4), 'oops';\
+                close $f; open($f, '<', 'status_0') or die; flock($f, LOCK_EX) or die;\
+                link('status_0', \"status_h$_\") or die for 1..800;\
+                open(my $r, '>', '../ready'); close $r; sleep 600;";
+    let _holder = attacker(&setup.path("evil"), fill);
+    let filled = Instant::now();
+    while !setup.path("evil/ready").exists() {
+        assert!(
+            filled.elapsed() < 60 * SECOND,
+            "the attacker never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(2 * SECOND);
+    // 3. The other service's worker dies: its news still arrives at once.
+    let killed = Instant::now();
+    good.kill9();
+    recorder.wait_for("STATUS=watching 2 services, 0 workers", killed, 2 * SECOND);
+    let (fds, rss_kb) = agent_files_and_rss(&agent);
+
+    assert_eq!(
+        std::fs::read_dir(setup.path("victim")).unwrap().count(),
+        5,
+        "root's files were reaped"
+    );
+    let (worst, pings) = recorder.watchdog_gaps();
+    eprintln!("watchdog: {pings} pings, worst gap {worst:?}; agent: {fds} fds, {rss_kb} KiB RSS");
+    assert!(pings >= 3);
+    assert!(
+        worst < SECOND,
+        "the watchdog (WATCHDOG_USEC=1s) would have fired: gap {worst:?}"
+    );
+    assert!(fds < 64, "{fds} descriptors for one worker");
+    assert!(rss_kb < 64 * 1024, "{rss_kb} KiB");
+    agent.signal("TERM");
+    recorder.wait_for("STOPPING=1", killed, 5 * SECOND);
+    let log = std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    assert!(log.contains("symbolic link owned by uid 65534"), "{log}");
+    // One warning per kind of problem per quiet period, not one per entry.
+    let warnings = log.lines().filter(|l| l.contains("skipping")).count();
+    assert!(warnings <= 4, "the flood was logged per entry:\n{log}");
+    assert!(log.contains("(a hard link)"), "{log}");
+}
+
+/// Eight loops of the directory's owner creating and removing worker-like files as fast
+/// as they can, beside one real worker: the agent's descriptors, memory and watchdog
+/// stay within bounds during the churn, and it converges to the truth after it.
+#[test]
+fn churn_by_the_directory_owner_keeps_the_agent_bounded() {
+    if !can_attack() {
+        return;
+    }
+    let setup = Setup::new(
+        "interval = \"200ms\"\nbus = \"none\"\n",
+        &[(
+            "evil.toml",
+            "unit = \"evil\"\ndirectory = \"TMP/evil\"\nnotify = \"none\"\n",
+        )],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(setup.path("evil")).unwrap();
+    std::os::unix::fs::chown(setup.path("evil"), Some(65534), Some(65534)).unwrap();
+    let recorder = Recorder::start(&setup);
+    let agent = setup.agent(&[("WATCHDOG_USEC", "1000000")]);
+    recorder.wait_for("READY=1", Instant::now() - SECOND, 5 * SECOND);
+    let churners: Vec<Worker> = (0..8)
+        .map(|n| {
+            let script = format!(
+                "use Fcntl ':flock'; my $i = 0; while (1) {{ $i++; \
+                 open(my $f, '>', \"status_{n}_$i.tmp\") or die; flock($f, LOCK_EX);\
+                 rename(\"status_{n}_$i.tmp\", \"status_{n}_$i\"); close $f; unlink \"status_{n}_$i\"; }}"
+            );
+            attacker(&setup.path("evil"), &script)
+        })
+        .collect();
+    let mut worst = (0, 0);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        let (fds, rss) = agent_files_and_rss(&agent);
+        worst = (worst.0.max(fds), worst.1.max(rss));
+    }
+    drop(churners);
+    let calm = Instant::now();
+    let mut real = Worker::start(&setup.path("evil"));
+    real.say("idle");
+    recorder.wait_for("STATUS=watching 1 service, 1 workers", calm, 3 * SECOND);
+    let (gap, pings) = recorder.watchdog_gaps();
+    eprintln!(
+        "churn: worst {} fds, {} KiB RSS; watchdog worst gap {gap:?} over {pings} pings",
+        worst.0, worst.1
+    );
+    assert!(gap < SECOND, "the watchdog would have fired: {gap:?}");
+    assert!(
+        worst.0 < scoreboard::DEFAULT_MAX_WORKERS + 64,
+        "{} descriptors",
+        worst.0
+    );
+    assert!(worst.1 < 64 * 1024, "{} KiB", worst.1);
+    let (fds, _) = agent_files_and_rss(&agent);
+    assert!(
+        fds < 64,
+        "descriptors not given back after the churn: {fds}"
+    );
+}

@@ -180,7 +180,8 @@ pub struct Snapshot {
     pub workers: Vec<Worker>,
     /// Ids of dead workers whose files this scan removed.
     pub reaped: Vec<String>,
-    /// Entries skipped with a reason worth a warning: the first [`MAX_LISTED_SKIPS`].
+    /// Entries skipped with a reason worth a warning: the first [`MAX_LISTED_SKIPS`], and
+    /// the first of every kind.
     pub skipped: Vec<Skipped>,
     /// How many entries were skipped in all, per [`SkipReason::kind`], listed or not.
     pub skip_counts: BTreeMap<&'static str, usize>,
@@ -348,11 +349,13 @@ impl Collector {
         snapshot
     }
 
-    /// Counts a skipped entry, and lists it while the list has room: past that, a
-    /// skipped entry costs a counter increment and no allocation.
+    /// Counts a skipped entry, and lists it while the list has room or when it is the
+    /// first of its kind: past that, a skipped entry costs a counter increment and no
+    /// allocation.
     fn skip(&mut self, dir: &ScoreDir, name: &CStr, reason: SkipReason) {
-        *self.snapshot.skip_counts.entry(reason.kind()).or_default() += 1;
-        if self.snapshot.skipped.len() < MAX_LISTED_SKIPS {
+        let count = self.snapshot.skip_counts.entry(reason.kind()).or_default();
+        *count += 1;
+        if self.snapshot.skipped.len() < MAX_LISTED_SKIPS || *count == 1 {
             self.snapshot.skipped.push(Skipped {
                 path: dir.join(name),
                 reason,
