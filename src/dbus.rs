@@ -10,6 +10,7 @@
 //! Doc comments on the members below are part of the introspection data (zbus writes
 //! them into the XML), so `busctl introspect` documents every member.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,6 +21,7 @@ use zbus::zvariant::Type;
 use zbus::{ObjectPath, OwnedObjectPath, interface};
 
 use crate::config::Service;
+use crate::escape;
 use crate::summary::{Pool, WorkerView, status_line};
 
 /// The agent's well-known name.
@@ -51,6 +53,18 @@ pub fn escape_label(name: &str) -> String {
     out
 }
 
+/// Makes text a valid D-Bus string: what crosses the bus passes here, once.
+///
+/// dbus-daemon disconnects a peer that sends a string holding NUL (or invalid UTF-8),
+/// and with it our name and every service's MainPID lookups — so one worker's bytes
+/// would take the agent off the bus. The mapping is systemd's `cescape`, as
+/// [`escape::printable`] does it: NUL and other control characters become `\xNN`
+/// (`\n`, `\t` for those two), a backslash `\\`; everything else is unchanged. It is
+/// one-to-one, so an escaped worker id names one worker and `GetWorker` takes it back.
+pub fn bus_string(text: &str) -> Cow<'_, str> {
+    escape::printable(text.as_bytes())
+}
+
 /// One worker as `ListWorkers` and `GetWorker` return it: `(sssdb)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
 pub struct WorkerInfo {
@@ -69,9 +83,9 @@ pub struct WorkerInfo {
 impl From<WorkerView> for WorkerInfo {
     fn from(w: WorkerView) -> Self {
         WorkerInfo {
-            id: w.id,
-            state: w.state,
-            status: w.status,
+            id: bus_string(&w.id).into_owned(),
+            state: bus_string(&w.state).into_owned(),
+            status: bus_string(&w.status).into_owned(),
             unchanged_seconds: w.unchanged_for.as_secs_f64(),
             stuck: w.stuck,
         }
@@ -182,11 +196,12 @@ impl ServiceObject {
     #[zbus(property)]
     fn summary(&self) -> String {
         self.with_pool(|pool, now| {
-            status_line(
+            let line = status_line(
                 &pool.summary(now),
                 &self.service.summary,
                 &self.service.unit,
-            )
+            );
+            bus_string(&line).into_owned()
         })
     }
 
@@ -203,7 +218,7 @@ impl ServiceObject {
             pool.summary(now)
                 .counts
                 .into_iter()
-                .map(|(state, n)| (state, n as u32))
+                .map(|(state, n)| (bus_string(&state).into_owned(), n as u32))
                 .collect()
         })
     }
@@ -224,13 +239,27 @@ impl ServiceObject {
         })
     }
 
-    /// One worker by id; fails with io.scoreboard.Agent1.Error.NoSuchWorker.
+    /// One worker by id, as ListWorkers shows it (ids with control characters, a
+    /// backslash or bytes that are not UTF-8 escaped); fails with
+    /// io.scoreboard.Agent1.Error.NoSuchWorker.
     fn get_worker(&self, id: &str) -> Result<WorkerInfo, Error> {
-        self.with_pool(|pool, now| pool.worker(id, now))
-            .map(WorkerInfo::from)
-            .ok_or_else(|| {
-                Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit))
+        self.with_pool(|pool, now| {
+            let exact = pool.worker(id, now).filter(|w| bus_string(&w.id) == id);
+            // Only an id holding a backslash can be an escaped form.
+            exact.or_else(|| {
+                id.contains('\\')
+                    .then(|| {
+                        pool.workers(now)
+                            .into_iter()
+                            .find(|w| bus_string(&w.id) == id)
+                    })
+                    .flatten()
             })
+        })
+        .map(WorkerInfo::from)
+        .ok_or_else(|| {
+            Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit))
+        })
     }
 
     /// Workers that appeared, batched: at most one signal per 100 ms.
@@ -381,7 +410,8 @@ impl Server {
     ) -> zbus::Result<()> {
         let mut changed: HashMap<&str, zbus::Variant<'_>> = HashMap::new();
         if current.summary != published.summary {
-            changed.insert("Summary", zbus::Variant::from(current.summary.clone()));
+            let summary = bus_string(&current.summary).into_owned();
+            changed.insert("Summary", zbus::Variant::from(summary));
         }
         if current.total != published.total {
             changed.insert("Total", zbus::Variant::from(current.total as u32));
@@ -390,7 +420,7 @@ impl Server {
             let counts: HashMap<String, u32> = current
                 .counts
                 .iter()
-                .map(|(s, n)| (s.clone(), *n as u32))
+                .map(|(s, n)| (bus_string(s).into_owned(), *n as u32))
                 .collect();
             changed.insert("Counts", zbus::Variant::from(counts));
         }
@@ -422,6 +452,10 @@ impl Server {
         reaped: Vec<String>,
     ) -> zbus::Result<()> {
         let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
+        let escaped = |ids: Vec<String>| -> Vec<String> {
+            ids.iter().map(|id| bus_string(id).into_owned()).collect()
+        };
+        let (added, reaped) = (escaped(added), escaped(reaped));
         if !added.is_empty() {
             ServiceObject::worker_added(&emitter, added).await?;
         }

@@ -706,3 +706,55 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     let status = as_nobody(&["status", NAME]);
     assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("PID={}", agent.0.id())));
 }
+
+/// A live worker file in `dir` named `status_<name>` holding `status`; live while the
+/// returned file (holding its lock) is.
+fn live_worker(dir: &Path, name: &[u8], status: &[u8]) -> std::fs::File {
+    use std::os::unix::ffi::OsStrExt;
+    let mut bytes = vec![0; scoreboard::frame::frame_len(status.len())];
+    scoreboard::frame::encode_into(&mut bytes, status);
+    let mut file_name = b"status_".to_vec();
+    file_name.extend_from_slice(name);
+    let path = dir.join(std::ffi::OsStr::from_bytes(&file_name));
+    std::fs::write(&path, bytes).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    file.lock().unwrap();
+    file
+}
+
+/// NUL bytes and names that are not UTF-8: dbus-daemon drops a peer that sends such a
+/// string, so they must never reach the bus as they are — and such a worker is still
+/// counted, listed and found by the id ListWorkers shows.
+#[tokio::test(flavor = "current_thread")]
+async fn a_workers_bytes_cannot_take_the_agent_off_the_bus() {
+    let setup = Setup::new("");
+    let dir = setup.path("web");
+    let _nul = live_worker(&dir, b"w1", b"busy\0x GET /\0");
+    let _odd = live_worker(&dir, b"\xff\n", b"idle\0");
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 2"));
+    // Several intervals of PropertiesChanged with those states.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let connection = setup.connection().await;
+    let service = scoreboard_agent::dbus::ServiceProxy::builder(&connection)
+        .path(WEB)
+        .build()
+        .await
+        .unwrap();
+    let mut workers = service.list_workers().await.unwrap();
+    workers.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = workers.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["\\\\xff\\n", "w1"]);
+    assert_eq!(workers[1].state, "busy\\x00x");
+    assert_eq!(workers[1].status, "busy\\x00x GET /\\x00");
+    let odd = service.get_worker(&workers[0].id).await.unwrap();
+    assert_eq!(odd.status, "idle\\x00");
+    assert_eq!(
+        service.summary().await.unwrap(),
+        "2 workers: 1 busy x, 1 idle"
+    );
+    // Still on the bus, name and all.
+    assert!(setup.busctl(&["status", NAME]).status.success());
+    assert_eq!(setup.property("Total"), "u 2");
+}

@@ -55,7 +55,9 @@ pub const TORN_BACK_OFF_BUDGET: Duration = Duration::from_millis(20);
 /// One live worker as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Worker {
-    /// The worker id: whatever follows `status_` in the file name.
+    /// The worker id: whatever follows `status_` in the file name. A name that is not
+    /// UTF-8 is given escaped as systemd's `cescape` would (`\xNN` for each byte that is
+    /// not valid UTF-8, `\\` for a backslash), so every worker is seen and counted.
     pub id: String,
     /// The status bytes, exactly as written.
     pub status: Vec<u8>,
@@ -85,8 +87,6 @@ pub struct Skipped {
 pub enum SkipReason {
     /// A symlink, FIFO, directory, device or socket: never followed, opened or read.
     NotRegularFile(&'static str),
-    /// A live worker whose id (file name) is not UTF-8.
-    NonUtf8Name,
     /// The length field exceeds the reader's cap.
     TooLong {
         /// What the file claims.
@@ -127,7 +127,6 @@ impl SkipReason {
     pub fn kind(&self) -> &'static str {
         match self {
             SkipReason::NotRegularFile(_) => "not_regular_file",
-            SkipReason::NonUtf8Name => "non_utf8_name",
             SkipReason::TooLong { .. } => "too_long",
             SkipReason::Torn => "torn",
             SkipReason::HardLinked { .. } => "hard_linked",
@@ -148,7 +147,6 @@ impl fmt::Display for Skipped {
                     "skipping {path}: a {what}, not a regular file; not followed"
                 )
             }
-            SkipReason::NonUtf8Name => write!(f, "skipping {path}: worker id is not UTF-8"),
             SkipReason::TooLong { len, max } => write!(
                 f,
                 "skipping {path}: length field says {len} bytes, over the {max}-byte cap"
@@ -440,9 +438,7 @@ impl Collector {
             },
             Ok(()) => match dir::reap(dir, name, file) {
                 Ok(Reaped::Removed) => {
-                    self.snapshot
-                        .reaped
-                        .push(String::from_utf8_lossy(id).into_owned());
+                    self.snapshot.reaped.push(worker_id(id));
                     return false;
                 }
                 Ok(Reaped::NotOurs) => return false,
@@ -465,9 +461,6 @@ impl Collector {
         file: &File,
         verified: Option<&mut Vec<u8>>,
     ) {
-        let Ok(id) = std::str::from_utf8(id) else {
-            return self.skip(dir, name, SkipReason::NonUtf8Name);
-        };
         let budget = Budget {
             max_status_len: self.options.max_status_len,
             bytes_left: self.options.max_status_bytes - self.status_bytes,
@@ -477,7 +470,7 @@ impl Collector {
             Ok(Some(status)) => {
                 self.status_bytes += status.len();
                 self.snapshot.workers.push(Worker {
-                    id: id.to_owned(),
+                    id: worker_id(id),
                     status,
                     read_at: self.read_at,
                 });
@@ -486,7 +479,7 @@ impl Collector {
             // A file created but not yet written: skipped silently, as upstream does.
             Ok(None) => return,
             Err(SkipReason::Torn) => {
-                self.snapshot.torn.push(id.to_owned());
+                self.snapshot.torn.push(worker_id(id));
                 SkipReason::Torn
             }
             Err(SkipReason::OverByteBudget { .. }) => SkipReason::OverByteBudget {
@@ -495,6 +488,29 @@ impl Collector {
             Err(reason) => reason,
         };
         self.skip(dir, name, reason);
+    }
+}
+
+/// A worker's id from the bytes after `status_`: as they are when UTF-8, escaped when
+/// not (see [`Worker::id`]).
+fn worker_id(name: &[u8]) -> String {
+    match std::str::from_utf8(name) {
+        Ok(id) => id.to_owned(),
+        Err(_) => {
+            let mut id = String::with_capacity(name.len() * 2);
+            for chunk in name.utf8_chunks() {
+                for c in chunk.valid().chars() {
+                    match c {
+                        '\\' => id.push_str("\\\\"),
+                        c => id.push(c),
+                    }
+                }
+                for byte in chunk.invalid() {
+                    id.push_str(&format!("\\x{byte:02x}"));
+                }
+            }
+            id
+        }
     }
 }
 
