@@ -104,7 +104,13 @@ pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
         Err(e) => format!("{e:#}"),
     };
     let config = config.context("no agent answers, and the configuration cannot be read")?;
-    let mut reports = from_directories(&config)?;
+    // Without the agent, reading directly needs the directory owner's permission: an
+    // unprivileged user must learn first that the agent is not answering.
+    let mut reports = from_directories(&config).with_context(|| {
+        format!(
+            "no agent answers on the {bus:?} bus ({why_not}), and the scoreboard directories cannot be read directly"
+        )
+    })?;
     reports.warnings.insert(
         0,
         format!("no agent answers on the {bus:?} bus ({why_not}); reading the scoreboard directories directly"),

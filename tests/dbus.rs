@@ -419,6 +419,31 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
         json["services"][0]["workers"][0]["stuck"],
         serde_json::Value::Null
     );
+
+    // No agent, and a directory the caller may not read: it says the agent is not
+    // answering before it says what the directory refused.
+    if rustix::process::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: PathBuf, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        mode(setup.path(""), 0o755);
+        mode(setup.path("web"), 0o700);
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .args(["status", "web", "--config"])
+            .arg(setup.path("agent.toml"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("no agent answers") && stderr.contains("Permission denied"),
+            "{stderr}"
+        );
+    }
 }
 
 fn free_port() -> u16 {
