@@ -537,9 +537,9 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
     //    for one locked file whose digest never matches.
     let fill = "use Fcntl ':flock'; unlink 'scoreboard'; mkdir 'scoreboard' or die; chdir 'scoreboard';\
                 symlink('/etc/passwd', \"status_l$_\") or die for 1..100000;\
-                open(my $f, '>', 'status_0') or die; print $f ('x' x 16), pack('N', 4), 'oops';\
-                close $f; open($f, '<', 'status_0') or die; flock($f, LOCK_EX) or die;\
-                link('status_0', \"status_h$_\") or die for 1..800;\
+                open(my $f, '>', 'status_0.tmp') or die; print $f ('x' x 16), pack('N', 4), 'oops';\
+                close $f; open($f, '<', 'status_0.tmp') or die; flock($f, LOCK_EX) or die;\
+                rename('status_0.tmp', 'status_0') or die; link('status_0', \"status_h$_\") or die for 1..800;\
                 open(my $r, '>', '../ready'); close $r; sleep 600;";
     let _holder = attacker(&setup.path("evil"), fill);
     let filled = Instant::now();
