@@ -193,7 +193,11 @@ fn run(binary: &Path, scenario: Scenario) {
     // The killed worker's file left behind is what the agent reaps at once (inotify), and
     // the other service's STATUS= goes out right after: time the reap.
     let kill_seen = loop {
-        if std::fs::read_dir(base.join("good")).unwrap().next().is_none() {
+        if std::fs::read_dir(base.join("good"))
+            .unwrap()
+            .next()
+            .is_none()
+        {
             break Some(killed.elapsed());
         }
         if killed.elapsed() > Duration::from_secs(30) {

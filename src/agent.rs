@@ -24,9 +24,9 @@ use crate::pacing::{self, MEMBERSHIP_GAP, Sent};
 use crate::state;
 use std::sync::{Arc, Mutex};
 
+use crate::bus::BusThread;
 use crate::dbus::{self, Published};
 use crate::summary::{Pool, status_line};
-use crate::systemd::Systemd;
 use crate::watch::{DirEvent, Watcher};
 
 /// After a worker closed its file, sweep again this long later in case its lock was
@@ -63,16 +63,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         info!("serving metrics on http://{address}/metrics");
         tokio::spawn(metrics::serve(listener, agent.metrics.clone()));
     }
-    agent.connect_bus().await;
+    agent.start_bus();
     for index in 0..agent.services.len() {
         agent.recall(index);
     }
     let watchdog = notify::watchdog_interval();
     let now = Instant::now();
     agent.sweep_all(now);
-    agent.serve_bus().await;
-    agent.send_summaries(now, true).await;
-    agent.publish(now, true).await;
+    agent.send_summaries(now, true);
+    agent.publish(now, true);
     agent.lifecycle("READY=1");
     agent.send_own_status();
     info!(
@@ -93,7 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Ok(batch) => events = batch,
                 Err(e) => error!("reading inotify events: {e}"),
             },
-            _ = hangup.recv() => agent.reload().await,
+            _ = hangup.recv() => agent.reload(),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -106,8 +105,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             next_tick = now + agent.config.interval;
         }
         agent.sweep_due(now, tick);
-        agent.send_summaries(now, tick).await;
-        agent.publish(now, tick).await;
+        agent.send_summaries(now, tick);
+        agent.publish(now, tick);
         if tick {
             if let Some(n) = agent.warnings.suppressed_report(now) {
                 warn!(
@@ -159,11 +158,8 @@ struct Agent {
     own_socket: Option<NotifySocket>,
     /// Where `notify = "main-pid"` summaries go.
     systemd_socket: Option<NotifySocket>,
-    systemd: Option<Systemd>,
-    /// The bus connection, when the configuration asks for one and it could be made.
-    bus: Option<zbus::Connection>,
-    /// Our objects and name on it.
-    server: Option<dbus::Server>,
+    /// The bus side, on its own thread, when the configuration asks for a bus.
+    bus: Option<BusThread>,
     warnings: RateLimit,
     own_status: Option<String>,
     metrics: Arc<Metrics>,
@@ -187,8 +183,6 @@ struct Watched {
     rechecks: [Option<Instant>; 2],
     membership_pending: bool,
     sent: Option<Sent>,
-    /// What PropertiesChanged last announced.
-    published: Published,
     /// Workers that came or went since the last WorkerAdded/WorkerReaped batch.
     added: Vec<String>,
     reaped: Vec<String>,
@@ -210,7 +204,6 @@ impl Watched {
     fn new(service: Service) -> Self {
         Watched {
             pool: Arc::new(Mutex::new(Pool::new(&service))),
-            published: Published::default(),
             added: Vec::new(),
             reaped: Vec::new(),
             signalled_at: None,
@@ -236,9 +229,7 @@ impl Agent {
             watcher: Watcher::new().context("creating an inotify instance")?,
             own_socket,
             systemd_socket: None,
-            systemd: None,
             bus: None,
-            server: None,
             warnings: RateLimit::new(WARNING_QUIET),
             own_status: None,
             metrics: Arc::new(Metrics::new()),
@@ -246,50 +237,42 @@ impl Agent {
         })
     }
 
-    /// Connects to the configured bus; without one the agent still works, it only
-    /// cannot serve details or find main processes.
-    async fn connect_bus(&mut self) {
+    /// Starts the bus thread, when the configuration asks for a bus; without one the
+    /// agent still works, it only cannot serve details or find main processes.
+    fn start_bus(&mut self) {
         if self.config.bus == Bus::None {
             return;
         }
-        match Systemd::connect(self.config.bus).await {
-            Ok(systemd) => {
-                self.bus = Some(systemd.connection().clone());
-                self.systemd = Some(systemd);
-            }
-            Err(e) => warn!(
-                "{e:#}; not serving {} and not sending on behalf of main processes",
-                dbus::NAME
-            ),
-        }
-    }
-
-    /// Publishes our objects and takes `io.scoreboard.Agent1`.
-    async fn serve_bus(&mut self) {
-        let Some(connection) = self.bus.clone() else {
-            return;
-        };
         let services = self
             .services
             .iter()
-            .map(|w| (w.service.clone(), w.pool.clone()));
-        match dbus::Server::start(connection, services).await {
-            Ok(server) => {
-                info!("serving {} on the {:?} bus", dbus::NAME, self.config.bus);
-                self.server = Some(server);
-            }
-            Err(e) => warn!(
-                "not serving {} on the {:?} bus: {e}",
-                dbus::NAME,
-                self.config.bus
-            ),
+            .map(|w| (w.service.clone(), w.pool.clone()))
+            .collect();
+        match BusThread::start(
+            self.config.bus,
+            self.config.interval,
+            services,
+            self.followed_units(),
+        ) {
+            Ok(bus) => self.bus = Some(bus),
+            Err(e) => error!("starting the bus thread: {e}; not serving {}", dbus::NAME),
         }
     }
 
+    /// The units whose main process the bus thread must follow.
+    fn followed_units(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|w| w.service.notify == NotifyMode::MainPid)
+            .map(|w| w.service.unit.clone())
+            .collect()
+    }
+
     /// Batches of WorkerAdded/WorkerReaped (at most one per 100 ms per service) and,
-    /// at each tick, PropertiesChanged for what changed since the last one.
-    async fn publish(&mut self, now: Instant, tick: bool) {
-        let Some(server) = &self.server else { return };
+    /// at each tick, PropertiesChanged for what changed since the last one — handed to
+    /// the bus thread, never waited for.
+    fn publish(&mut self, now: Instant, tick: bool) {
+        let Some(bus) = &self.bus else { return };
         for watched in &mut self.services {
             let pending = !watched.added.is_empty() || !watched.reaped.is_empty();
             let due = watched
@@ -298,12 +281,7 @@ impl Agent {
             if pending && due {
                 let added = std::mem::take(&mut watched.added);
                 let reaped = std::mem::take(&mut watched.reaped);
-                if let Err(e) = server
-                    .worker_signals(&watched.service.unit, added, reaped)
-                    .await
-                {
-                    warn!(unit = %watched.service.unit, "sending worker signals: {e}");
-                }
+                bus.worker_signals(&watched.service.unit, added, reaped);
                 watched.signalled_at = Some(now);
             }
             if tick {
@@ -321,12 +299,13 @@ impl Agent {
                         stuck: summary.stuck,
                     }
                 };
-                if let Err(e) = server
-                    .publish(&watched.service.unit, current, &mut watched.published)
-                    .await
-                {
-                    warn!(unit = %watched.service.unit, "announcing property changes: {e}");
-                }
+                bus.publish(&watched.service.unit, current);
+            }
+        }
+        if tick {
+            let dropped = bus.take_dropped();
+            if dropped > 0 && self.warnings.allow("bus behind", now) {
+                warn!("the bus thread was behind: {dropped} signals and property changes dropped");
             }
         }
     }
@@ -438,7 +417,7 @@ impl Agent {
             {
                 wake = wake.min(sent.at + MEMBERSHIP_GAP);
             }
-            if self.server.is_some()
+            if self.bus.is_some()
                 && (!watched.added.is_empty() || !watched.reaped.is_empty())
                 && let Some(at) = watched.signalled_at
             {
@@ -582,7 +561,7 @@ impl Agent {
             &snapshot.skip_counts,
         );
         // Batched for WorkerAdded/WorkerReaped; without a bus nobody would drain them.
-        if self.server.is_some() {
+        if self.bus.is_some() {
             watched.added.extend(changes.added.iter().cloned());
             watched.reaped.extend(changes.removed.iter().cloned());
         }
@@ -619,15 +598,15 @@ impl Agent {
         }
     }
 
-    async fn send_summaries(&mut self, now: Instant, tick: bool) {
+    fn send_summaries(&mut self, now: Instant, tick: bool) {
         for index in 0..self.services.len() {
-            self.send_summary(index, now, tick).await;
+            self.send_summary(index, now, tick);
         }
     }
 
     /// Sends the service's summary if it changed and is due, or if the service has a
     /// new main process that has not heard it yet.
-    async fn send_summary(&mut self, index: usize, now: Instant, tick: bool) {
+    fn send_summary(&mut self, index: usize, now: Instant, tick: bool) {
         let watched = &self.services[index];
         let text = status_line(
             &watched.pool().summary(now),
@@ -650,7 +629,7 @@ impl Agent {
             return;
         }
         let pid = if ask_pid {
-            match self.main_pid(index, now).await {
+            match self.main_pid(index, now) {
                 Some(pid) => pid,
                 None => return,
             }
@@ -702,24 +681,15 @@ impl Agent {
         Ok(self.systemd_socket.as_ref().expect("opened above"))
     }
 
-    /// The service's main pid (0: not running), or `None` when systemd cannot be asked
-    /// or will not listen.
-    async fn main_pid(&mut self, index: usize, now: Instant) -> Option<u32> {
-        if self.systemd.is_none() {
-            match Systemd::connect(self.config.bus).await {
-                Ok(systemd) => self.systemd = Some(systemd),
-                Err(e) => {
-                    if self.warnings.allow("bus", now) {
-                        warn!("{e:#}; cannot send summaries on behalf of services");
-                    }
-                    return None;
-                }
-            }
-        }
+    /// The service's main pid (0: not running), as the bus thread last learned it, or
+    /// `None` when it is not known or systemd will not listen.
+    fn main_pid(&mut self, index: usize, now: Instant) -> Option<u32> {
         let unit = &self.services[index].service.unit;
-        let systemd = self.systemd.as_ref().expect("connected above");
-        match systemd.main_process(unit).await {
-            Ok(main) if main.pid != 0 && main.notify_access == "none" => {
+        let Some(bus) = &self.bus else {
+            return None;
+        };
+        match bus.main_process(unit) {
+            Some(main) if main.pid != 0 && main.notify_access == "none" => {
                 if self.warnings.allow_hashed(("access", unit), now) {
                     warn!(
                         unit = %unit,
@@ -729,18 +699,13 @@ impl Agent {
                 }
                 None
             }
-            Ok(main) => Some(main.pid),
-            Err(e) => {
-                if self.warnings.allow_hashed(("main pid", unit), now) {
-                    warn!(unit = %unit, "{e:#}");
-                }
-                None
-            }
+            Some(main) => Some(main.pid),
+            None => None,
         }
     }
 
     /// SIGHUP: re-read the configuration, keeping what we know of unchanged services.
-    async fn reload(&mut self) {
+    fn reload(&mut self) {
         self.lifecycle(&notify::reloading());
         match Config::load(&self.config.path) {
             Ok(config) => {
@@ -771,19 +736,15 @@ impl Agent {
                     state::remove(&self.config.state_directory, &gone.service.unit);
                     info!(unit = %gone.service.unit, "no longer watched");
                 }
-                if let Some(server) = &self.server {
+                if let Some(bus) = &self.bus {
                     // A changed service is removed and added again, with its new settings.
                     for gone in &old {
-                        if let Err(e) = server.remove(&gone.service.unit).await {
-                            warn!(unit = %gone.service.unit, "removing its D-Bus object: {e}");
-                        }
+                        bus.remove(&gone.service.unit);
                     }
                     for (service, index) in added {
-                        let pool = self.services[index].pool.clone();
-                        if let Err(e) = server.add(service.clone(), pool).await {
-                            warn!(unit = %service.unit, "serving its D-Bus object: {e}");
-                        }
+                        bus.add(service, self.services[index].pool.clone());
                     }
+                    bus.follow(self.followed_units());
                 }
                 self.config = config;
                 info!(services = self.services.len(), "configuration reloaded");
@@ -792,7 +753,7 @@ impl Agent {
         }
         let now = Instant::now();
         self.sweep_all(now);
-        self.send_summaries(now, true).await;
+        self.send_summaries(now, true);
         self.lifecycle("READY=1");
         self.send_own_status();
     }

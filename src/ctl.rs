@@ -94,11 +94,11 @@ pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
     let config = Config::load(config_path);
     let bus = config.as_ref().map_or(Bus::System, |c| c.bus);
     let why_not = match from_agent(bus).await {
-        Ok(services) => {
+        Ok((services, warnings)) => {
             return Ok(Reports {
                 source: Source::Agent,
                 services,
-                warnings: Vec::new(),
+                warnings,
             });
         }
         Err(e) => format!("{e:#}"),
@@ -118,7 +118,8 @@ pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
     Ok(reports)
 }
 
-async fn from_agent(bus: Bus) -> anyhow::Result<Vec<ServiceReport>> {
+/// The agent's reports, and warnings (per-worker details the agent would not show).
+async fn from_agent(bus: Bus) -> anyhow::Result<(Vec<ServiceReport>, Vec<String>)> {
     let connection = match bus {
         Bus::System => zbus::Connection::system().await,
         Bus::Session => zbus::Connection::session().await,
@@ -128,6 +129,7 @@ async fn from_agent(bus: Bus) -> anyhow::Result<Vec<ServiceReport>> {
     let ask = async {
         let manager = ManagerProxy::new(&connection).await?;
         let mut reports = Vec::new();
+        let mut warnings = Vec::new();
         for (unit, path) in manager.list_services().await? {
             let service = ServiceProxy::builder(&connection)
                 .path(path)
@@ -135,26 +137,34 @@ async fn from_agent(bus: Bus) -> anyhow::Result<Vec<ServiceReport>> {
                 .build()
                 .await?;
             let directory = service.directory().await?;
+            // The summary is public; per-worker details only for those who could read
+            // the directory themselves, which the agent decides.
+            let workers = match service.list_workers().await {
+                Ok(workers) => workers.into_iter().map(WorkerReport::from).collect(),
+                Err(zbus::Error::FDO(e)) => match *e {
+                    zbus::fdo::Error::AccessDenied(message) => {
+                        warnings.push(format!("{unit}: per-worker details not shown: {message}"));
+                        Vec::new()
+                    }
+                    other => return Err(zbus::Error::FDO(Box::new(other)).into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
             reports.push(ServiceReport {
                 running: std::path::Path::new(&directory).is_dir(),
                 summary: service.summary().await?,
-                workers: service
-                    .list_workers()
-                    .await?
-                    .into_iter()
-                    .map(WorkerReport::from)
-                    .collect(),
+                workers,
                 directory,
                 unit,
             });
         }
-        anyhow::Ok(reports)
+        anyhow::Ok((reports, warnings))
     };
-    let mut reports = tokio::time::timeout(Duration::from_secs(5), ask)
+    let (mut reports, warnings) = tokio::time::timeout(Duration::from_secs(5), ask)
         .await
         .context("the agent did not answer in 5 s")??;
     reports.sort_by(|a, b| a.unit.cmp(&b.unit));
-    Ok(reports)
+    Ok((reports, warnings))
 }
 
 impl From<WorkerInfo> for WorkerReport {

@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::Type;
 use zbus::{ObjectPath, OwnedObjectPath, interface};
 
 use crate::config::Service;
 use crate::escape;
+use crate::privacy::{self, Caller, DirAccess};
+use crate::quota::Quota;
 use crate::summary::{Pool, WorkerView, status_line};
 
 /// The agent's well-known name.
@@ -103,6 +106,167 @@ pub enum Error {
     NoSuchWorker(String),
 }
 
+/// What a per-worker method fails with: one of ours, or one of the standard
+/// `org.freedesktop.DBus.Error` names (AccessDenied, LimitsExceeded) that clients
+/// already know how to read.
+#[derive(Debug)]
+pub enum CallError {
+    /// io.scoreboard.Agent1.Error.*.
+    Agent(Error),
+    /// org.freedesktop.DBus.Error.*.
+    Standard(zbus::fdo::Error),
+}
+
+impl CallError {
+    fn access_denied(message: String) -> CallError {
+        CallError::Standard(zbus::fdo::Error::AccessDenied(message))
+    }
+
+    fn limits_exceeded(message: String) -> CallError {
+        CallError::Standard(zbus::fdo::Error::LimitsExceeded(message))
+    }
+}
+
+impl zbus::DBusError for CallError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::Message> {
+        match self {
+            CallError::Agent(e) => e.create_reply(call),
+            CallError::Standard(e) => e.create_reply(call),
+        }
+    }
+
+    fn name(&self) -> zbus::names::ErrorName<'_> {
+        match self {
+            CallError::Agent(e) => e.name(),
+            CallError::Standard(e) => e.name(),
+        }
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            CallError::Agent(e) => e.description(),
+            CallError::Standard(e) => e.description(),
+        }
+    }
+}
+
+impl From<zbus::Error> for CallError {
+    fn from(e: zbus::Error) -> CallError {
+        CallError::Agent(Error::ZBus(e))
+    }
+}
+
+impl From<Error> for CallError {
+    fn from(e: Error) -> CallError {
+        CallError::Agent(e)
+    }
+}
+
+/// What every service object consults before answering with per-worker details: who
+/// the caller is (asked of the bus daemon over the agent's second connection, so the
+/// answer never waits behind the calls queued on the serving one), and what it may
+/// still be sent this second.
+pub struct Gate {
+    asking: zbus::Connection,
+    quota: Mutex<Quota>,
+    /// Callers seen, by unique name (never reused on a bus); emptied when full.
+    callers: Mutex<HashMap<String, Caller>>,
+    /// How long a built `ListWorkers` answer is shared: one sampling interval.
+    refresh: std::time::Duration,
+}
+
+/// Callers remembered at most; past that the table starts afresh.
+const MAX_CALLERS: usize = 1024;
+
+impl Gate {
+    /// A gate asking the bus daemon over `asking`, sharing answers for `refresh`.
+    pub fn new(asking: zbus::Connection, refresh: std::time::Duration) -> Gate {
+        Gate {
+            asking,
+            quota: Mutex::default(),
+            callers: Mutex::default(),
+            refresh,
+        }
+    }
+
+    /// The caller of the call in `header`, as the bus daemon vouches for it.
+    async fn caller(&self, header: &Header<'_>) -> Result<(String, Caller), CallError> {
+        let sender = header
+            .sender()
+            .ok_or_else(|| CallError::access_denied("the call has no sender".to_owned()))?
+            .to_string();
+        if let Some(caller) = lock(&self.callers).get(&sender) {
+            return Ok((sender, caller.clone()));
+        }
+        let credentials = zbus::fdo::DBusProxy::new(&self.asking)
+            .await?
+            .get_connection_credentials(zbus::names::BusName::try_from(sender.as_str())?)
+            .await
+            .map_err(CallError::Standard)?;
+        let uid = credentials.unix_user_id().ok_or_else(|| {
+            CallError::access_denied(format!("the bus daemon does not say who {sender} is"))
+        })?;
+        let caller = Caller {
+            uid,
+            gids: credentials.unix_group_ids().cloned().unwrap_or_default(),
+        };
+        let mut callers = lock(&self.callers);
+        if callers.len() >= MAX_CALLERS {
+            callers.clear();
+        }
+        callers.insert(sender.clone(), caller.clone());
+        Ok((sender, caller))
+    }
+
+    /// Whether the caller may read `directory`'s workers, by [`privacy::may_read`] on the
+    /// directory as it is now; then charges `cost` records to it.
+    async fn admit(
+        &self,
+        header: &Header<'_>,
+        directory: &std::path::Path,
+        cost: impl FnOnce() -> u64,
+    ) -> Result<(), CallError> {
+        let (sender, caller) = self.caller(header).await?;
+        if caller.uid != 0 {
+            let stat = rustix::fs::stat(directory).map_err(|e| {
+                CallError::access_denied(format!(
+                    "{}: {e}; per-worker details are shown only to those who could read it",
+                    directory.display()
+                ))
+            })?;
+            let dir = DirAccess {
+                uid: stat.st_uid,
+                gid: stat.st_gid,
+                mode: stat.st_mode & 0o7777,
+            };
+            privacy::may_read(&caller, dir).map_err(|refused| {
+                CallError::access_denied(format!("{}: {refused}", directory.display()))
+            })?;
+        }
+        lock(&self.quota)
+            .charge(&sender, cost(), Instant::now())
+            .map_err(|e| CallError::limits_exceeded(e.to_string()))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("never poisoned: no panics while held")
+}
+
+/// A `ListWorkers` answer built once per interval and shared by every caller.
+#[derive(Debug, Clone)]
+pub struct SharedWorkers(Arc<[WorkerInfo]>);
+
+impl Serialize for SharedWorkers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(serializer)
+    }
+}
+
+impl Type for SharedWorkers {
+    const SIGNATURE: &'static zbus::Signature = <Vec<WorkerInfo> as Type>::SIGNATURE;
+}
+
 /// The list of watched services, shared by the manager object and the agent loop.
 pub type ServiceList = Arc<Mutex<Vec<(String, OwnedObjectPath)>>>;
 
@@ -126,7 +290,7 @@ impl Manager {
 }
 
 /// The watched services and their objects.
-#[interface(name = "io.scoreboard.Agent1.Manager")]
+#[interface(name = "io.scoreboard.Agent1.Manager", spawn = false)]
 impl Manager {
     /// Every watched unit with the path of its io.scoreboard.Agent1.Service object.
     fn list_services(&self) -> Vec<(String, OwnedObjectPath)> {
@@ -160,25 +324,51 @@ impl Manager {
 pub struct ServiceObject {
     service: Service,
     pool: Arc<Mutex<Pool>>,
+    gate: Arc<Gate>,
+    /// The last `ListWorkers` answer and when it was built.
+    answer: Mutex<Option<(Instant, SharedWorkers)>>,
 }
 
 impl ServiceObject {
-    /// The object for `service`, reading `pool`.
-    pub fn new(service: Service, pool: Arc<Mutex<Pool>>) -> Self {
-        ServiceObject { service, pool }
+    /// The object for `service`, reading `pool`, answering through `gate`.
+    pub fn new(service: Service, pool: Arc<Mutex<Pool>>, gate: Arc<Gate>) -> Self {
+        ServiceObject {
+            service,
+            pool,
+            gate,
+            answer: Mutex::new(None),
+        }
     }
 
     fn with_pool<T>(&self, f: impl FnOnce(&Pool, Instant) -> T) -> T {
-        let pool = self
-            .pool
-            .lock()
-            .expect("never poisoned: no panics while held");
-        f(&pool, Instant::now())
+        f(&lock(&self.pool), Instant::now())
+    }
+
+    /// Every worker, built at most once per interval however many ask.
+    fn workers(&self) -> SharedWorkers {
+        let mut answer = lock(&self.answer);
+        if let Some((at, workers)) = answer.as_ref()
+            && at.elapsed() < self.gate.refresh
+        {
+            return workers.clone();
+        }
+        let workers = SharedWorkers(self.with_pool(|pool, now| {
+            pool.workers(now)
+                .into_iter()
+                .map(WorkerInfo::from)
+                .collect()
+        }));
+        *answer = Some((Instant::now(), workers.clone()));
+        workers
     }
 }
 
 /// A watched service's workers, as the agent knows them.
-#[interface(name = "io.scoreboard.Agent1.Service")]
+///
+/// Served one call at a time (`spawn = false`) on the agent's bus thread: a client
+/// keeping many calls in flight waits in the bus daemon's queue, within its limits, not
+/// in the agent's memory.
+#[interface(name = "io.scoreboard.Agent1.Service", spawn = false)]
 impl ServiceObject {
     /// The systemd unit, e.g. "demo.service".
     #[zbus(property(emits_changed_signal = "const"))]
@@ -230,19 +420,31 @@ impl ServiceObject {
     }
 
     /// Every live worker: (id, state, status, seconds since the status changed, stuck).
-    fn list_workers(&self) -> Vec<WorkerInfo> {
-        self.with_pool(|pool, now| {
-            pool.workers(now)
-                .into_iter()
-                .map(WorkerInfo::from)
-                .collect()
-        })
+    /// Only for callers who could read the scoreboard directory themselves (else
+    /// org.freedesktop.DBus.Error.AccessDenied); at most 50,000 worker records per
+    /// client per second (else org.freedesktop.DBus.Error.LimitsExceeded).
+    async fn list_workers(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<SharedWorkers, CallError> {
+        let workers = self.workers();
+        self.gate
+            .admit(&header, &self.service.directory, || workers.0.len() as u64)
+            .await?;
+        Ok(workers)
     }
 
     /// One worker by id, as ListWorkers shows it (ids with control characters, a
     /// backslash or bytes that are not UTF-8 escaped); fails with
-    /// io.scoreboard.Agent1.Error.NoSuchWorker.
-    fn get_worker(&self, id: &str) -> Result<WorkerInfo, Error> {
+    /// io.scoreboard.Agent1.Error.NoSuchWorker. Access as for ListWorkers.
+    async fn get_worker(
+        &self,
+        id: &str,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<WorkerInfo, CallError> {
+        self.gate
+            .admit(&header, &self.service.directory, || 1)
+            .await?;
         self.with_pool(|pool, now| {
             let exact = pool.worker(id, now).filter(|w| bus_string(&w.id) == id);
             // Only an id holding a backslash can be an escaped form.
@@ -258,7 +460,7 @@ impl ServiceObject {
         })
         .map(WorkerInfo::from)
         .ok_or_else(|| {
-            Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit))
+            Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit)).into()
         })
     }
 
@@ -318,19 +520,23 @@ pub trait Service {
 pub struct Server {
     connection: zbus::Connection,
     services: ServiceList,
+    gate: Arc<Gate>,
 }
 
 impl Server {
-    /// Serves the manager and one object per service, then takes the well-known name,
-    /// so that a client seeing the name finds every object in place.
+    /// Serves the manager and one object per service on `connection`, then takes the
+    /// well-known name, so that a client seeing the name finds every object in place.
+    /// `gate` decides who gets per-worker details.
     pub async fn start(
         connection: zbus::Connection,
+        gate: Gate,
         services: impl IntoIterator<Item = (Service, Arc<Mutex<Pool>>)>,
     ) -> zbus::Result<Server> {
         let list: ServiceList = Arc::default();
         let server = Server {
             connection,
             services: list.clone(),
+            gate: Arc::new(gate),
         };
         server
             .connection
@@ -353,7 +559,7 @@ impl Server {
         let unit = service.unit.clone();
         self.connection
             .object_server()
-            .at(&path, ServiceObject::new(service, pool))
+            .at(&path, ServiceObject::new(service, pool, self.gate.clone()))
             .await?;
         self.services
             .lock()

@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod bus;
 pub mod config;
 pub mod ctl;
 pub mod dbus;
@@ -38,6 +39,8 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pacing;
+pub mod privacy;
+pub mod quota;
 pub mod state;
 pub mod summary;
 pub mod systemd;

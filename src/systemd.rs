@@ -7,8 +7,6 @@ use anyhow::Context as _;
 use zbus::Connection;
 use zbus::{OwnedObjectPath, OwnedVariant};
 
-use crate::config::Bus;
-
 const DESTINATION: &str = "org.freedesktop.systemd1";
 
 /// How long a D-Bus call may take before the agent moves on without its answer.
@@ -27,20 +25,12 @@ pub struct MainProcess {
     pub pid: u32,
     /// `NotifyAccess=`: `none`, `main`, `exec` or `all`.
     pub notify_access: String,
+    /// `ControlGroup=`, e.g. `/system.slice/demo.service`: where the main process must
+    /// still be for a remembered pid to be trusted while systemd cannot be asked.
+    pub control_group: String,
 }
 
 impl Systemd {
-    /// Connects to the bus chosen in the configuration.
-    pub async fn connect(bus: Bus) -> anyhow::Result<Systemd> {
-        let connection = match bus {
-            Bus::System => Connection::system().await,
-            Bus::Session => Connection::session().await,
-            Bus::None => anyhow::bail!("no bus configured"),
-        }
-        .with_context(|| format!("connecting to the {bus:?} bus"))?;
-        Ok(Systemd { connection })
-    }
-
     /// Asks systemd over an existing connection.
     pub fn new(connection: Connection) -> Systemd {
         Systemd { connection }
@@ -72,6 +62,7 @@ impl Systemd {
                     return Ok(MainProcess {
                         pid: 0,
                         notify_access: String::new(),
+                        control_group: String::new(),
                     });
                 }
                 Err(e) => return Err(e.into()),
@@ -81,7 +72,15 @@ impl Systemd {
                 .service_property(&path, "NotifyAccess")
                 .await?
                 .try_into()?;
-            anyhow::Ok(MainProcess { pid, notify_access })
+            let control_group: String = self
+                .service_property(&path, "ControlGroup")
+                .await?
+                .try_into()?;
+            anyhow::Ok(MainProcess {
+                pid,
+                notify_access,
+                control_group,
+            })
         };
         tokio::time::timeout(CALL_TIMEOUT, lookup)
             .await
@@ -105,5 +104,26 @@ impl Systemd {
             )
             .await?;
         reply.body().deserialize()
+    }
+}
+
+impl MainProcess {
+    /// Whether `pid` still runs in `control_group`, read from cgroupfs: what vouches for a
+    /// remembered main process while systemd cannot be asked. Where the cgroup cannot be
+    /// read, whether the pid is alive at all (`kill(pid, 0)`).
+    pub fn still_there(&self) -> bool {
+        let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) else {
+            return false;
+        };
+        let procs = format!("/sys/fs/cgroup{}/cgroup.procs", self.control_group);
+        match std::fs::read_to_string(&procs) {
+            Ok(listed) => listed
+                .lines()
+                .any(|line| line.trim() == self.pid.to_string()),
+            Err(_) => !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
+            ),
+        }
     }
 }

@@ -559,8 +559,9 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
 }
 
 /// The shipped policy, on a bus configured like Debian's system bus: root owns the
-/// name; an unprivileged user reads and lists, but can neither own the name nor set
-/// anything.
+/// name; an unprivileged user reads summaries and lists services, gets per-worker details
+/// only if it could read the scoreboard directory itself, and can neither own the name
+/// nor set anything.
 #[test]
 fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     if !rustix::process::geteuid().is_root() {
@@ -659,6 +660,17 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
         as_nobody(&["status", NAME]).status.success()
     });
     assert!(owned, "root could not own {NAME} under the policy");
+    // A live worker in a directory of mode 0770, root's, group 1234.
+    let web = tmp.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::set_permissions(&web, std::os::unix::fs::PermissionsExt::from_mode(0o770)).unwrap();
+    std::os::unix::fs::chown(&web, Some(0), Some(1234)).unwrap();
+    let _worker = live_worker(&web, b"w1", b"busy GET /?token=secret");
+    assert!(wait_until(Duration::from_secs(5), || {
+        String::from_utf8_lossy(&as_nobody(&["get-property", NAME, WEB, SERVICE, "Total"]).stdout)
+            .trim()
+            == "u 1"
+    }));
 
     let list = as_nobody(&[
         "call",
@@ -674,7 +686,6 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     );
     for args in [
         &["get-property", NAME, WEB, SERVICE, "Summary"][..],
-        &["call", NAME, WEB, SERVICE, "ListWorkers"][..],
         &["introspect", NAME, WEB][..],
         &[
             "call",
@@ -693,6 +704,76 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Per-worker details: not for nobody, who could not read the directory. (dbus-send
+    // prints the error's name and message; busctl only "Access denied".)
+    for call in [
+        vec!["io.scoreboard.Agent1.Service.ListWorkers"],
+        vec!["io.scoreboard.Agent1.Service.GetWorker", "string:w1"],
+    ] {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=nobody",
+                "--regid=nogroup",
+                "--clear-groups",
+                "dbus-send",
+            ])
+            .arg(format!("--bus={}", bus.address))
+            .args(["--print-reply", &format!("--dest={NAME}"), WEB])
+            .args(&call)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains("org.freedesktop.DBus.Error.AccessDenied")
+                && stderr.contains("uid 65534 may not read per-worker details")
+                && !String::from_utf8_lossy(&out.stdout).contains("secret"),
+            "nobody: {call:?}: {stderr}"
+        );
+    }
+    // scoreboardctl as nobody says so, and still shows the summary.
+    let ctl = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_scoreboardctl"))
+        .args(["status", "web", "--config"])
+        .arg(tmp.path().join("agent.toml"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&ctl.stdout),
+        String::from_utf8_lossy(&ctl.stderr),
+    );
+    assert!(ctl.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("● web.service — 1 workers: 1 busy"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("secret"), "{stdout}");
+    assert!(stderr.contains("per-worker details not shown"), "{stderr}");
+    // A member of the directory's group (a supplementary group) may; so may root.
+    let as_member = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--groups=1234",
+            "busctl",
+        ])
+        .arg(format!("--address={}", bus.address))
+        .args(["call", NAME, WEB, SERVICE, "ListWorkers"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&as_member.stdout).contains("token=secret"),
+        "group member: {}",
+        String::from_utf8_lossy(&as_member.stderr)
+    );
+    let as_root = Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args(["call", NAME, WEB, SERVICE, "GetWorker", "s", "w1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&as_root.stdout).contains("token=secret"));
     let set = as_nobody(&[
         "call",
         NAME,
@@ -741,9 +822,12 @@ fn live_worker(dir: &Path, name: &[u8], status: &[u8]) -> std::fs::File {
     let mut file_name = b"status_".to_vec();
     file_name.extend_from_slice(name);
     let path = dir.join(std::ffi::OsStr::from_bytes(&file_name));
-    std::fs::write(&path, bytes).unwrap();
-    let file = std::fs::File::open(&path).unwrap();
+    // Locked before it takes its name, as writers do: the agent reaps unlocked files.
+    let staged = dir.join("staged.tmp");
+    std::fs::write(&staged, bytes).unwrap();
+    let file = std::fs::File::open(&staged).unwrap();
     file.lock().unwrap();
+    std::fs::rename(&staged, &path).unwrap();
     file
 }
 
