@@ -2,9 +2,15 @@
 //! `services.d/` beside it, parsed with serde, then validated into a typed [`Config`]
 //! before anything starts.
 //!
-//! Values that can be wrong (durations, enumerations, JSON pointers) are checked while
-//! deserializing, so a mistake is reported by toml with the file, line, column and the
-//! offending key and value in view.
+//! Values that can be wrong (durations, enumerations, JSON pointers, directories) are
+//! checked while deserializing, so a mistake is reported by toml with the file, line,
+//! column and the offending key and value in view.
+//!
+//! The agent runs privileged while the files it reads come from packages and the
+//! directories it reaps in belong to services' users, so every value is bounded:
+//! durations have a range ([`INTERVAL_RANGE`], [`STUCK_AFTER_RANGE`]), and a scoreboard
+//! directory is absolute, in normal form, outside the system's own directories
+//! ([`check_directory`]) and not shared with another service.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -105,7 +111,7 @@ pub enum NotifyMode {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
-    interval: Option<HumanDuration>,
+    interval: Option<Interval>,
     bus: Option<Bus>,
     notify_socket: Option<PathBuf>,
     metrics: Option<MetricsConfig>,
@@ -116,33 +122,72 @@ struct RawAgent {
 #[serde(deny_unknown_fields)]
 struct RawService {
     unit: UnitName,
-    directory: Option<PathBuf>,
+    directory: Option<Directory>,
     state: Option<StateRule>,
     idle_states: Option<Vec<String>>,
-    stuck_after: Option<HumanDuration>,
+    stuck_after: Option<StuckAfter>,
     summary: Option<Template>,
     notify: Option<NotifyMode>,
 }
 
-/// A duration written as "250ms", "1s", "5m".
-#[derive(Debug, Clone, Copy)]
-struct HumanDuration(Duration);
+/// The range of `interval`. At least 10 ms: each tick sweeps every watched directory,
+/// and a shorter period would only burn CPU. At most an hour: the interval is also how
+/// often a restarted service's new main process is looked up and the safety-net sweep
+/// runs, so a longer one would leave a service unfollowed for hours. Both ends keep the
+/// agent's `now + interval` far from what an `Instant` can hold.
+pub const INTERVAL_RANGE: (Duration, Duration) =
+    (Duration::from_millis(10), Duration::from_secs(60 * 60));
 
-impl<'de> Deserialize<'de> for HumanDuration {
+/// The range of `stuck_after`. At least a second: statuses are sampled every interval,
+/// so a shorter threshold would be noise. At most 30 days: longer than any request a
+/// worker could be busy with, and far from what an `Instant` can hold.
+pub const STUCK_AFTER_RANGE: (Duration, Duration) = (
+    Duration::from_secs(1),
+    Duration::from_secs(30 * 24 * 60 * 60),
+);
+
+/// `interval`: a duration in [`INTERVAL_RANGE`].
+#[derive(Debug, Clone, Copy)]
+struct Interval(Duration);
+
+impl<'de> Deserialize<'de> for Interval {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        let duration = humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {text:?}: {e} (write e.g. \"250ms\", \"1s\", \"5m\")"
-            ))
-        })?;
-        if duration.is_zero() {
-            return Err(serde::de::Error::custom(
-                "a duration must be longer than zero",
-            ));
-        }
-        Ok(HumanDuration(duration))
+        parse_duration(&text, INTERVAL_RANGE)
+            .map(Interval)
+            .map_err(serde::de::Error::custom)
     }
+}
+
+/// `stuck_after`: a duration in [`STUCK_AFTER_RANGE`].
+#[derive(Debug, Clone, Copy)]
+struct StuckAfter(Duration);
+
+impl<'de> Deserialize<'de> for StuckAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text, STUCK_AFTER_RANGE)
+            .map(StuckAfter)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration written as "250ms", "1s", "5m", within `(min, max)` inclusive.
+fn parse_duration(text: &str, (min, max): (Duration, Duration)) -> Result<Duration, String> {
+    let range = format!(
+        "from {} to {}",
+        humantime::format_duration(min),
+        humantime::format_duration(max)
+    );
+    let duration = humantime::parse_duration(text).map_err(|e| {
+        format!("invalid duration {text:?}: {e} (write e.g. \"250ms\", \"1s\", \"5m\"; {range})")
+    })?;
+    if duration < min || duration > max {
+        return Err(format!(
+            "duration {text:?} is out of range: it must be {range}"
+        ));
+    }
+    Ok(duration)
 }
 
 /// A systemd unit name; `.service` is implied when no suffix is given.
@@ -213,6 +258,125 @@ impl<'de> Deserialize<'de> for Template {
     }
 }
 
+/// `directory`: a scoreboard directory that passed [`check_directory`].
+#[derive(Debug)]
+struct Directory(PathBuf);
+
+impl<'de> Deserialize<'de> for Directory {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        check_directory(&text).map_err(serde::de::Error::custom)?;
+        Ok(Directory(text.into()))
+    }
+}
+
+/// Directories that are never a scoreboard themselves: the agent renames and removes
+/// dead workers' `status_*` files in a scoreboard with its own privileges, so it must
+/// not be pointed at a directory the system or every user shares.
+const SYSTEM_DIRECTORIES: [&str; 23] = [
+    "/",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/root",
+    "/home",
+    "/var",
+    "/run",
+    "/tmp",
+    "/var/tmp",
+    "/srv",
+    "/opt",
+    "/var/lib",
+    "/var/log",
+    "/run/user",
+    "/run/systemd",
+];
+
+/// Trees a scoreboard never lives in, at any depth: the system's own files, kernel
+/// interfaces, systemd's runtime state and users' runtime directories. (Every top-level
+/// `/lib*` — lib32, lib64, libx32 — counts as well.) A scoreboard lives in a service's
+/// own directory, e.g. `/run/<service>/scoreboard` or `/var/lib/<service>/scoreboard`.
+const SYSTEM_TREES: [&str; 10] = [
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/boot",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run/systemd",
+    "/run/user",
+];
+
+/// Refuses a scoreboard directory that is not absolute, not in normal form (the error
+/// says the normal form), or a system directory or inside one (see
+/// [`SYSTEM_DIRECTORIES`] and [`SYSTEM_TREES`]).
+///
+/// Normal form is required rather than computed: a directory is compared with others
+/// (two services may not share one) and with the system trees as text, and `..` or a
+/// doubled slash would make that comparison lie.
+pub fn check_directory(text: &str) -> Result<(), String> {
+    if !text.starts_with('/') {
+        return Err(format!("directory {text:?} must be an absolute path"));
+    }
+    let normal = lexical_normal(text);
+    if normal != text {
+        return Err(format!(
+            "directory {text:?} is not in normal form (no \".\" or \"..\" components, no \
+             repeated or trailing slashes): write {normal:?}"
+        ));
+    }
+    let path = Path::new(text);
+    let tree = SYSTEM_TREES
+        .iter()
+        .copied()
+        .find(|tree| path.starts_with(tree))
+        .or_else(|| {
+            let first = text[1..].split('/').next().unwrap_or("");
+            first.starts_with("lib").then(|| &text[..=first.len()])
+        });
+    if SYSTEM_DIRECTORIES.contains(&text) || tree == Some(text) {
+        return Err(format!(
+            "directory {text:?} is a system directory; a scoreboard needs a directory of its \
+             own, e.g. /run/<service>/scoreboard"
+        ));
+    }
+    if let Some(tree) = tree {
+        return Err(format!(
+            "directory {text:?} is inside {tree}, where a scoreboard never belongs; use the \
+             service's own, e.g. /run/<service>/scoreboard"
+        ));
+    }
+    Ok(())
+}
+
+/// `path` with `.` components, repeated and trailing slashes removed and `..` applied
+/// lexically (`/run/a/../b` is `/run/b`; `..` at the root stays at the root).
+fn lexical_normal(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// The default `interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The default summary template.
 pub const DEFAULT_SUMMARY: &str = "{total} workers: {counts}";
 
@@ -255,6 +419,7 @@ impl Config {
                 );
             }
         }
+        check_overlaps(&services)?;
         services.sort_by(|a, b| a.unit.cmp(&b.unit));
         let bus = raw.bus.unwrap_or(Bus::System);
         if bus == Bus::None
@@ -269,7 +434,7 @@ impl Config {
         }
         Ok(Config {
             path: path.to_owned(),
-            interval: raw.interval.map_or(Duration::from_secs(1), |d| d.0),
+            interval: raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0),
             bus,
             notify_socket: raw.notify_socket,
             metrics: raw.metrics.unwrap_or_default(),
@@ -292,14 +457,21 @@ fn load_service(path: &Path) -> anyhow::Result<Service> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let raw: RawService = toml::from_str(&text).map_err(|e| located(path, e))?;
     let unit = raw.unit.0;
-    let directory = raw.directory.unwrap_or_else(|| default_directory(&unit));
-    if !directory.is_absolute() {
-        bail!(
-            "{}: directory {} must be an absolute path",
-            path.display(),
-            directory.display()
-        );
-    }
+    let directory = match raw.directory {
+        Some(directory) => directory.0,
+        None => {
+            // The default comes from the unit name, which may still name a system
+            // directory (`systemd` → /run/systemd/scoreboard).
+            let directory = default_directory(&unit);
+            if let Err(e) = check_directory(&directory.to_string_lossy()) {
+                bail!(
+                    "{}: {e} (the default for {unit}; set `directory` to another one)",
+                    path.display()
+                );
+            }
+            directory
+        }
+    };
     Ok(Service {
         source: path.to_owned(),
         directory,
@@ -312,6 +484,38 @@ fn load_service(path: &Path) -> anyhow::Result<Service> {
         notify: raw.notify.unwrap_or(NotifyMode::MainPid),
         unit,
     })
+}
+
+/// Refuses two services sharing a scoreboard directory, or one's inside the other's:
+/// the agent would count the same workers twice, or reap in the other's directory.
+/// Directories are in normal form ([`check_directory`]), so comparing components is
+/// enough; sorted, a directory is followed by everything inside it, so checking
+/// neighbours finds every overlap.
+fn check_overlaps(services: &[Service]) -> anyhow::Result<()> {
+    let mut by_directory: Vec<&Service> = services.iter().collect();
+    by_directory.sort_by(|a, b| a.directory.cmp(&b.directory));
+    for pair in by_directory.windows(2) {
+        let [outer, inner] = pair else { continue };
+        if !inner.directory.starts_with(&outer.directory) {
+            continue;
+        }
+        let relation = if inner.directory == outer.directory {
+            "is also"
+        } else {
+            "is inside"
+        };
+        bail!(
+            "{}: directory {} of {} {relation} {}, the directory of {} in {}; each service \
+             needs a scoreboard directory of its own",
+            inner.source.display(),
+            inner.directory.display(),
+            inner.unit,
+            outer.directory.display(),
+            outer.unit,
+            outer.source.display()
+        );
+    }
+    Ok(())
 }
 
 /// `/run/<unit name without .service>/scoreboard`.
@@ -461,7 +665,230 @@ notify = "self"
             assert!(message.contains(expected), "{service:?}: {message}");
         }
         let message = error_of("interval = \"0s\"\n", "unit = \"web\"\n");
-        assert!(message.contains("longer than zero"), "{message}");
+        assert!(message.contains("out of range"), "{message}");
+    }
+
+    /// Loads a configuration; `Ok` holds the interval and the one service's stuck_after.
+    fn load(agent: &str, service: &str) -> Result<(Duration, Option<Duration>), String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write(tmp.path(), "agent.toml", agent);
+        write(tmp.path(), "services.d/web.toml", service);
+        Config::load(&path)
+            .map(|c| (c.interval, c.services[0].stuck_after))
+            .map_err(|e| format!("{e:#}").replace(&tmp.path().display().to_string(), "DIR"))
+    }
+
+    #[test]
+    fn interval_is_bounded_from_10ms_to_an_hour() {
+        let service = "unit = \"web\"\n";
+        for (text, expected) in [
+            ("10ms", Duration::from_millis(10)),
+            ("250ms", Duration::from_millis(250)),
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            let agent = format!("interval = \"{text}\"\n");
+            assert_eq!(load(&agent, service).unwrap().0, expected, "{text}");
+        }
+        for text in ["0s", "9ms", "1h 1ms", "61m", "500000000000y"] {
+            let agent = format!("bus = \"session\"\ninterval = \"{text}\"\n");
+            let message = load(&agent, service).unwrap_err();
+            assert!(message.starts_with("DIR/agent.toml: "), "{message}");
+            assert!(
+                message.contains("line 2") && message.contains("interval"),
+                "{message}"
+            );
+            assert!(
+                message.contains(&format!("duration \"{text}\" is out of range"))
+                    && message.contains("from 10ms to 1h"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn stuck_after_is_bounded_from_a_second_to_30_days() {
+        for (text, expected) in [
+            ("1s", Duration::from_secs(1)),
+            ("5m", Duration::from_secs(300)),
+            ("30days", Duration::from_secs(30 * 86_400)),
+        ] {
+            let service = format!("unit = \"web\"\nstuck_after = \"{text}\"\n");
+            assert_eq!(load("", &service).unwrap().1, Some(expected), "{text}");
+        }
+        for text in ["0s", "999ms", "31days", "500000000000y"] {
+            let service = format!("unit = \"web\"\nstuck_after = \"{text}\"\n");
+            let message = load("", &service).unwrap_err();
+            assert!(
+                message.starts_with("DIR/services.d/web.toml: ")
+                    && message.contains("line 2")
+                    && message.contains("stuck_after"),
+                "{message}"
+            );
+            assert!(
+                message.contains("is out of range") && message.contains("from 1s to 30days"),
+                "{message}"
+            );
+        }
+        // A duration humantime cannot hold at all is a parse error, still located.
+        let service = "unit = \"web\"\nstuck_after = \"99999999999999999999999y\"\n";
+        let message = load("", service).unwrap_err();
+        assert!(
+            message.contains("line 2") && message.contains("invalid duration"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_directory_must_be_absolute_and_in_normal_form() {
+        for (text, normal) in [
+            ("/run/web/", "/run/web"),
+            ("/run//web", "/run/web"),
+            ("//run/web", "/run/web"),
+            ("/run/./web", "/run/web"),
+            ("/run/web/.", "/run/web"),
+            ("/run/web/../jobs", "/run/jobs"),
+            ("/run/web/..", "/run"),
+            ("/../run/web", "/run/web"),
+        ] {
+            let message = check_directory(text).unwrap_err();
+            assert!(
+                message.contains("not in normal form")
+                    && message.contains(&format!("write {normal:?}")),
+                "{text}: {message}"
+            );
+        }
+        for text in ["run/web", "", "./run/web", "~/sb"] {
+            let message = check_directory(text).unwrap_err();
+            assert!(message.contains("must be an absolute path"), "{message}");
+        }
+        // Through the file: the file, the line and the key.
+        let message = load("", "unit = \"web\"\ndirectory = \"/run/web/../etc\"\n").unwrap_err();
+        assert!(
+            message.starts_with("DIR/services.d/web.toml: ")
+                && message.contains("line 2")
+                && message.contains("directory")
+                && message.contains("write \"/run/etc\""),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn system_directories_and_what_is_inside_some_are_refused() {
+        for text in SYSTEM_DIRECTORIES.into_iter().chain(["/lib32", "/libx32"]) {
+            let message = check_directory(text).unwrap_err();
+            assert!(
+                message.contains("is a system directory"),
+                "{text}: {message}"
+            );
+        }
+        for (text, tree) in [
+            ("/etc/web", "/etc"),
+            ("/etc/scoreboard/services.d", "/etc"),
+            ("/usr/lib/web", "/usr"),
+            ("/bin/web", "/bin"),
+            ("/sbin/web", "/sbin"),
+            ("/lib/web", "/lib"),
+            ("/lib64/web", "/lib64"),
+            ("/lib32/web", "/lib32"),
+            ("/boot/web", "/boot"),
+            ("/dev/shm/web", "/dev"),
+            ("/proc/1/fd", "/proc"),
+            ("/sys/fs/cgroup", "/sys"),
+            ("/run/systemd/web", "/run/systemd"),
+            ("/run/user/1000/web", "/run/user"),
+        ] {
+            let message = check_directory(text).unwrap_err();
+            assert!(
+                message.contains(&format!("is inside {tree},")),
+                "{text}: {message}"
+            );
+        }
+        for text in [
+            "/run/web",
+            "/run/web/scoreboard",
+            "/run/users/web",
+            "/run/systemd-web/sb",
+            "/var/lib/web/scoreboard",
+            "/var/run-web",
+            "/var/log/web/sb",
+            "/srv/web",
+            "/opt/web/sb",
+            "/home/web/sb",
+            "/root/sb",
+            "/tmp/sb",
+            "/var/tmp/web/sb",
+            "/etcetera/sb",
+            "/usrlocal/sb",
+            "/run/web\\x2dpool/scoreboard",
+        ] {
+            assert_eq!(check_directory(text), Ok(()), "{text}");
+        }
+        let message = load("", "unit = \"web\"\ndirectory = \"/etc\"\n").unwrap_err();
+        assert!(
+            message.contains("line 2") && message.contains("is a system directory"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_default_directory_is_checked_too() {
+        for unit in ["systemd", "user"] {
+            let message = load("", &format!("unit = \"{unit}\"\n")).unwrap_err();
+            assert!(
+                message.starts_with("DIR/services.d/web.toml: ")
+                    && message.contains(&format!("is inside /run/{unit},"))
+                    && message.contains(&format!("the default for {unit}.service")),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn services_may_not_share_a_directory_or_nest_one_in_another() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = write(tmp.path(), "agent.toml", "");
+        let service = |file: &str, unit: &str, directory: &str| {
+            write(
+                tmp.path(),
+                &format!("services.d/{file}"),
+                &format!("unit = \"{unit}\"\ndirectory = \"{directory}\"\n"),
+            )
+        };
+        let a = service("a.toml", "a", "/run/a/scoreboard");
+        let b = service("b.toml", "b", "/run/a/scoreboard");
+        let message = format!("{:#}", Config::load(&agent).unwrap_err());
+        assert!(
+            message.starts_with(&format!("{}: ", b.display()))
+                && message.contains(&a.display().to_string())
+                && message.contains("is also /run/a/scoreboard"),
+            "{message}"
+        );
+
+        service("b.toml", "b", "/run/a/scoreboard/b");
+        let message = format!("{:#}", Config::load(&agent).unwrap_err());
+        assert!(
+            message.contains(&b.display().to_string())
+                && message.contains(&a.display().to_string())
+                && message.contains("/run/a/scoreboard/b of b.service is inside /run/a/scoreboard"),
+            "{message}"
+        );
+
+        // The outer one in the later file: still found, naming both.
+        service("a.toml", "a", "/run/a/scoreboard/b/c");
+        service("b.toml", "b", "/run/a/scoreboard");
+        let message = format!("{:#}", Config::load(&agent).unwrap_err());
+        assert!(
+            message.starts_with(&format!("{}: ", a.display()))
+                && message.contains(&b.display().to_string()),
+            "{message}"
+        );
+
+        // Neighbours, even with a common prefix of text, are fine.
+        service("a.toml", "a", "/run/a/scoreboard");
+        service("b.toml", "b", "/run/a/scoreboard-b");
+        service("c.toml", "c", "/run/a-c/scoreboard");
+        service("d.toml", "d", "/run/a/other");
+        assert_eq!(Config::load(&agent).unwrap().services.len(), 4);
     }
 
     #[test]

@@ -2,26 +2,48 @@
 //! watched, in files the administrator can read, and undone exactly.
 //!
 //! `enable` writes three files and applies them:
-//! * `/etc/tmpfiles.d/scoreboard-<name>.conf` — `d /run/<name>/scoreboard 0770 U G -`,
+//! * `/etc/tmpfiles.d/scoreboard-<name>.conf` — the scoreboard directory, owned by the
+//!   service's user, and an ACL letting the agent's user ([`AGENT_USER`]) reap in it and
+//!   read every worker's file, whatever the workers' umask:
+//!   ```text
+//!   d /run/<name>/scoreboard 0770 USER GROUP -
+//!   a+ /run/<name>/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r
+//!   ```
 //!   applied at once with `systemd-tmpfiles --create`;
-//! * `/etc/systemd/system/<unit>.d/50-scoreboard.conf` — `NotifyAccess=main`, only when
-//!   the unit has no `NotifyAccess=` of its own (systemd ignores STATUS= from the agent
-//!   on the main process's behalf otherwise);
+//! * `/etc/systemd/system/<unit>.d/50-scoreboard.conf` — `ExecStartPre=` applying that
+//!   file again right before each start (a service's `RuntimeDirectory=` is wiped and
+//!   made anew then, scoreboard and ACL with it), and `NotifyAccess=main`, only when the
+//!   unit has no `NotifyAccess=` of its own (systemd ignores STATUS= from the agent on
+//!   the main process's behalf otherwise);
 //! * `/etc/scoreboard/services.d/<name>.toml` — the agent's configuration;
 //!
 //! then `systemctl daemon-reload` and a reload of the agent. Running it again changes
-//! nothing; `disable` removes exactly those files.
+//! nothing; `disable` removes exactly those files, and neither touches a file it did
+//! not write.
+//!
+//! Nothing is interpolated raw: users and groups must be names or ids ([`check_account`]),
+//! paths go through [`quote_path`] (and [`quote_glob`] where tmpfiles.d takes a glob),
+//! the TOML through its serializer. What cannot be written safely is refused before
+//! anything is written.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use serde::Serialize;
 
-use crate::config::normalize_unit;
+use crate::config::{check_directory, normalize_unit};
 
 /// Marks the files `enable` writes, so `disable` removes only its own.
 const MARK: &str = "# Written by `scoreboardctl enable`; `scoreboardctl disable` removes it.";
+
+/// The system user the agent runs as (created by the package's sysusers.d snippet); the
+/// ACL `enable` writes names it.
+pub const AGENT_USER: &str = "scoreboard";
+
+/// The line of our drop-in that sets `NotifyAccess=`, when it does.
+const NOTIFY_ACCESS_MAIN: &str = "NotifyAccess=main";
 
 /// Where the files go: `/` in real use; a temporary root in tests, where no command runs.
 #[derive(Debug, Clone)]
@@ -58,9 +80,7 @@ impl Files {
         let etc = root.join("etc");
         let dropin_dir = etc.join("systemd/system").join(format!("{unit}.d"));
         Files {
-            tmpfiles: etc
-                .join("tmpfiles.d")
-                .join(format!("scoreboard-{name}.conf")),
+            tmpfiles: etc.join(tmpfiles_relative(&name)),
             dropin: dropin_dir.join("50-scoreboard.conf"),
             dropin_dir,
             service: etc
@@ -71,19 +91,141 @@ impl Files {
     }
 }
 
-/// The tmpfiles.d line creating the scoreboard directory.
-pub fn tmpfiles_line(name: &str, user: &str, group: &str) -> String {
-    format!("{MARK}\nd /run/{name}/scoreboard 0770 {user} {group} -\n")
+/// `tmpfiles.d/scoreboard-<name>.conf`, under `/etc`.
+fn tmpfiles_relative(name: &str) -> String {
+    format!("tmpfiles.d/scoreboard-{name}.conf")
 }
 
-/// The drop-in granting the agent's notifications a hearing.
-pub fn dropin_text() -> String {
-    format!("{MARK}\n[Service]\nNotifyAccess=main\n")
+/// Bytes written as they are in a systemd path. None is special to tmpfiles.d, to unit
+/// files' command lines or to glob(3).
+fn plain(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"/_.:@-".contains(&byte)
+}
+
+/// `path` as a field of a tmpfiles.d line (a path that is not a glob) or a word of a
+/// unit file's command line; an error for a path holding anything else than
+/// `[A-Za-z0-9/_.:@-]`, `\` and `%`, which is all a unit name may hold.
+///
+/// A backslash is written `\\` and not `\x5c`: systemd 252 (Debian 12) reads the
+/// tmpfiles.d path field with shell-like unquoting only, where `\x5c` is `x5c`; newer
+/// versions and unit files read C escapes. `\\` is one backslash in all of them. `%` is
+/// written `%%`: both expand specifiers after unescaping, so an escape would still start
+/// one. Whitespace, quotes, control characters (a newline would start a line of its own)
+/// and the rest have no spelling every version reads the same way, so they are refused.
+pub fn quote_path(path: &str) -> Result<String, String> {
+    let mut quoted = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '\\' => quoted.push_str("\\\\"),
+            '%' => quoted.push_str("%%"),
+            c if c.is_ascii() && plain(c as u8) => quoted.push(c),
+            c => {
+                return Err(format!(
+                    "{path:?} holds {c:?}, which enable does not write into systemd's files \
+                     (a path may hold [A-Za-z0-9/_.:@-], \\ and %)"
+                ));
+            }
+        }
+    }
+    Ok(quoted)
+}
+
+/// `path` as the path field of a tmpfiles.d line that takes a glob (`a+`): the path is
+/// matched by glob(3), for which a backslash escapes the next character, so it is
+/// doubled for glob before being quoted for tmpfiles.d (`\\\\` in the file). The
+/// other glob characters (`*?[]{}`) are refused by [`quote_path`].
+pub fn quote_glob(path: &str) -> Result<String, String> {
+    quote_path(&path.replace('\\', "\\\\"))
+}
+
+/// Refuses a user or group (`what`, e.g. "--user") that is neither a name nor an id.
+///
+/// A name follows shadow-utils' rule, `[a-z_][a-z0-9_-]*[$]?` of at most 32 bytes,
+/// relaxed as systemd relaxes it for `User=` (upper case, and dots as in directory
+/// services' "first.last"): a unit's `User=WebApp` is one systemd runs, so refusing it
+/// would refuse reasonable units. No character allowed is special in a tmpfiles.d field,
+/// and a name cannot be `-` (tmpfiles.d's "the default") nor start with a digit. An id
+/// is decimal without a sign, below 4294967295 and not 65535 (both mean "no user" to
+/// the kernel and to systemd).
+pub fn check_account(what: &str, value: &str) -> Result<(), String> {
+    const RULE: &str = "a name is a letter or _, then letters, digits, _ . -, optionally \
+                        ending in $, at most 32 bytes; an id is a decimal number below \
+                        4294967295, not 65535";
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return match value.parse::<u32>() {
+            Ok(id) if id != u32::MAX && id != 65535 => Ok(()),
+            _ => Err(format!("{what} {value:?} is not a valid id: {RULE}")),
+        };
+    }
+    let name = value.strip_suffix('$').unwrap_or(value);
+    let mut bytes = name.bytes();
+    let valid = value.len() <= 32
+        && bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if !valid {
+        return Err(format!(
+            "{what} {value:?} is not a user or group name: {RULE}"
+        ));
+    }
+    Ok(())
+}
+
+/// The tmpfiles.d file: the scoreboard directory for `name` (the unit without
+/// `.service`), owned by `user` and `group`, and the agent's ACL on it.
+///
+/// The default ACL makes every file a worker creates there readable by the agent
+/// whatever the worker's umask: with a default ACL the kernel does not apply the umask,
+/// only the mode the file is created with (0666 for workers, here and in Perl).
+pub fn tmpfiles_text(name: &str, user: &str, group: &str) -> Result<String, String> {
+    check_account("user", user)?;
+    check_account("group", group)?;
+    let directory = format!("/run/{name}/scoreboard");
+    // What the agent would refuse to watch (`systemd` → /run/systemd/scoreboard) is not
+    // made either.
+    check_directory(&directory)?;
+    let path = quote_path(&directory)?;
+    let glob = quote_glob(&directory)?;
+    Ok(format!(
+        "{MARK}\nd {path} 0770 {user} {group} -\n\
+         a+ {glob} - - - - user:{AGENT_USER}:rwx,default:user:{AGENT_USER}:r\n"
+    ))
+}
+
+/// The drop-in: the tmpfiles.d file for `name` applied again right before each start,
+/// and `NotifyAccess=main` when `notify_access`.
+///
+/// `+`: systemd-tmpfiles runs as root, whatever the unit's `User=` and sandboxing. `-`:
+/// a failure (an ACL the filesystem refuses, the agent's user missing) is logged in the
+/// journal and the service still starts, without the agent's access, rather than a
+/// monitoring add-on keeping the service down.
+pub fn dropin_text(name: &str, notify_access: bool) -> Result<String, String> {
+    let tmpfiles = quote_path(&format!("/etc/{}", tmpfiles_relative(name)))?;
+    let mut text = format!(
+        "{MARK}\n[Service]\n\
+         # RuntimeDirectory= is made anew at each start: give the scoreboard back its ACL.\n\
+         ExecStartPre=-+/usr/bin/systemd-tmpfiles --create {tmpfiles}\n"
+    );
+    if notify_access {
+        text.push_str(NOTIFY_ACCESS_MAIN);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// services.d/<name>.toml, written by the toml crate so that any unit name it holds is
+/// read back as the same unit.
+#[derive(Serialize)]
+struct ServiceFile<'a> {
+    unit: &'a str,
 }
 
 /// The agent's configuration for the unit (every other setting at its default).
-pub fn service_text(unit: &str) -> String {
-    format!("{MARK}\nunit = \"{unit}\"\n")
+pub fn service_text(unit: &str) -> anyhow::Result<String> {
+    let body = toml::to_string(&ServiceFile { unit })
+        .with_context(|| format!("writing the configuration of {unit}"))?;
+    Ok(format!("{MARK}\n{body}"))
 }
 
 /// `scoreboardctl enable`. Returns the report to print.
@@ -94,36 +236,79 @@ pub fn enable(
     group: Option<&str>,
 ) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
+    // Refused before asking for root or systemd: a typo is said as such.
+    if let Some(user) = user {
+        check_account("--user", user).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(group) = group {
+        check_account("--group", group).map_err(anyhow::Error::msg)?;
+    }
     require_root(target, "enable")?;
     let facts = if target.apply {
         unit_facts(&unit)?
     } else {
         UnitFacts::default()
     };
-    let files = Files::new(&target.root, &unit);
-    let user = user
-        .map(str::to_owned)
-        .unwrap_or_else(|| non_empty(&facts.user, "root"));
-    let group = group
-        .map(str::to_owned)
-        .unwrap_or_else(|| non_empty(&facts.group, &user));
+    enable_with(target, &unit, user, group, &facts)
+}
+
+/// `enable` of a normalized `unit` whose `systemctl show` said `facts`.
+fn enable_with(
+    target: &Target,
+    unit: &str,
+    user: Option<&str>,
+    group: Option<&str>,
+    facts: &UnitFacts,
+) -> anyhow::Result<String> {
+    let files = Files::new(&target.root, unit);
+    let user = match user {
+        Some(user) => user.to_owned(),
+        None if facts.user.is_empty() => "root".to_owned(),
+        None => {
+            check_account(&format!("User= of {unit}"), &facts.user)
+                .map_err(|e| anyhow::anyhow!("{e}; pass --user"))?;
+            facts.user.clone()
+        }
+    };
+    let group = match group {
+        Some(group) => group.to_owned(),
+        None if facts.group.is_empty() => user.clone(),
+        None => {
+            check_account(&format!("Group= of {unit}"), &facts.group)
+                .map_err(|e| anyhow::anyhow!("{e}; pass --group"))?;
+            facts.group.clone()
+        }
+    };
     let mut report = String::new();
 
-    let mut writes = vec![(&files.tmpfiles, tmpfiles_line(&files.name, &user, &group))];
-    // Our own drop-in counts as "no NotifyAccess= of its own": it is what set "main".
-    if is_ours(&files.dropin) || facts.notify_access.is_empty() || facts.notify_access == "none" {
-        writes.push((&files.dropin, dropin_text()));
-    } else {
+    // Our own NotifyAccess=main counts as "no NotifyAccess= of its own": it is what
+    // systemctl show reports while our drop-in is there.
+    let ours_sets_main = read_ours(&files.dropin)
+        .is_some_and(|text| text.lines().any(|line| line == NOTIFY_ACCESS_MAIN));
+    let notify_access =
+        ours_sets_main || facts.notify_access.is_empty() || facts.notify_access == "none";
+    if !notify_access {
         let _ = writeln!(
             report,
             "kept {unit}'s own NotifyAccess={}",
             facts.notify_access
         );
     }
-    writes.push((&files.service, service_text(&unit)));
+    let refuse = |e: String| anyhow::anyhow!("cannot enable {unit}: {e}");
+    let writes = [
+        (
+            &files.tmpfiles,
+            tmpfiles_text(&files.name, &user, &group).map_err(refuse)?,
+        ),
+        (
+            &files.dropin,
+            dropin_text(&files.name, notify_access).map_err(refuse)?,
+        ),
+        (&files.service, service_text(unit)?),
+    ];
     // All or nothing: refuse before writing anything.
     for (path, _) in &writes {
-        if path.exists() && !is_ours(path) {
+        if path.exists() && read_ours(path).is_none() {
             bail!(
                 "{} exists and was not written by scoreboardctl enable; not overwriting it",
                 path.display()
@@ -161,7 +346,7 @@ pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
         if !path.exists() {
             continue;
         }
-        if !is_ours(path) {
+        if read_ours(path).is_none() {
             let _ = writeln!(
                 report,
                 "left {} alone: not written by scoreboardctl enable",
@@ -189,16 +374,11 @@ fn require_root(target: &Target, verb: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn non_empty(value: &str, default: &str) -> String {
-    if value.is_empty() {
-        default.to_owned()
-    } else {
-        value.to_owned()
-    }
-}
-
-fn is_ours(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|text| text.starts_with(MARK))
+/// The text of `path` when `enable` wrote it.
+fn read_ours(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|text| text.starts_with(MARK))
 }
 
 /// Writes `text` to `path` unless it already holds exactly that.
@@ -291,25 +471,55 @@ mod tests {
         (tmp, target)
     }
 
+    fn read(root: &Path, relative: &str) -> String {
+        std::fs::read_to_string(root.join(relative)).unwrap()
+    }
+
+    /// Every file under `root`, relative.
+    fn written(root: &Path) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(root, root, &mut out);
+        out.sort();
+        out
+    }
+
     #[test]
     fn enable_writes_three_files_and_is_idempotent() {
         let (tmp, target) = target();
         let report = enable(&target, "demo", Some("www-data"), None).unwrap();
-        let etc = tmp.path().join("etc");
         assert_eq!(
-            std::fs::read_to_string(etc.join("tmpfiles.d/scoreboard-demo.conf")).unwrap(),
-            format!("{MARK}\nd /run/demo/scoreboard 0770 www-data www-data -\n")
+            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf"),
+            format!(
+                "{MARK}\n\
+                 d /run/demo/scoreboard 0770 www-data www-data -\n\
+                 a+ /run/demo/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
+            )
         );
-        assert!(
-            std::fs::read_to_string(etc.join("systemd/system/demo.service.d/50-scoreboard.conf"))
-                .unwrap()
-                .ends_with("[Service]\nNotifyAccess=main\n")
+        assert_eq!(
+            read(
+                tmp.path(),
+                "etc/systemd/system/demo.service.d/50-scoreboard.conf"
+            ),
+            format!(
+                "{MARK}\n[Service]\n\
+                 # RuntimeDirectory= is made anew at each start: give the scoreboard back its ACL.\n\
+                 ExecStartPre=-+/usr/bin/systemd-tmpfiles --create /etc/tmpfiles.d/scoreboard-demo.conf\n\
+                 NotifyAccess=main\n"
+            )
         );
-        let service = etc.join("scoreboard/services.d/demo.toml");
-        assert!(
-            std::fs::read_to_string(&service)
-                .unwrap()
-                .ends_with("unit = \"demo.service\"\n")
+        assert_eq!(
+            read(tmp.path(), "etc/scoreboard/services.d/demo.toml"),
+            format!("{MARK}\nunit = \"demo.service\"\n")
         );
         assert!(
             report.contains("would run systemctl daemon-reload"),
@@ -320,12 +530,342 @@ mod tests {
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
 
         // The agent's configuration it wrote is one the agent accepts.
-        std::fs::write(etc.join("scoreboard/agent.toml"), "").unwrap();
-        let config = crate::config::Config::load(&etc.join("scoreboard/agent.toml")).unwrap();
+        let agent = tmp.path().join("etc/scoreboard/agent.toml");
+        std::fs::write(&agent, "").unwrap();
+        let config = crate::config::Config::load(&agent).unwrap();
         assert_eq!(
             config.services[0].directory,
             Path::new("/run/demo/scoreboard")
         );
+    }
+
+    #[test]
+    fn a_unit_with_its_own_notify_access_keeps_it_and_still_gets_the_exec_start_pre() {
+        let (tmp, target) = target();
+        let dropin = "etc/systemd/system/demo.service.d/50-scoreboard.conf";
+        let own = UnitFacts {
+            notify_access: "all".into(),
+            ..UnitFacts::default()
+        };
+        let report = enable_with(&target, "demo.service", None, None, &own).unwrap();
+        assert!(
+            report.contains("kept demo.service's own NotifyAccess=all"),
+            "{report}"
+        );
+        let text = read(tmp.path(), dropin);
+        assert!(text.contains("\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create "));
+        assert!(!text.contains("NotifyAccess"), "{text}");
+        let again = enable_with(&target, "demo.service", None, None, &own).unwrap();
+        assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
+
+        // A unit without one gets ours, and keeps it when systemctl show then reports
+        // it as the unit's.
+        let (tmp, target) = self::target();
+        enable_with(&target, "demo.service", None, None, &UnitFacts::default()).unwrap();
+        assert!(read(tmp.path(), dropin).ends_with("\nNotifyAccess=main\n"));
+        let ours = UnitFacts {
+            notify_access: "main".into(),
+            ..UnitFacts::default()
+        };
+        let again = enable_with(&target, "demo.service", None, None, &ours).unwrap();
+        assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
+        assert!(!again.contains("kept"), "{again}");
+    }
+
+    #[test]
+    fn the_units_user_and_group_are_the_default_owner() {
+        let (tmp, target) = target();
+        let facts = UnitFacts {
+            user: "web".into(),
+            group: "www".into(),
+            ..UnitFacts::default()
+        };
+        enable_with(&target, "demo.service", None, None, &facts).unwrap();
+        assert!(
+            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
+                .contains("\nd /run/demo/scoreboard 0770 web www -\n")
+        );
+        let only_user = UnitFacts {
+            user: "1001".into(),
+            ..UnitFacts::default()
+        };
+        enable_with(&target, "demo.service", None, None, &only_user).unwrap();
+        assert!(
+            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
+                .contains("\nd /run/demo/scoreboard 0770 1001 1001 -\n")
+        );
+        enable_with(&target, "demo.service", None, None, &UnitFacts::default()).unwrap();
+        assert!(
+            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
+                .contains("\nd /run/demo/scoreboard 0770 root root -\n")
+        );
+    }
+
+    #[test]
+    fn users_and_groups_are_names_or_ids() {
+        for good in [
+            "www-data",
+            "_apt",
+            "nobody",
+            "systemd-network",
+            "WebApp",
+            "first.last",
+            "machine$",
+            "a",
+            &"a".repeat(32),
+            &format!("{}$", "a".repeat(31)),
+            "0",
+            "1000",
+            "65534",
+            "4294967294",
+        ] {
+            assert_eq!(check_account("--user", good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "",
+            "-",
+            "-x",
+            ".x",
+            "1abc",
+            "$",
+            "a$b",
+            "a b",
+            "a\tb",
+            "x -\nR /",
+            "a\n",
+            "a\\b",
+            "a%b",
+            "a:b",
+            "a/b",
+            "a,b",
+            "a\"b",
+            "é",
+            &"a".repeat(33),
+            &format!("{}$", "a".repeat(32)),
+            "4294967295",
+            "65535",
+            "4294967296",
+            "99999999999999999999",
+            "+1",
+            "-1",
+        ] {
+            let message = check_account("--user", bad).unwrap_err();
+            assert!(
+                message.starts_with(&format!("--user {bad:?} is not a "))
+                    && message.contains("at most 32 bytes"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_user_or_group_that_is_not_one_is_refused_before_anything_is_written() {
+        let (tmp, target) = target();
+        let message = enable(&target, "demo", Some("x -\nR /"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("--user \"x -\\nR /\""), "{message}");
+        let message = enable(&target, "demo", None, Some("g g"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("--group \"g g\""), "{message}");
+        // What systemctl show said is held to the same rule.
+        let facts = UnitFacts {
+            user: "web\nR /".into(),
+            ..UnitFacts::default()
+        };
+        let message = enable_with(&target, "demo.service", None, None, &facts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("User= of demo.service") && message.contains("pass --user"),
+            "{message}"
+        );
+        let facts = UnitFacts {
+            group: "%".into(),
+            ..UnitFacts::default()
+        };
+        let message = enable_with(&target, "demo.service", None, None, &facts)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("Group= of demo.service"), "{message}");
+        assert_eq!(written(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_unit_whose_scoreboard_would_be_a_system_directory_is_refused() {
+        let (tmp, target) = target();
+        for unit in ["systemd", "user"] {
+            let message = enable(&target, unit, None, None).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("is inside /run/{unit},")),
+                "{message}"
+            );
+        }
+        assert_eq!(written(tmp.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn paths_are_quoted_for_systemd_or_refused() {
+        assert_eq!(
+            quote_path("/run/web@1:x-y_z.v/sb").unwrap(),
+            "/run/web@1:x-y_z.v/sb"
+        );
+        assert_eq!(quote_path("/run/a\\x2db%n").unwrap(), "/run/a\\\\x2db%%n");
+        assert_eq!(
+            quote_glob("/run/a\\x2db%n").unwrap(),
+            "/run/a\\\\\\\\x2db%%n"
+        );
+        for bad in [
+            " ", "\n", "\r", "\t", "\0", "\"", "'", "$", ";", "*", "?", "[", "]", "{", "}", "#",
+            "é", "\u{2028}",
+        ] {
+            let path = format!("/run/a{bad}b");
+            let message = quote_path(&path).unwrap_err();
+            assert!(
+                message.starts_with(&format!("{path:?} holds ")),
+                "{message}"
+            );
+            assert!(quote_glob(&path).is_err());
+        }
+    }
+
+    #[test]
+    fn the_tmpfiles_file_has_exactly_its_lines_whatever_the_input() {
+        assert_eq!(
+            tmpfiles_text("web", "www-data", "www").unwrap(),
+            format!(
+                "{MARK}\n\
+                 d /run/web/scoreboard 0770 www-data www -\n\
+                 a+ /run/web/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
+            )
+        );
+        let hostile: Vec<String> = (0..=0x7f_u8)
+            .map(|b| char::from(b).to_string())
+            .chain(["é", "\u{85}", "\u{2028}", " -\nR /", "\\n", "%n"].map(String::from))
+            .collect();
+        let mut accepted = 0;
+        for piece in &hostile {
+            for (name, user) in [
+                (format!("we{piece}b"), "u".to_owned()),
+                ("web".to_owned(), format!("u{piece}")),
+            ] {
+                let Ok(text) = tmpfiles_text(&name, &user, "g") else {
+                    continue;
+                };
+                accepted += 1;
+                let lines: Vec<&str> = text.lines().collect();
+                assert_eq!(lines.len(), 3, "{text:?}");
+                assert_eq!(lines[0], MARK);
+                let d: Vec<&str> = lines[1].split_whitespace().collect();
+                assert_eq!(d.len(), 6, "{text:?}");
+                assert_eq!(
+                    (d[0], d[2], d[3], d[4], d[5]),
+                    ("d", "0770", &*user, "g", "-")
+                );
+                let a: Vec<&str> = lines[2].split_whitespace().collect();
+                assert_eq!(a.len(), 7, "{text:?}");
+                assert_eq!(a[0], "a+");
+                assert_eq!(
+                    a[6], "user:scoreboard:rwx,default:user:scoreboard:r",
+                    "{text:?}"
+                );
+            }
+        }
+        assert!(accepted > 60, "{accepted}");
+    }
+
+    #[test]
+    fn a_backslash_in_a_unit_name_is_written_so_that_everything_reads_it_back() {
+        let (tmp, target) = target();
+        // systemd-escape's spelling of "web-pool" in an instance name.
+        let unit = "web\\x2dpool.service";
+        enable(&target, unit, Some("web"), None).unwrap();
+        let name = "web\\x2dpool";
+        assert_eq!(
+            read(
+                tmp.path(),
+                &format!("etc/tmpfiles.d/scoreboard-{name}.conf")
+            ),
+            format!(
+                "{MARK}\n\
+                 d /run/web\\\\x2dpool/scoreboard 0770 web web -\n\
+                 a+ /run/web\\\\\\\\x2dpool/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
+            )
+        );
+        let dropin = read(
+            tmp.path(),
+            &format!("etc/systemd/system/{unit}.d/50-scoreboard.conf"),
+        );
+        assert!(
+            dropin.contains(
+                "\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create /etc/tmpfiles.d/scoreboard-web\\\\x2dpool.conf\n"
+            ),
+            "{dropin}"
+        );
+        // The agent reads the configuration back as the same unit.
+        let agent = tmp.path().join("etc/scoreboard/agent.toml");
+        std::fs::write(&agent, "").unwrap();
+        let config = crate::config::Config::load(&agent).unwrap();
+        assert_eq!(config.services[0].unit, unit);
+        assert_eq!(
+            config.services[0].directory,
+            Path::new("/run/web\\x2dpool/scoreboard")
+        );
+        assert_eq!(
+            enable(&target, unit, Some("web"), None)
+                .unwrap()
+                .matches("unchanged ")
+                .count(),
+            3
+        );
+    }
+
+    /// The quoting as systemd-tmpfiles itself reads it, when it is installed: the
+    /// directory made has the name meant, and the ACL line (a glob) finds it.
+    #[test]
+    fn systemd_tmpfiles_reads_the_quoted_paths_as_meant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let directory = tmp.path().join("web\\x2dpool%n");
+        let directory = directory.to_str().unwrap();
+        let (Ok(path), Ok(glob)) = (quote_path(directory), quote_glob(directory)) else {
+            eprintln!("skipped: the temporary directory {directory} is not quotable");
+            return;
+        };
+        let conf = tmp.path().join("test.conf");
+        std::fs::write(
+            &conf,
+            format!("d {path} 0700 - - -\na+ {glob} - - - - user:65534:r\n"),
+        )
+        .unwrap();
+        let output = match Command::new("systemd-tmpfiles")
+            .arg("--create")
+            .arg(&conf)
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) => {
+                eprintln!("skipped: systemd-tmpfiles: {e}");
+                return;
+            }
+        };
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(Path::new(directory).is_dir(), "{stderr}");
+        let mut made: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        made.sort();
+        assert_eq!(made, ["test.conf", "web\\x2dpool%n"], "{stderr}");
+        if stderr.contains("Operation not supported") {
+            eprintln!("ACL not checked: the filesystem has none: {stderr}");
+            return;
+        }
+        assert!(output.status.success(), "{stderr}");
+        let mut names = vec![0; 1024];
+        let len = rustix::fs::listxattr(directory, &mut names).unwrap();
+        let names = String::from_utf8_lossy(&names[..len]);
+        assert!(names.contains("system.posix_acl_access"), "{names:?}");
     }
 
     #[test]

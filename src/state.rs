@@ -3,17 +3,31 @@
 //! fingerprint and when that status was first seen, so a restarted agent does not
 //! reset stuck timers. Saved every ten intervals and when the agent stops; a missing
 //! or unreadable file just means starting without memory.
+//!
+//! What is found in the directory is not trusted to be what the agent wrote: a file is
+//! read only if it is a regular file (not followed through a symlink, never a FIFO that
+//! would block the agent) and at most [`MAX_STATE_FILE`] bytes; a save goes to a fresh
+//! name created exclusively, renamed over the old file, so nothing planted under any
+//! name is written through.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::summary::History;
 
 /// Where the packaged agent keeps its state.
 pub const DEFAULT_STATE_DIRECTORY: &str = "/run/scoreboard";
+
+/// The most a state file may hold. A worker takes about 60 bytes (its id, a 16-digit
+/// fingerprint, a time), so 10,000 workers take ~0.6 MB: 16 MiB is room for any real
+/// pool, and keeps a file that is not ours (or runs away) from costing unbounded memory.
+pub const MAX_STATE_FILE: u64 = 16 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
@@ -53,23 +67,77 @@ pub fn save(directory: &Path, unit: &str, history: &History) -> std::io::Result<
             })
             .collect(),
     };
-    let path = file(directory, unit);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(&saved).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, &path)
+    let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+    // A fresh random name, created with O_CREAT|O_EXCL (so never an existing file and
+    // never through a symlink), then renamed over the final name: rename replaces
+    // whatever is there, a symlink included, without following it, and a reader sees
+    // the old file or the new one, never half of one. On any error the temporary file
+    // is removed when dropped.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{unit}."))
+        .suffix(".tmp")
+        .tempfile_in(directory)?;
+    tmp.write_all(&bytes)?;
+    tmp.persist(file(directory, unit)).map_err(|e| e.error)?;
+    Ok(())
 }
 
-/// Reads what was saved for `unit`; `Ok(None)` when nothing was.
+/// Reads what was saved for `unit`; `Ok(None)` when nothing was. A symlink, anything
+/// but a regular file, or a file over [`MAX_STATE_FILE`] bytes is an error naming the
+/// file, found without blocking and without reading past the limit.
 pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<History>> {
-    let bytes = match std::fs::read(file(directory, unit)) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+    let path = file(directory, unit);
+    let fd = match rustix::fs::open(
+        &path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(refused(&path, "a symbolic link; not following it")),
+        Err(errno) => {
+            let error = std::io::Error::from(errno);
+            return Err(std::io::Error::new(
+                error.kind(),
+                format!("opening {}: {error}", path.display()),
+            ));
+        }
     };
-    let saved: Saved = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    let stat = rustix::fs::fstat(&fd)?;
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(refused(
+            &path,
+            &format!("{}, not a regular file", describe(kind)),
+        ));
+    }
+    let too_big = || {
+        refused(
+            &path,
+            &format!(
+                "larger than the {} MiB a state file may hold",
+                MAX_STATE_FILE >> 20
+            ),
+        )
+    };
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    if size > MAX_STATE_FILE {
+        return Err(too_big());
+    }
+    // The size can change after fstat: read one byte past the limit to tell.
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::from(fd)
+        .take(MAX_STATE_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(too_big());
+    }
+    let saved: Saved = serde_json::from_slice(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
     let history = saved
         .workers
         .into_iter()
@@ -77,16 +145,41 @@ pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<History>> {
             let print = u64::from_str_radix(&worker.status, 16).ok()?;
             Some((
                 id,
-                (print, UNIX_EPOCH + Duration::from_millis(worker.since_ms)),
+                (
+                    print,
+                    UNIX_EPOCH.checked_add(Duration::from_millis(worker.since_ms))?,
+                ),
             ))
         })
         .collect();
     Ok(Some(history))
 }
 
-/// Forgets `unit` (no longer watched).
+/// Forgets `unit` (no longer watched). unlink(2) removes a symlink itself, never what
+/// it points to.
 pub fn remove(directory: &Path, unit: &str) {
-    let _ = std::fs::remove_file(file(directory, unit));
+    let _ = rustix::fs::unlink(file(directory, unit));
+}
+
+fn refused(path: &Path, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {why}", path.display()),
+    )
+}
+
+/// What an `fstat` file type is, for messages.
+fn describe(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Unknown => "of an unknown type",
+    }
 }
 
 /// Milliseconds are what is saved: compare at that precision.
@@ -119,5 +212,128 @@ mod tests {
         assert!(load(tmp.path(), "bad.service").is_err());
         remove(tmp.path(), "web.service");
         assert_eq!(load(tmp.path(), "web.service").unwrap(), None);
+    }
+
+    fn history() -> History {
+        [("w1".to_owned(), (7, truncated(SystemTime::now())))].into()
+    }
+
+    #[test]
+    fn a_fifo_is_refused_at_once_rather_than_waited_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("web.service.json");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let directory = tmp.path().to_owned();
+        // In a thread, so that a regression fails the test instead of hanging it.
+        std::thread::spawn(move || {
+            let _ = sender.send(load(&directory, "web.service").map_err(|e| e.to_string()));
+        });
+        let message = receiver
+            .recv_timeout(Duration::from_secs(5))
+            .expect("load blocked on a FIFO")
+            .unwrap_err();
+        assert!(
+            message.contains(&fifo.display().to_string()) && message.contains("a FIFO"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_directory_at_the_name_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("web.service.json")).unwrap();
+        let message = load(tmp.path(), "web.service").unwrap_err().to_string();
+        assert!(
+            message.contains("a directory, not a regular file"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_symlink_at_the_final_name_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        save(&elsewhere, "web.service", &history()).unwrap();
+        let target = elsewhere.join("web.service.json");
+        let planted = tmp.path().join("web.service.json");
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+
+        let message = load(tmp.path(), "web.service").unwrap_err().to_string();
+        assert!(
+            message.contains(&planted.display().to_string()) && message.contains("symbolic link"),
+            "{message}"
+        );
+
+        // Saving replaces the link itself; its target is untouched.
+        let before = std::fs::read(&target).unwrap();
+        save(tmp.path(), "web.service", &History::new()).unwrap();
+        assert!(std::fs::symlink_metadata(&planted).unwrap().is_file());
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+        assert_eq!(
+            load(tmp.path(), "web.service").unwrap(),
+            Some(History::new())
+        );
+
+        // So does removing it.
+        std::fs::remove_file(&planted).unwrap();
+        std::os::unix::fs::symlink(&target, &planted).unwrap();
+        remove(tmp.path(), "web.service");
+        assert!(std::fs::symlink_metadata(&planted).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+    }
+
+    #[test]
+    fn a_symlink_at_the_old_temporary_name_is_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("precious");
+        std::fs::write(&target, "precious").unwrap();
+        for name in ["web.service.json.tmp", "web.service.tmp"] {
+            std::os::unix::fs::symlink(&target, tmp.path().join(name)).unwrap();
+        }
+        let history = history();
+        save(tmp.path(), "web.service", &history).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+        assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(history));
+        // Nothing but the state file and what was planted is left behind.
+        let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "precious",
+                "web.service.json",
+                "web.service.json.tmp",
+                "web.service.tmp"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_without_reading_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("web.service.json");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_STATE_FILE + 1).unwrap();
+        let message = load(tmp.path(), "web.service").unwrap_err().to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains("16 MiB"),
+            "{message}"
+        );
+        // At the limit it is read (and is not JSON).
+        file.set_len(MAX_STATE_FILE).unwrap();
+        let message = load(tmp.path(), "web.service").unwrap_err().to_string();
+        assert!(!message.contains("16 MiB"), "{message}");
     }
 }

@@ -239,13 +239,15 @@ impl Pool {
     }
 
     /// When the next worker becomes stuck if nothing changes, so the summary can be
-    /// re-sent then rather than at the next sampling tick.
+    /// re-sent then rather than at the next sampling tick. A time past what an `Instant`
+    /// can hold is never: the configuration bounds `stuck_after`, but the core does not
+    /// rely on it to stay free of panics.
     pub fn next_stuck_at(&self, now: Instant) -> Option<Instant> {
         let after = self.stuck_after?;
         self.workers
             .values()
             .filter(|t| !self.idle_states.contains(&t.state) && !self.is_stuck(t, now))
-            .map(|t| t.changed_at + after)
+            .filter_map(|t| t.changed_at.checked_add(after))
             .min()
     }
 }
@@ -475,6 +477,16 @@ mod tests {
         // A new status resets the clock.
         pool.observe(&snapshot(&[("a", "busy y"), ("b", "idle")]), later);
         assert_eq!(pool.summary(later).stuck, 0);
+    }
+
+    #[test]
+    fn a_stuck_after_past_what_an_instant_holds_is_never_not_a_panic() {
+        let mut pool = Pool::new(&service(Some(Duration::MAX)));
+        let now = Instant::now();
+        pool.observe(&snapshot(&[("w1", "busy GET /")]), now);
+        assert_eq!(pool.next_stuck_at(now), None);
+        assert_eq!(pool.summary(now).stuck, 0);
+        assert!(!pool.worker("w1", now).unwrap().stuck);
     }
 
     #[test]

@@ -251,3 +251,98 @@ fn list_shows_every_watched_service() {
     );
     assert_eq!(lines[2], "web.service   1        1 workers: 1 idle");
 }
+
+/// `scoreboard-agent --check-config` on the configuration in `dir`: exit code, stderr.
+fn check_config(dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+#[test]
+fn check_config_refuses_what_the_agent_would_panic_or_trespass_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let services = tmp.path().join("services.d");
+    fs::create_dir(&services).unwrap();
+    fs::write(
+        tmp.path().join("agent.toml"),
+        "interval = \"500000000000y\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(tmp.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("agent.toml")
+            && stderr.contains("line 1")
+            && stderr.contains("interval")
+            && stderr.contains("is out of range: it must be from 10ms to 1h"),
+        "{stderr}"
+    );
+
+    fs::write(tmp.path().join("agent.toml"), "").unwrap();
+    fs::write(
+        services.join("web.toml"),
+        "unit = \"web\"\nstuck_after = \"500000000000y\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(tmp.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("services.d/web.toml")
+            && stderr.contains("line 2")
+            && stderr.contains("stuck_after")
+            && stderr.contains("from 1s to 30days"),
+        "{stderr}"
+    );
+
+    for (directory, expected) in [
+        ("/etc/web", "is inside /etc,"),
+        ("/var/lib", "is a system directory"),
+        ("/run/web/../../etc", "write \"/etc\""),
+    ] {
+        fs::write(
+            services.join("web.toml"),
+            format!("unit = \"web\"\ndirectory = \"{directory}\"\n"),
+        )
+        .unwrap();
+        let (code, stderr) = check_config(tmp.path());
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("services.d/web.toml")
+                && stderr.contains("line 2")
+                && stderr.contains(expected),
+            "{directory}: {stderr}"
+        );
+    }
+
+    fs::write(
+        services.join("web.toml"),
+        "unit = \"web\"\ndirectory = \"/run/web/scoreboard\"\n",
+    )
+    .unwrap();
+    fs::write(
+        services.join("jobs.toml"),
+        "unit = \"jobs\"\ndirectory = \"/run/web/scoreboard/jobs\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(tmp.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("services.d/web.toml")
+            && stderr.contains("services.d/jobs.toml")
+            && stderr.contains("is inside /run/web/scoreboard"),
+        "{stderr}"
+    );
+
+    fs::write(
+        services.join("jobs.toml"),
+        "unit = \"jobs\"\ndirectory = \"/run/jobs/scoreboard\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = check_config(tmp.path());
+    assert_eq!(code, Some(0), "{stderr}");
+}
