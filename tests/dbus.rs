@@ -535,7 +535,8 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
 
 /// The shipped policy, on a bus configured like Debian's system bus: root owns the
 /// name; an unprivileged user reads and lists, but can neither own the name nor set
-/// anything.
+/// anything. (The policy's other owner, the packaged agent's user `scoreboard`, exists
+/// only where the package made it: the end-to-end suite checks that one.)
 #[test]
 fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     if !rustix::process::geteuid().is_root() {
