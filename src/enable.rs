@@ -245,6 +245,10 @@ pub fn enable(
     }
     require_root(target, "enable")?;
     let facts = if target.apply {
+        // The agent runs as its own user, not root: what is written here (and the
+        // directories made for it) must be readable by it whatever root's umask, 077
+        // on hardened systems included. Nothing written is secret.
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
         unit_facts(&unit)?
     } else {
         UnitFacts::default()

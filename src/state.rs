@@ -1,8 +1,9 @@
 //! The agent's memory across restarts, in its runtime directory (`/run/scoreboard`,
-//! made by the shipped tmpfiles.d snippet): per watched unit, each worker's status
-//! fingerprint and when that status was first seen, so a restarted agent does not
-//! reset stuck timers. Saved every ten intervals and when the agent stops; a missing
-//! or unreadable file just means starting without memory.
+//! which systemd makes for the packaged unit's `RuntimeDirectory=scoreboard`, owned by
+//! the agent's user): per watched unit, each worker's status fingerprint and when that
+//! status was first seen, so a restarted agent does not reset stuck timers. Saved every
+//! ten intervals and when the agent stops; a missing or unreadable file just means
+//! starting without memory.
 //!
 //! What is found in the directory is not trusted to be what the agent wrote: a file is
 //! read only if it is a regular file (not followed through a symlink, never a FIFO that

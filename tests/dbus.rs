@@ -561,7 +561,8 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
 /// The shipped policy, on a bus configured like Debian's system bus: root owns the
 /// name; an unprivileged user reads summaries and lists services, gets per-worker details
 /// only if it could read the scoreboard directory itself, and can neither own the name
-/// nor set anything.
+/// nor set anything. (The policy's other owner, the packaged agent's user `scoreboard`,
+/// exists only where the package made it: the end-to-end suite checks that one.)
 #[test]
 fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     if !rustix::process::geteuid().is_root() {
