@@ -1,6 +1,7 @@
 //! Worker processes for tests and benchmarks, behind hidden `scoreboardctl`
 //! subcommands so that the installed package carries them into a real systemd:
-//! `stdin-worker`, `hold-workers`, `test-pool` and `test-pool-worker`.
+//! `stdin-worker`, `hold-workers`, `test-pool`, `test-pool-worker`, and `test-flood`,
+//! a hostile bus client.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -80,4 +81,75 @@ pub fn test_pool_worker(dir: &Path, control: &Path, index: usize) -> anyhow::Res
         scoreboard.update(wanted)?;
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// What a [`flood`] got back.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FloodReport {
+    /// Calls answered with the workers.
+    pub replies: u64,
+    /// Calls refused with LimitsExceeded.
+    pub limited: u64,
+    /// Calls refused with AccessDenied.
+    pub denied: u64,
+    /// Other errors (timeouts, disconnections).
+    pub failed: u64,
+    /// How long it ran, in seconds.
+    pub seconds: f64,
+}
+
+/// `scoreboardctl test-flood`: `clients` connections to the bus, each keeping
+/// `in_flight` `ListWorkers` calls to `path` in flight for `seconds` — what a hostile
+/// local user does to a bus service. Prints a JSON [`FloodReport`].
+pub async fn flood(
+    bus: crate::config::Bus,
+    path: &str,
+    clients: usize,
+    in_flight: usize,
+    seconds: u64,
+) -> anyhow::Result<FloodReport> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let until = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let started = std::time::Instant::now();
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let connection = match bus {
+            crate::config::Bus::System => zbus::Connection::system().await?,
+            _ => zbus::Connection::session().await?,
+        };
+        connections.push(connection);
+    }
+    let mut report = FloodReport::default();
+    let mut calls = FuturesUnordered::new();
+    let call = |connection: zbus::Connection| async move {
+        let proxy = crate::dbus::ServiceProxy::builder(&connection)
+            .path(path.to_owned())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        proxy.list_workers().await.map(|workers| workers.len())
+    };
+    for connection in &connections {
+        for _ in 0..in_flight {
+            calls.push(call(connection.clone()));
+        }
+    }
+    let mut next = 0;
+    while let Some(result) = calls.next().await {
+        match result {
+            Ok(_) => report.replies += 1,
+            Err(zbus::Error::FDO(e)) => match *e {
+                zbus::fdo::Error::LimitsExceeded(_) => report.limited += 1,
+                zbus::fdo::Error::AccessDenied(_) => report.denied += 1,
+                _ => report.failed += 1,
+            },
+            Err(_) => report.failed += 1,
+        }
+        if tokio::time::Instant::now() < until {
+            calls.push(call(connections[next % connections.len()].clone()));
+            next += 1;
+        }
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }

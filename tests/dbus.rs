@@ -22,6 +22,11 @@ struct Setup {
 
 impl Setup {
     fn new(extra_agent_toml: &str) -> Setup {
+        Setup::with_env(extra_agent_toml, &[])
+    }
+
+    /// With `env` set for the agent (a notify socket, a watchdog).
+    fn with_env(extra_agent_toml: &str, env: &[(&str, &str)]) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(
             tmp.path().join("agent.toml"),
@@ -53,6 +58,7 @@ impl Setup {
             .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
             .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         setup.agent = Some(agent);
@@ -867,4 +873,79 @@ async fn a_workers_bytes_cannot_take_the_agent_off_the_bus() {
     // Still on the bus, name and all.
     assert!(setup.busctl(&["status", NAME]).status.success());
     assert_eq!(setup.property("Total"), "u 2");
+}
+
+/// Four clients keeping 120 ListWorkers calls each in flight against 3,000 workers: the
+/// agent's loop keeps pinging its watchdog, its memory stays bounded, the flood is told
+/// LimitsExceeded past its budget, and the agent answers normally afterwards.
+#[test]
+fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(tmp.path().join("notify")).unwrap();
+    let notify_path = tmp.path().join("notify").display().to_string();
+    let setup = Setup::with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", &notify_path),
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let pid = setup.agent.as_ref().unwrap().id();
+    let _holder = hold(&setup.path("web"), 3000);
+    assert!(wait_until(Duration::from_secs(10), || setup
+        .property("Total")
+        == "u 3000"));
+    let pings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = pings.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n) = notify.recv(&mut buf) {
+            if &buf[..n] == b"WATCHDOG=1" {
+                sink.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
+    let started = Instant::now();
+    let flood = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
+        .args(["test-flood", "--session", "--path", WEB, "--seconds", "5"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak_rss_kib = 0u64;
+    while started.elapsed() < Duration::from_secs(5) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let rss: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        peak_rss_kib = peak_rss_kib.max(rss);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = flood.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pings: Vec<Instant> = pings.lock().unwrap().clone();
+    let mut moments = vec![started];
+    moments.extend(pings.iter().copied().filter(|at| *at >= started));
+    moments.push(Instant::now());
+    let worst = moments.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    eprintln!("flood: {report}; agent peak RSS {peak_rss_kib} KiB; worst watchdog gap {worst:?}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "the watchdog (2 s) would have fired: {worst:?}"
+    );
+    assert!(peak_rss_kib < 64 * 1024, "{peak_rss_kib} KiB");
+    assert!(report["replies"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["limited"].as_u64().unwrap() > 0,
+        "no budget was enforced: {report}"
+    );
+    // And afterwards, a normal caller is answered.
+    let list = setup.busctl_ok(&["call", NAME, WEB, SERVICE, "ListWorkers"]);
+    assert!(
+        list.starts_with("a(sssdb) 3000 "),
+        "{}",
+        &list[..list.len().min(80)]
+    );
 }

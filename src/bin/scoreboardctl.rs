@@ -142,6 +142,22 @@ enum Command {
     /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
     #[command(hide = true)]
     StdinWorker { dir: PathBuf },
+    /// A hostile bus client for tests: keeps many ListWorkers calls in flight.
+    #[command(hide = true)]
+    TestFlood {
+        /// The service object's path.
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        #[arg(long, default_value_t = 120)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// The session bus instead of the system bus.
+        #[arg(long)]
+        session: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -296,6 +312,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::HoldWorkers { dir, count, prefix } => {
             fixtures::hold_workers(&dir, count, &prefix)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TestFlood {
+            path,
+            clients,
+            in_flight,
+            seconds,
+            session,
+        } => {
+            let bus = if session {
+                config::Bus::Session
+            } else {
+                config::Bus::System
+            };
+            let report = block_on(fixtures::flood(bus, &path, clients, in_flight, seconds))??;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::StdinWorker { dir } => {
