@@ -226,7 +226,7 @@ impl Gate {
         directory: &std::path::Path,
         cost: impl FnOnce() -> u64,
     ) -> Result<(), CallError> {
-        let (sender, caller) = self.caller(header).await?;
+        let (_, caller) = self.caller(header).await?;
         if caller.uid != 0 {
             let stat = rustix::fs::stat(directory).map_err(|e| {
                 CallError::access_denied(format!(
@@ -244,7 +244,7 @@ impl Gate {
             })?;
         }
         lock(&self.quota)
-            .charge(&sender, cost(), Instant::now())
+            .charge(caller.uid, cost(), Instant::now())
             .map_err(|e| CallError::limits_exceeded(e.to_string()))
     }
 }
@@ -422,7 +422,7 @@ impl ServiceObject {
     /// Every live worker: (id, state, status, seconds since the status changed, stuck).
     /// Only for callers who could read the scoreboard directory themselves (else
     /// org.freedesktop.DBus.Error.AccessDenied); at most 50,000 worker records per
-    /// client per second (else org.freedesktop.DBus.Error.LimitsExceeded).
+    /// user per second, root aside (else org.freedesktop.DBus.Error.LimitsExceeded).
     async fn list_workers(
         &self,
         #[zbus(header)] header: Header<'_>,
