@@ -963,3 +963,77 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
         &list[..list.len().min(80)]
     );
 }
+
+/// The bus daemon goes away and comes back at the same address (`systemctl restart
+/// dbus`): the agent says so once, reconnects, takes its name again and serves its
+/// objects as before; meanwhile its loop goes on.
+#[test]
+fn the_agent_comes_back_to_a_restarted_bus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("bus");
+    let config = tmp.path().join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n \
+             \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+             <busconfig><include>/usr/share/dbus-1/session.conf</include>\
+             <listen>unix:path={}</listen></busconfig>\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let bus = Bus::with_config(&config);
+    let address = format!("unix:path={}", socket.display());
+    let log = tmp.path().join("agent.log");
+    let mut setup = Setup::with_env("", &[("RUST_LOG", "info")], bus);
+    // Setup made its own agent on the first bus; this one logs to a file we read.
+    if let Some(mut first) = setup.agent.take() {
+        let _ = first.kill();
+        let _ = first.wait();
+    }
+    let agent = Killed(
+        Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+            .arg("--config")
+            .arg(setup.path("agent.toml"))
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let _holder = hold(&setup.path("web"), 5);
+    let total = |address: &str| {
+        let out = Command::new("busctl")
+            .arg(format!("--address={address}"))
+            .args(["get-property", NAME, WEB, SERVICE, "Total"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(wait_until(Duration::from_secs(10), || total(&address) == "u 5"));
+
+    // The daemon dies; a new one listens at the same address.
+    drop(std::mem::replace(&mut setup.bus, Bus::session()));
+    let _ = std::fs::remove_file(&socket);
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = Instant::now();
+    setup.bus = Bus::with_config(&config);
+    let back = wait_until(Duration::from_secs(10), || total(&address) == "u 5");
+    let took = restarted.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(back, "the agent did not come back to the bus:\n{text}");
+    eprintln!("the bus restarted: the agent's objects were back in {took:?}");
+    assert_eq!(
+        text.matches("lost the Session bus connection").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("reconnected to the Session bus").count(),
+        1,
+        "{text}"
+    );
+    assert!(agent.0.id() > 0);
+}

@@ -57,8 +57,10 @@ impl Bus {
         BufReader::new(daemon.stdout.take().unwrap())
             .read_line(&mut address)
             .unwrap();
+        // With several <listen>s the daemon prints them all, `;`-separated: one will do.
+        let address = address.trim().split(';').next().unwrap_or_default();
         Bus {
-            address: address.trim().to_owned(),
+            address: address.to_owned(),
             daemon: Killed(daemon),
         }
     }
