@@ -51,7 +51,7 @@ fn main() {
         .unwrap();
     let mut buf = [0u8; 4096];
     let mut seen_all = false;
-    let mut measuring: Option<(Instant, u64)> = None;
+    let mut measuring: Option<(Instant, f64)> = None;
     let tick = Duration::from_secs(1) / UPDATES_PER_SECOND;
     let mut next = Instant::now();
     loop {
@@ -67,15 +67,14 @@ fn main() {
                 "agent sees {WORKERS} workers after {:.2?}",
                 load_started.elapsed()
             );
-            measuring = Some((Instant::now(), cpu_ticks(agent.agent.id())));
+            measuring = Some((Instant::now(), support::cpu_seconds(agent.agent.id())));
         }
-        if let Some((started, ticks)) = measuring
+        if let Some((started, cpu_before)) = measuring
             && started.elapsed() >= MEASURE
         {
-            let used = cpu_ticks(agent.agent.id()) - ticks;
-            let seconds = used as f64 / clock_ticks_per_second();
+            let seconds = support::cpu_seconds(agent.agent.id()) - cpu_before;
             let share = 100.0 * seconds / started.elapsed().as_secs_f64();
-            let (rss, peak) = memory_kib(agent.agent.id());
+            let (rss, peak) = support::memory_kib(agent.agent.id());
             println!(
                 "agent with {WORKERS} workers × {UPDATES_PER_SECOND} updates/s, over {MEASURE:?}: \
                  CPU {share:.2}% of one core (goal < 2%), RSS {:.1} MiB, peak {:.1} MiB (goal < 16 MiB)",
@@ -92,34 +91,4 @@ fn main() {
             panic!("the agent never reported {WORKERS} workers");
         }
     }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    rustix::param::clock_ticks_per_second() as f64
-}
-
-/// (VmRSS, VmHWM) of `pid`, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }

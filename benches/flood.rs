@@ -113,7 +113,7 @@ fn main() {
     let quiet_list = time_list(&busctl);
 
     let started = Instant::now();
-    let cpu_before = cpu_ns(pid);
+    let cpu_before = support::cpu_seconds(pid);
     let flood = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&scoreboardctl)
@@ -127,7 +127,7 @@ fn main() {
     let mut lists = Vec::new();
     let mut reaped_in = None;
     while started.elapsed() < FLOOD {
-        peak_rss = peak_rss.max(rss_kib(pid));
+        peak_rss = peak_rss.max(support::memory_kib(pid).0);
         if started.elapsed() > FLOOD / 2 && reaped_in.is_none() {
             let killed = Instant::now();
             victim.0.kill().unwrap();
@@ -145,7 +145,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = flood.wait_with_output().unwrap();
-    let cpu = (cpu_ns(pid) - cpu_before) as f64 / 1e9 / started.elapsed().as_secs_f64();
+    let cpu = (support::cpu_seconds(pid) - cpu_before) / started.elapsed().as_secs_f64();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let seconds = report["seconds"].as_f64().unwrap();
     lists.sort();
@@ -187,26 +187,4 @@ fn time_list(busctl: &dyn Fn(&[&str]) -> std::process::Output) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
-}
-
-/// CPU time of the whole process, every thread (utime + stime of /proc/PID/stat).
-fn cpu_ns(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks * 1_000_000_000 / rustix::param::clock_ticks_per_second()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }

@@ -172,21 +172,19 @@ fn run(binary: &Path, scenario: Scenario) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let measure_started = Instant::now();
-    let cpu_before = cpu_ticks(pid);
+    let cpu_before = support::cpu_seconds(pid);
     let mut peak_fds = 0;
     while measure_started.elapsed() < scenario.measure && agent.0.try_wait().unwrap().is_none() {
-        peak_fds = peak_fds.max(open_fds(pid));
+        peak_fds = peak_fds.max(support::open_fds(pid));
         std::thread::sleep(Duration::from_millis(50));
     }
     let alive = agent.0.try_wait().unwrap().is_none();
     let cpu = if alive {
-        (cpu_ticks(pid) - cpu_before) as f64
-            / rustix::param::clock_ticks_per_second() as f64
-            / measure_started.elapsed().as_secs_f64()
+        (support::cpu_seconds(pid) - cpu_before) / measure_started.elapsed().as_secs_f64()
     } else {
         f64::NAN
     };
-    let peak_rss = if alive { peak_rss_kib(pid) } else { 0 };
+    let peak_rss = if alive { support::memory_kib(pid).1 } else { 0 };
     let killed = Instant::now();
     good.0.kill().unwrap();
     good.0.wait().unwrap();
@@ -316,28 +314,6 @@ fn mean_sweep(textfile: &Path, unit: &str) -> Option<Duration> {
     let sum = value("scoreboard_sweep_duration_seconds_sum")?;
     let count = value("scoreboard_sweep_duration_seconds_count")?;
     (count > 0.0).then(|| Duration::from_secs_f64(sum / count))
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 /// A child killed when dropped.
