@@ -10,11 +10,15 @@
 //!   snapshots and answers with what changed, the counts per state, who is stuck, and
 //!   the sanitised `STATUS=` line.
 //! * [`pacing`] — when a summary may go out (pure rules, tested without I/O).
-//! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, and sending
-//!   through [`notify`] (on behalf of a service's main process, found via [`systemd`]).
-//! * [`dbus`] — `io.scoreboard.Agent1`: thin objects over the shared pools, the signals
-//!   the loop sends, and the proxies `scoreboardctl` uses; [`metrics`] — the Prometheus
-//!   registry, `GET /metrics` and the textfile.
+//! * [`agent`] — the event loop: inotify ([`watch`]), timers, signals, sweeps in bounded
+//!   steps, and sending through [`notify`] (on behalf of a service's main process). It
+//!   never waits for the bus.
+//! * [`bus`] — the bus side on a thread of its own: serving, asking [`systemd`] for main
+//!   processes, reconnecting; the loop hands it signals over a bounded queue.
+//! * [`dbus`] — `io.scoreboard.Agent1`: thin objects over the shared pools, one string
+//!   boundary (`bus_string`), and the gate every per-worker answer passes: who may read
+//!   ([`privacy`]) and how much ([`quota`]); the proxies `scoreboardctl` uses.
+//! * [`metrics`] — the Prometheus registry, `GET /metrics` and the textfile.
 //! * [`state`] — what a restarted agent remembers (stuck timers), in /run/scoreboard.
 //! * [`escape`] — the one place that makes bytes a service's user controls (worker ids,
 //!   statuses) printable: for logs, tables and metric labels.
