@@ -341,7 +341,7 @@ const SYSTEM_TREES: [&str; 10] = [
 
 /// Refuses a scoreboard directory that is not absolute, not in normal form (the error
 /// says the normal form), or a system directory or inside one (see
-/// [`SYSTEM_DIRECTORIES`] and [`SYSTEM_TREES`]).
+/// `SYSTEM_DIRECTORIES` and `SYSTEM_TREES`).
 ///
 /// Normal form is required rather than computed: a directory is compared with others
 /// (two services may not share one) and with the system trees as text, and `..` or a
