@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::bus::BusThread;
 use crate::dbus::{self, Published};
+use crate::privacy::DirAccess;
 use crate::summary::{Pool, status_line};
 use crate::watch::{DirEvent, Watcher};
 
@@ -548,9 +549,18 @@ impl Agent {
         };
         watched.mid_pass = false;
         let took = started.elapsed();
+        // Who may see per-worker details is decided on the directory just read.
+        let access = rustix::fs::fstat(reader.as_fd())
+            .ok()
+            .map(|stat| DirAccess {
+                uid: stat.st_uid,
+                gid: stat.st_gid,
+                mode: stat.st_mode & 0o7777,
+            });
         let (changes, summary) = {
             let mut pool = watched.pool();
             let changes = pool.observe(&snapshot, now);
+            pool.set_access(access);
             (changes, pool.summary(now))
         };
         self.metrics.sweep(
@@ -782,6 +792,7 @@ fn read_options(service: &Service) -> ReadOptions {
 /// per-state gauges down.
 fn forget_directory(watched: &mut Watched, metrics: &Metrics, watcher: &mut Watcher) {
     metrics.forget(&watched.service.unit);
+    watched.pool().set_access(None);
     watched.reader = None;
     watched.mid_pass = false;
     if let Some(wd) = watched.wd.take() {

@@ -12,7 +12,7 @@
 //! shared table.
 //!
 //! When a connection drops, the thread says so once, reconnects with backoff (100 ms,
-//! doubling to 5 s), takes the name again, re-exports every object, and says so once.
+//! doubling to 1 s), takes the name again, re-exports every object, and says so once.
 //! Meanwhile the loop keeps sending `STATUS=` to the main processes it knew, each still
 //! checked to run in its unit's control group.
 
@@ -35,7 +35,9 @@ const QUEUE: usize = 1024;
 /// socket (the rest wait in the bus daemon, within its per-peer limits).
 const MAX_QUEUED_CALLS: usize = 64;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most a second between attempts: the name is back within about a second of the
+/// bus, however long it was away.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// What the loop asks of the bus thread.
 enum Command {

@@ -83,16 +83,48 @@ pub struct WorkerInfo {
     pub stuck: bool,
 }
 
-impl From<WorkerView> for WorkerInfo {
-    fn from(w: WorkerView) -> Self {
+/// The longest status sent on the bus, escaped; longer ones are cut and end in `…`.
+pub const MAX_STATUS_ON_BUS: usize = 4096;
+/// What one `ListWorkers` answer may weigh, escaped strings together. dbus-daemon
+/// drops a peer that sends a message over its `max_message_size` (32 MiB by default),
+/// taking our name with it; a full pool of long ids must not come near that.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// States listed in `Counts` on the bus; the rest are added up under `other`.
+pub const MAX_STATES_ON_BUS: usize = 32;
+
+impl WorkerInfo {
+    /// The worker as it goes on the bus: every string through [`bus_string`], the status
+    /// cut at `status_cap` bytes.
+    fn on_bus(w: WorkerView, status_cap: usize) -> Self {
         WorkerInfo {
             id: bus_string(&w.id).into_owned(),
             state: bus_string(&w.state).into_owned(),
-            status: bus_string(&w.status).into_owned(),
+            status: escape::printable_capped(w.status.as_bytes(), status_cap).into_owned(),
             unchanged_seconds: w.unchanged_for.as_secs_f64(),
             stuck: w.stuck,
         }
     }
+
+    /// Roughly what it weighs in a message.
+    fn weight(&self) -> usize {
+        self.id.len() + self.state.len() + self.status.len() + 32
+    }
+}
+
+/// `Counts` as it goes on the bus: keys through [`bus_string`], at most
+/// [`MAX_STATES_ON_BUS`] of them (largest first, as `counts` comes), the rest under
+/// `other`.
+fn counts_on_bus(counts: &[(String, usize)]) -> HashMap<String, u32> {
+    let mut on_bus: HashMap<String, u32> = HashMap::new();
+    for (index, (state, n)) in counts.iter().enumerate() {
+        let key = if index < MAX_STATES_ON_BUS {
+            bus_string(state).into_owned()
+        } else {
+            "other".to_owned()
+        };
+        *on_bus.entry(key).or_default() += *n as u32;
+    }
+    on_bus
 }
 
 /// Errors of the `io.scoreboard.Agent1` interfaces.
@@ -218,33 +250,30 @@ impl Gate {
         Ok((sender, caller))
     }
 
-    /// Whether the caller may read `directory`'s workers, by [`privacy::may_read`] on the
-    /// directory as it is now; then charges `cost` records to it.
+    /// Whether the caller may read the service's workers, by [`privacy::may_read`] on
+    /// the directory as the last sweep found it (`access`); then charges `cost` records.
     async fn admit(
         &self,
         header: &Header<'_>,
-        directory: &std::path::Path,
-        cost: impl FnOnce() -> u64,
+        service: &Service,
+        access: Option<DirAccess>,
+        cost: u64,
     ) -> Result<(), CallError> {
         let (_, caller) = self.caller(header).await?;
         if caller.uid != 0 {
-            let stat = rustix::fs::stat(directory).map_err(|e| {
+            let dir = access.ok_or_else(|| {
                 CallError::access_denied(format!(
-                    "{}: {e}; per-worker details are shown only to those who could read it",
-                    directory.display()
+                    "{} is not being read now; per-worker details are shown only to those \
+                     who could read it",
+                    service.directory.display()
                 ))
             })?;
-            let dir = DirAccess {
-                uid: stat.st_uid,
-                gid: stat.st_gid,
-                mode: stat.st_mode & 0o7777,
-            };
             privacy::may_read(&caller, dir).map_err(|refused| {
-                CallError::access_denied(format!("{}: {refused}", directory.display()))
+                CallError::access_denied(format!("{}: {refused}", service.directory.display()))
             })?;
         }
         lock(&self.quota)
-            .charge(caller.uid, cost(), Instant::now())
+            .charge(caller.uid, cost, Instant::now())
             .map_err(|e| CallError::limits_exceeded(e.to_string()))
     }
 }
@@ -344,22 +373,36 @@ impl ServiceObject {
         f(&lock(&self.pool), Instant::now())
     }
 
-    /// Every worker, built at most once per interval however many ask.
-    fn workers(&self) -> SharedWorkers {
+    /// Every worker, built at most once per interval however many ask. Statuses are
+    /// cut so that the whole answer stays under [`MAX_ANSWER_BYTES`]; if the ids alone
+    /// would not, the answer is refused rather than sent.
+    fn workers(&self) -> Result<SharedWorkers, CallError> {
         let mut answer = lock(&self.answer);
         if let Some((at, workers)) = answer.as_ref()
             && at.elapsed() < self.gate.refresh
         {
-            return workers.clone();
+            return Ok(workers.clone());
         }
-        let workers = SharedWorkers(self.with_pool(|pool, now| {
+        let workers: Arc<[WorkerInfo]> = self.with_pool(|pool, now| {
+            let status_cap =
+                (MAX_ANSWER_BYTES / 2 / pool.len().max(1)).clamp(64, MAX_STATUS_ON_BUS);
             pool.workers(now)
                 .into_iter()
-                .map(WorkerInfo::from)
+                .map(|w| WorkerInfo::on_bus(w, status_cap))
                 .collect()
-        }));
+        });
+        let weight: usize = workers.iter().map(WorkerInfo::weight).sum();
+        if weight > MAX_ANSWER_BYTES {
+            return Err(CallError::limits_exceeded(format!(
+                "the {} workers of {} would make a {weight}-byte answer, over {MAX_ANSWER_BYTES}; \
+                 ask GetWorker for each",
+                workers.len(),
+                self.service.unit
+            )));
+        }
+        let workers = SharedWorkers(workers);
         *answer = Some((Instant::now(), workers.clone()));
-        workers
+        Ok(workers)
     }
 }
 
@@ -404,13 +447,7 @@ impl ServiceObject {
     /// Live workers per state; stuck workers are counted in Stuck instead.
     #[zbus(property)]
     fn counts(&self) -> HashMap<String, u32> {
-        self.with_pool(|pool, now| {
-            pool.summary(now)
-                .counts
-                .into_iter()
-                .map(|(state, n)| (bus_string(&state).into_owned(), n as u32))
-                .collect()
-        })
+        self.with_pool(|pool, now| counts_on_bus(&pool.summary(now).counts))
     }
 
     /// How many workers are stuck: not idle, status unchanged for stuck_after.
@@ -427,11 +464,12 @@ impl ServiceObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<SharedWorkers, CallError> {
-        let workers = self.workers();
+        // Admitted (and charged) before anything is built for the caller.
+        let (access, workers) = self.with_pool(|pool, _| (pool.access(), pool.len() as u64));
         self.gate
-            .admit(&header, &self.service.directory, || workers.0.len() as u64)
+            .admit(&header, &self.service, access, workers)
             .await?;
-        Ok(workers)
+        self.workers()
     }
 
     /// One worker by id, as ListWorkers shows it (ids with control characters, a
@@ -442,23 +480,21 @@ impl ServiceObject {
         id: &str,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<WorkerInfo, CallError> {
+        // Only an id holding a backslash can be an escaped form, and finding it means
+        // comparing every id: charged as the pool's size.
+        let (access, size) = self.with_pool(|pool, _| (pool.access(), pool.len() as u64));
+        let cost = if id.contains('\\') { size } else { 1 };
         self.gate
-            .admit(&header, &self.service.directory, || 1)
+            .admit(&header, &self.service, access, cost)
             .await?;
         self.with_pool(|pool, now| {
             let exact = pool.worker(id, now).filter(|w| bus_string(&w.id) == id);
-            // Only an id holding a backslash can be an escaped form.
             exact.or_else(|| {
-                id.contains('\\')
-                    .then(|| {
-                        pool.workers(now)
-                            .into_iter()
-                            .find(|w| bus_string(&w.id) == id)
-                    })
-                    .flatten()
+                let found = pool.ids().find(|raw| bus_string(raw) == id)?;
+                pool.worker(found, now)
             })
         })
-        .map(WorkerInfo::from)
+        .map(|w| WorkerInfo::on_bus(w, MAX_STATUS_ON_BUS))
         .ok_or_else(|| {
             Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit)).into()
         })
@@ -472,6 +508,28 @@ impl ServiceObject {
     /// batched: at most one signal per 100 ms, however many died.
     #[zbus(signal)]
     pub async fn worker_reaped(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
+}
+
+/// The ids as they go on the bus, in as many signals as keep each under 1 MiB (far
+/// below the bus daemon's message limit, whatever a churning directory produced).
+fn signal_batches(ids: &[String]) -> Vec<Vec<String>> {
+    const MAX_SIGNAL_BYTES: usize = 1 << 20;
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut weight = 0;
+    for id in ids {
+        let id = bus_string(id).into_owned();
+        if weight + id.len() > MAX_SIGNAL_BYTES && !batch.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            weight = 0;
+        }
+        weight += id.len() + 8;
+        batch.push(id);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
 }
 
 /// What was last announced in PropertiesChanged for a service.
@@ -623,12 +681,10 @@ impl Server {
             changed.insert("Total", zbus::Variant::from(current.total as u32));
         }
         if current.counts != published.counts {
-            let counts: HashMap<String, u32> = current
-                .counts
-                .iter()
-                .map(|(s, n)| (bus_string(s).into_owned(), *n as u32))
-                .collect();
-            changed.insert("Counts", zbus::Variant::from(counts));
+            changed.insert(
+                "Counts",
+                zbus::Variant::from(counts_on_bus(&current.counts)),
+            );
         }
         if current.stuck != published.stuck {
             changed.insert("Stuck", zbus::Variant::from(current.stuck as u32));
@@ -658,15 +714,11 @@ impl Server {
         reaped: Vec<String>,
     ) -> zbus::Result<()> {
         let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
-        let escaped = |ids: Vec<String>| -> Vec<String> {
-            ids.iter().map(|id| bus_string(id).into_owned()).collect()
-        };
-        let (added, reaped) = (escaped(added), escaped(reaped));
-        if !added.is_empty() {
-            ServiceObject::worker_added(&emitter, added).await?;
+        for batch in signal_batches(&added) {
+            ServiceObject::worker_added(&emitter, batch).await?;
         }
-        if !reaped.is_empty() {
-            ServiceObject::worker_reaped(&emitter, reaped).await?;
+        for batch in signal_batches(&reaped) {
+            ServiceObject::worker_reaped(&emitter, batch).await?;
         }
         Ok(())
     }

@@ -28,6 +28,11 @@ pub struct Pool {
     idle_states: Vec<String>,
     stuck_after: Option<Duration>,
     workers: BTreeMap<String, Tracked>,
+    /// Status bytes the pool may keep for workers not read in a pass (see
+    /// [`Pool::observe`]): the service's byte budget.
+    max_status_bytes: usize,
+    /// See [`Pool::access`].
+    access: Option<crate::privacy::DirAccess>,
     /// Change times saved by an earlier agent, used for workers seen again with the same
     /// status (see [`Pool::remember`]).
     remembered: HashMap<String, (u64, Instant)>,
@@ -97,17 +102,23 @@ impl Pool {
             idle_states: service.idle_states.clone(),
             stuck_after: service.stuck_after,
             workers: BTreeMap::new(),
+            max_status_bytes: service.max_status_bytes,
+            access: None,
             remembered: HashMap::new(),
         }
     }
 
     /// Takes in a snapshot taken at `now`.
     ///
-    /// A live worker the snapshot could not read (a torn frame that never checked out)
-    /// keeps its last known status rather than flapping out of the pool and back.
+    /// A live worker the snapshot could not read (a torn frame that never checked out,
+    /// or past the byte budget) stays in the pool rather than flapping out and back,
+    /// with its last known status while the statuses kept stay within the service's
+    /// byte budget; past it, its status is forgotten (state `unknown`), so the pool's
+    /// memory never grows with what alternating unreadable frames could make it keep.
     pub fn observe(&mut self, snapshot: &Snapshot, now: Instant) -> Changes {
         let mut changes = Changes::default();
-        let unreadable: HashSet<&str> = snapshot.torn.iter().map(String::as_str).collect();
+        let unreadable: HashSet<&str> = snapshot.unread.iter().map(String::as_str).collect();
+        let mut kept_bytes: usize = snapshot.workers.iter().map(|w| w.status.len()).sum();
         let mut previous = std::mem::take(&mut self.workers);
         for worker in &snapshot.workers {
             let tracked = match previous.remove(&worker.id) {
@@ -135,8 +146,14 @@ impl Pool {
             };
             self.workers.insert(worker.id.clone(), tracked);
         }
-        for (id, tracked) in previous {
+        for (id, mut tracked) in previous {
             if unreadable.contains(&id.as_str()) {
+                kept_bytes += tracked.status.len();
+                if kept_bytes > self.max_status_bytes {
+                    kept_bytes -= tracked.status.len();
+                    tracked.status = Vec::new();
+                    tracked.state = "unknown".to_owned();
+                }
                 self.workers.insert(id, tracked);
             } else {
                 changes.removed.push(id);
@@ -226,6 +243,23 @@ impl Pool {
             .collect()
     }
 
+    /// The ids of every worker, without building their views.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.workers.keys().map(String::as_str)
+    }
+
+    /// The scoreboard directory's owner, group and mode, as its last sweep found the
+    /// very directory it read (`None` while it is not being read): who may see
+    /// per-worker details is decided on this, not on whatever the path names by then.
+    pub fn access(&self) -> Option<crate::privacy::DirAccess> {
+        self.access
+    }
+
+    /// Records the directory's owner, group and mode (see [`Pool::access`]).
+    pub fn set_access(&mut self, access: Option<crate::privacy::DirAccess>) {
+        self.access = access;
+    }
+
     /// One worker's details at `now`.
     pub fn worker(&self, id: &str, now: Instant) -> Option<WorkerView> {
         let tracked = self.workers.get(id)?;
@@ -252,9 +286,26 @@ impl Pool {
     }
 }
 
-/// A worker's state from its status, by the service's rule. A status the rule cannot
-/// read has the state `unknown`; an empty first word is `empty`.
+/// A worker's state from its status, by the service's rule, at most [`MAX_STATE_LEN`]
+/// bytes. A status the rule cannot read has the state `unknown`; an empty first word is
+/// `empty`.
 pub fn derive_state(rule: &StateRule, status: &[u8]) -> String {
+    let mut state = state_by_rule(rule, status);
+    if state.len() > MAX_STATE_LEN {
+        let mut cut = MAX_STATE_LEN;
+        while !state.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        state.truncate(cut);
+    }
+    state
+}
+
+/// A state is a word, cut at this many bytes: one worker's first word may be a MiB
+/// long, and a state is kept per worker, counted, listed on the bus and in metrics.
+pub const MAX_STATE_LEN: usize = 64;
+
+fn state_by_rule(rule: &StateRule, status: &[u8]) -> String {
     match rule {
         StateRule::FirstWord => {
             let text = String::from_utf8_lossy(status);
@@ -459,7 +510,7 @@ mod tests {
         let now = Instant::now();
         pool.observe(&snapshot(&[("7", "busy")]), now);
         let mut torn = snapshot(&[]);
-        torn.torn.push("7".to_owned());
+        torn.unread.push("7".to_owned());
         assert_eq!(pool.observe(&torn, now), Changes::default());
         assert_eq!(pool.workers(now)[0].status, "busy");
     }

@@ -1037,3 +1037,40 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     );
     assert!(agent.0.id() > 0);
 }
+
+/// Twelve workers whose status is 1 MiB of a control byte, escaped four times longer:
+/// uncut, `Counts` alone would pass the bus daemon's 32 MiB message limit and it would
+/// drop the agent. States are cut to a word, statuses on the bus to 4 KiB.
+#[tokio::test(flavor = "current_thread")]
+async fn huge_statuses_and_states_stay_within_the_bus_limits() {
+    let setup = Setup::new("");
+    let dir = setup.path("web");
+    let _held: Vec<std::fs::File> = (0..12)
+        .map(|n| {
+            let mut status = vec![1u8; 1 << 20];
+            status[0] = b'a' + n as u8; // distinct states
+            live_worker(&dir, format!("w{n}").as_bytes(), &status)
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || setup
+        .property("Total")
+        == "u 12"));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let connection = setup.connection().await;
+    let service = scoreboard_agent::dbus::ServiceProxy::builder(&connection)
+        .path(WEB)
+        .build()
+        .await
+        .unwrap();
+    let workers = service.list_workers().await.unwrap();
+    assert_eq!(workers.len(), 12);
+    for worker in &workers {
+        assert!(worker.state.len() <= 4 * 64, "{}", worker.state.len());
+        assert!(worker.status.len() <= 4096 + 3, "{}", worker.status.len());
+    }
+    let one = service.get_worker("w3").await.unwrap();
+    assert!(one.status.ends_with('…'));
+    // Still on the bus, name and all, after several PropertiesChanged with those states.
+    assert!(setup.busctl(&["status", NAME]).status.success());
+    assert_eq!(setup.property("Total"), "u 12");
+}

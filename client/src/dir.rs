@@ -137,9 +137,9 @@ impl ScoreDir {
 
     /// Calls `visit` with the name, `d_type` and inode number of each entry, from where
     /// the last call stopped (see [`rewind`](Self::rewind)). Returns true at the end of
-    /// the directory; false when `stop`, asked with the number of entries visited so
-    /// far whenever the buffer is used up, said to stop — the next call goes on from
-    /// there, as the directory's offset is only ever past whole buffers.
+    /// the directory; false when `stop`, asked after each entry with the number visited
+    /// so far, said to stop — then the directory's offset is set just past that entry
+    /// (the kernel's cookie for it), and the next call goes on from there.
     ///
     /// Reads with `getdents64` straight into `buf` (64 KiB: some 2,000 entries per
     /// call), allocating nothing per entry.
@@ -153,17 +153,18 @@ impl ScoreDir {
         buf.resize(LISTING_BUFFER, MaybeUninit::uninit());
         let mut entries = rustix::fs::RawDir::new(&self.fd, buf);
         let mut visited = 0;
-        loop {
-            if entries.is_buffer_empty() && stop(visited) {
-                return Ok(false);
-            }
-            let Some(entry) = entries.next() else {
-                return Ok(true);
-            };
+        while let Some(entry) = entries.next() {
             let entry = entry.context("getdents64", || self.path.clone())?;
             visit(entry.file_name(), entry.file_type(), entry.ino());
             visited += 1;
+            if stop(visited) {
+                let cookie = entry.next_entry_cookie();
+                rustix::fs::seek(&self.fd, rustix::fs::SeekFrom::Start(cookie))
+                    .context("lseek", || self.path.clone())?;
+                return Ok(false);
+            }
         }
+        Ok(true)
     }
 }
 

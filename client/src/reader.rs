@@ -38,10 +38,11 @@ pub const DEFAULT_MAX_STATUS_LEN: u32 = 1 << 20;
 /// let a directory's owner make a reader's cost or descriptors grow without bound.
 pub const DEFAULT_MAX_WORKERS: usize = 16_384;
 
-/// The default cap on status bytes read per directory and pass: 64 MiB, room for
-/// 16,384 statuses of 4 KiB. Without it, hardlinks or many large statuses could make
-/// the reader hold one copy per name.
-pub const DEFAULT_MAX_STATUS_BYTES: usize = 64 << 20;
+/// The default cap on bytes read per directory and pass: 16 MiB, room for 16,384
+/// statuses of 1 KiB (real statuses are a line). Without it, many large statuses, or
+/// frames that never check out and are read ten times each, would make a pass's cost
+/// and the reader's memory grow with what the directory's owner writes.
+pub const DEFAULT_MAX_STATUS_BYTES: usize = 16 << 20;
 
 /// How many skipped entries one pass lists individually (with path and reason); the
 /// rest are only counted, so 100,000 planted entries cost no more than their listing.
@@ -183,9 +184,9 @@ pub struct Snapshot {
     pub skipped: Vec<Skipped>,
     /// How many entries were skipped in all, per [`SkipReason::kind`], listed or not.
     pub skip_counts: BTreeMap<&'static str, usize>,
-    /// Ids of live workers whose frame never checked out in this pass: still alive,
-    /// status unknown for now.
-    pub torn: Vec<String>,
+    /// Ids of live workers whose status was not read in this pass (a frame that never
+    /// checked out, or past the byte budget): still alive, status unknown for now.
+    pub unread: Vec<String>,
 }
 
 impl Snapshot {
@@ -206,8 +207,9 @@ pub struct ReadOptions {
     /// [`DirReader`]); the rest are skipped with [`SkipReason::TooManyFiles`]. Default
     /// [`DEFAULT_MAX_WORKERS`].
     pub max_workers: usize,
-    /// At most this many status bytes are read per pass; past it files are skipped with
-    /// [`SkipReason::OverByteBudget`]. Default [`DEFAULT_MAX_STATUS_BYTES`].
+    /// At most this many bytes are read from files per pass — every read counts, torn
+    /// re-reads included; past it files are skipped with [`SkipReason::OverByteBudget`].
+    /// What a reader keeps is bounded by it too. Default [`DEFAULT_MAX_STATUS_BYTES`].
     pub max_status_bytes: usize,
 }
 
@@ -312,8 +314,9 @@ struct Collector {
     read_at: Instant,
     /// `status_*` entries opened (or held) in this pass, against `max_workers`.
     files: usize,
-    /// Status bytes read in this pass, against `max_status_bytes`.
-    status_bytes: usize,
+    /// Bytes this pass may still read from files (every `pread`, torn re-reads
+    /// included), from `max_status_bytes`.
+    bytes_left: usize,
     /// Pausing for torn frames left in this pass.
     back_off_left: Duration,
     /// `EMFILE`/`ENFILE` seen in this pass: no more opening until the next one.
@@ -328,7 +331,7 @@ impl Collector {
             buf: Vec::new(),
             read_at: Instant::now(),
             files: 0,
-            status_bytes: 0,
+            bytes_left: options.max_status_bytes,
             back_off_left: TORN_BACK_OFF_BUDGET,
             out_of_descriptors: false,
         }
@@ -463,12 +466,11 @@ impl Collector {
     ) {
         let budget = Budget {
             max_status_len: self.options.max_status_len,
-            bytes_left: self.options.max_status_bytes - self.status_bytes,
+            bytes_left: &mut self.bytes_left,
             back_off_left: &mut self.back_off_left,
         };
         let reason = match read_frame(file, &mut self.buf, budget, verified) {
             Ok(Some(status)) => {
-                self.status_bytes += status.len();
                 self.snapshot.workers.push(Worker {
                     id: worker_id(id),
                     status,
@@ -479,12 +481,15 @@ impl Collector {
             // A file created but not yet written: skipped silently, as upstream does.
             Ok(None) => return,
             Err(SkipReason::Torn) => {
-                self.snapshot.torn.push(worker_id(id));
+                self.snapshot.unread.push(worker_id(id));
                 SkipReason::Torn
             }
-            Err(SkipReason::OverByteBudget { .. }) => SkipReason::OverByteBudget {
-                max: self.options.max_status_bytes,
-            },
+            Err(SkipReason::OverByteBudget { .. }) => {
+                self.snapshot.unread.push(worker_id(id));
+                SkipReason::OverByteBudget {
+                    max: self.options.max_status_bytes,
+                }
+            }
             Err(reason) => reason,
         };
         self.skip(dir, name, reason);
@@ -523,8 +528,8 @@ mod libc_errno {
 /// What one frame read may spend.
 struct Budget<'a> {
     max_status_len: u32,
-    /// Status bytes the pass may still read.
-    bytes_left: usize,
+    /// Bytes the pass may still read; every `pread` is charged here.
+    bytes_left: &'a mut usize,
     /// Pausing left for torn frames in the pass; spent here.
     back_off_left: &'a mut Duration,
 }
@@ -542,38 +547,49 @@ fn read_frame(
     file: &File,
     buf: &mut Vec<u8>,
     budget: Budget<'_>,
+    mut verified: Option<&mut Vec<u8>>,
+) -> Result<Option<Vec<u8>>, SkipReason> {
+    let result = read_frame_within(file, buf, budget, verified.as_deref_mut());
+    // A frame not returned now is not kept either: what a held file keeps is never more
+    // than what the pass returned, so memory stays within the byte budget.
+    if !matches!(result, Ok(Some(_)))
+        && let Some(last) = verified
+    {
+        *last = Vec::new();
+    }
+    result
+}
+
+fn read_frame_within(
+    file: &File,
+    buf: &mut Vec<u8>,
+    budget: Budget<'_>,
     verified: Option<&mut Vec<u8>>,
 ) -> Result<Option<Vec<u8>>, SkipReason> {
     const INITIAL: usize = 4096;
     if buf.len() < INITIAL {
         buf.resize(INITIAL, 0);
     }
-    let over_budget = |len: usize| SkipReason::OverByteBudget { max: len };
+    // The cap is filled in by the caller, which knows it.
+    let over_budget = || SkipReason::OverByteBudget { max: 0 };
     let mut torn = 0;
     while torn < TORN_READ_ATTEMPTS {
         let n = rustix::io::pread(file, &mut buf[..], 0).map_err(|errno| SkipReason::Io {
             operation: "pread",
             error: errno.into(),
         })?;
+        // Every read is paid for, torn re-reads included: reading and hashing is what a
+        // directory full of frames that never check out would cost.
+        *budget.bytes_left = budget.bytes_left.checked_sub(n).ok_or_else(over_budget)?;
         let read = &buf[..n];
         if let Some(last) = verified.as_deref()
             && !last.is_empty()
             && read.starts_with(last)
         {
-            let status = &last[frame::HEADER_LEN..];
-            if status.len() > budget.bytes_left {
-                return Err(over_budget(status.len()));
-            }
-            return Ok(Some(status.to_vec()));
+            return Ok(Some(last[frame::HEADER_LEN..].to_vec()));
         }
         match frame::decode(read, budget.max_status_len) {
             Ok(status) => {
-                if status.len() > budget.bytes_left {
-                    if let Some(last) = verified {
-                        *last = Vec::new();
-                    }
-                    return Err(over_budget(status.len()));
-                }
                 if let Some(last) = verified {
                     last.clear();
                     last.extend_from_slice(&read[..frame::frame_len(status.len())]);
@@ -589,8 +605,8 @@ fn read_frame(
             }
             // The buffer was filled: the rest of the frame is there, read it all.
             Err(Undecodable::Truncated { needed }) if n == buf.len() => {
-                if needed - frame::HEADER_LEN > budget.bytes_left {
-                    return Err(over_budget(needed));
+                if needed > *budget.bytes_left {
+                    return Err(over_budget());
                 }
                 buf.resize(needed, 0)
             }
@@ -731,8 +747,8 @@ impl DirReader {
     }
 
     /// Goes on with the current pass (or starts one) until it is done or `deadline`
-    /// passes, checked between batches of directory entries (one `getdents64` buffer,
-    /// some 2,000 entries). A caller that must stay responsive — to a watchdog, to
+    /// passes, checked every 16 entries (each costs at most one frame read, itself
+    /// bounded by the byte budget). A caller that must stay responsive — to a watchdog, to
     /// signals — takes a pass over a huge directory in steps.
     pub fn sweep_until(&mut self, deadline: Option<Instant>) -> Result<Progress> {
         let DirReader {
@@ -752,7 +768,8 @@ impl DirReader {
         let sweep = *sweeps;
         let finished = dir.for_each_entry(
             listing,
-            |processed| processed > 0 && deadline.is_some_and(|at| Instant::now() >= at),
+            // The clock is read every 16 entries: an entry costs at most one frame read.
+            |visited| visited.is_multiple_of(16) && deadline.is_some_and(|at| Instant::now() >= at),
             |name, file_type, ino| {
                 let Some(id) = collector.status_entry(dir, name, file_type) else {
                     return;

@@ -303,3 +303,40 @@ fn files_and_bytes_are_budgeted_per_directory() {
         "the others removed their own files"
     );
 }
+
+/// Frames that never check out are read up to ten times each: every read is paid from
+/// the byte budget, so a directory of them costs a pass no more than the budget.
+#[test]
+fn torn_frames_are_paid_for_from_the_byte_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut frame = vec![0u8; scoreboard::frame::frame_len(64 << 10)];
+    scoreboard::frame::encode_into(&mut frame, &vec![b'x'; 64 << 10]);
+    frame[0] ^= 0xff; // the digest never matches
+    let _held: Vec<std::fs::File> = (0..40)
+        .map(|n| {
+            let staged = tmp.path().join("staged.tmp");
+            fs::write(&staged, &frame).unwrap();
+            let file = std::fs::File::open(&staged).unwrap();
+            file.lock().unwrap();
+            fs::rename(&staged, tmp.path().join(format!("status_{n}"))).unwrap();
+            file
+        })
+        .collect();
+    let options = ReadOptions {
+        max_status_bytes: 1 << 20,
+        ..ReadOptions::default()
+    };
+    let mut reader = DirReader::open(tmp.path(), options).unwrap();
+    let snapshot = reader.sweep().unwrap();
+    let torn = snapshot.skip_counts.get("torn").copied().unwrap_or(0);
+    let over = snapshot.skip_counts["over_byte_budget"];
+    assert_eq!(torn + over, 40);
+    // 1 MiB pays for at most two files read ten times (650 KiB each).
+    assert!(
+        torn <= 2,
+        "{torn} torn files read in full on a 1 MiB budget"
+    );
+    // Torn or over budget, a live worker is still known alive.
+    assert_eq!(snapshot.unread.len(), 40);
+    assert!(snapshot.workers.is_empty() && snapshot.reaped.is_empty());
+}
