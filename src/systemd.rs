@@ -107,23 +107,96 @@ impl Systemd {
     }
 }
 
+/// Where cgroupfs shows systemd's hierarchy, in which a unit's `ControlGroup=` path
+/// names its cgroup: the unified layout's `/sys/fs/cgroup`, and in the hybrid and
+/// legacy layouts (cgroup v1 controllers mounted under `/sys/fs/cgroup`, as on hosts
+/// booted with `systemd.unified_cgroup_hierarchy=0`) the cgroup2 mount `unified/` and
+/// the named v1 hierarchy `systemd/`, where systemd mirrors the same paths.
+const CGROUP_HIERARCHIES: &[&str] = &[
+    "/sys/fs/cgroup",
+    "/sys/fs/cgroup/unified",
+    "/sys/fs/cgroup/systemd",
+];
+
 impl MainProcess {
     /// Whether `pid` still runs in `control_group`, read from cgroupfs: what vouches for a
     /// remembered main process while systemd cannot be asked. Where the cgroup cannot be
-    /// read, whether the pid is alive at all (`kill(pid, 0)`).
+    /// read in any layout, whether the pid is alive at all (`kill(pid, 0)`).
     pub fn still_there(&self) -> bool {
+        self.still_there_in(CGROUP_HIERARCHIES)
+    }
+
+    /// [`MainProcess::still_there`], looking for the cgroup under `hierarchies`, the
+    /// first one holding it deciding.
+    pub fn still_there_in(&self, hierarchies: &[impl AsRef<std::path::Path>]) -> bool {
         let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) else {
             return false;
         };
-        let procs = format!("/sys/fs/cgroup{}/cgroup.procs", self.control_group);
-        match std::fs::read_to_string(&procs) {
-            Ok(listed) => listed
-                .lines()
-                .any(|line| line.trim() == self.pid.to_string()),
-            Err(_) => !matches!(
-                rustix::process::test_kill_process(pid),
-                Err(rustix::io::Errno::SRCH)
-            ),
+        // An empty path would name the root cgroup, where the main process never is.
+        let relative = self.control_group.trim_start_matches('/');
+        if !relative.is_empty() {
+            for hierarchy in hierarchies {
+                let procs = hierarchy.as_ref().join(relative).join("cgroup.procs");
+                if let Ok(listed) = std::fs::read_to_string(&procs) {
+                    return listed
+                        .lines()
+                        .any(|line| line.trim() == self.pid.to_string());
+                }
+            }
         }
+        !matches!(
+            rustix::process::test_kill_process(pid),
+            Err(rustix::io::Errno::SRCH)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn main_process(pid: u32, control_group: &str) -> MainProcess {
+        MainProcess {
+            pid,
+            notify_access: "main".to_owned(),
+            control_group: control_group.to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_first_hierarchy_holding_the_cgroup_decides() {
+        let root = tempfile::tempdir().unwrap();
+        // A hybrid layout: no cgroup at the top, the unit's in unified/ and systemd/.
+        let unified = root.path().join("unified");
+        let named = root.path().join("systemd");
+        for hierarchy in [&unified, &named] {
+            std::fs::create_dir_all(hierarchy.join("system.slice/demo.service")).unwrap();
+        }
+        let me = std::process::id();
+        std::fs::write(
+            unified.join("system.slice/demo.service/cgroup.procs"),
+            format!("1\n{me}\n"),
+        )
+        .unwrap();
+        std::fs::write(named.join("system.slice/demo.service/cgroup.procs"), "").unwrap();
+        let hierarchies = [root.path().to_owned(), unified.clone(), named.clone()];
+        let main = main_process(me, "/system.slice/demo.service");
+        assert!(main.still_there_in(&hierarchies));
+        // Alive, but no longer listed in its unit's cgroup: not vouched for.
+        let moved = [root.path().to_owned(), named];
+        assert!(!main.still_there_in(&moved));
+        assert!(!main_process(me + 1, "/system.slice/demo.service").still_there_in(&hierarchies));
+    }
+
+    #[test]
+    fn without_a_readable_cgroup_a_live_pid_is_enough() {
+        let empty = tempfile::tempdir().unwrap();
+        let hierarchies = [empty.path()];
+        assert!(
+            main_process(std::process::id(), "/system.slice/x.service")
+                .still_there_in(&hierarchies)
+        );
+        assert!(main_process(std::process::id(), "").still_there_in(&hierarchies));
+        assert!(!main_process(0, "/system.slice/x.service").still_there_in(&hierarchies));
     }
 }

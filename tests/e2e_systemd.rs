@@ -43,8 +43,21 @@ fn main() {
             journal_fields,
         ),
         (
-            "D-Bus: busctl and scoreboardctl agree with systemctl",
+            "D-Bus: busctl and scoreboardctl agree with systemctl; \
+             per-worker details only for who could read the directory",
             bus_details,
+        ),
+        (
+            "D-Bus: a NUL byte in a status cannot take the agent off the bus",
+            nul_byte,
+        ),
+        (
+            "D-Bus: dbus restarted, then stopped: the agent comes back, STATUS= flows meanwhile",
+            bus_restart,
+        ),
+        (
+            "D-Bus: a flood of ListWorkers: no watchdog restart, memory bounded, STATUS= on time",
+            bus_flood,
         ),
         (
             "9 an injected MAINPID=1 does not move demo's MainPID",
@@ -369,6 +382,58 @@ exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
                 .join(" ")
         );
         self.must(&script);
+    }
+
+    /// Where the journal ends now: what [`System::agent_log_since`] reads after.
+    fn journal_cursor(&self) -> String {
+        let out = self.must("journalctl -n 1 --show-cursor --no-pager -o cat");
+        out.lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("-- cursor: "))
+            .unwrap_or_else(|| panic!("no cursor in {out:?}"))
+            .to_owned()
+    }
+
+    /// What the agent logged, and systemd about it, after `cursor`.
+    fn agent_log_since(&self, cursor: &str) -> String {
+        self.sh(&format!(
+            "journalctl -u scoreboard-agent --after-cursor={} --no-pager -o cat",
+            shell_quote(cursor)
+        ))
+    }
+
+    /// Whether `io.scoreboard.Agent1` has an owner on the system bus (false while the
+    /// bus is down, too).
+    fn bus_name_owned(&self) -> bool {
+        self.run("busctl --system status io.scoreboard.Agent1 >/dev/null 2>&1")
+            .status
+            .success()
+    }
+
+    /// Runs `script` with sh inside the namespaces, in the background, stdout piped.
+    fn spawn(&self, script: &str) -> Child {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The agent's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+    fn agent_rss_kib(&self) -> (u64, u64) {
+        let pid = self.property("scoreboard-agent", "MainPID");
+        let status = self.must(&format!("cat /proc/{pid}/status"));
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|v| v.trim().strip_suffix(" kB"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        };
+        (field("VmRSS"), field("VmHWM"))
     }
 }
 
@@ -722,13 +787,415 @@ fn bus_details(system: &System) {
         systemctl.contains(&format!("Status: \"{status_text}\"")),
         "{systemctl}"
     );
-    // An unprivileged user may read too.
-    let as_nobody = system.must(&format!("setpriv --reuid=nobody --regid=nogroup --clear-groups busctl --system call io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service ListWorkers"));
-    assert!(as_nobody.starts_with("a(sssdb) 3 "), "{as_nobody}");
-    eprintln!(
-        "busctl: Summary {} for {status_text:?}; ListWorkers as nobody: 3 workers",
-        summary.trim()
+    eprintln!("busctl: Summary {} for {status_text:?}", summary.trim());
+
+    // Per-worker details only for who could read the directory: demo's is 0770 root root.
+    let mode = system.must("stat -c '%a %U %G' /run/demo/scoreboard");
+    assert_eq!(mode.trim(), "770 root root");
+    let as_root = system.must(&format!(
+        "busctl --system call io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service ListWorkers"
+    ));
+    assert!(as_root.starts_with("a(sssdb) 3 "), "{as_root}");
+    let id = &worker_pids(system)[0].0;
+    let nobody = "setpriv --reuid=nobody --regid=nogroup --clear-groups";
+    let call = |who: &str, member: &str| {
+        system.run(&format!(
+            "{who} dbus-send --system --print-reply --dest=io.scoreboard.Agent1 {path} \
+             io.scoreboard.Agent1.Service.{member}"
+        ))
+    };
+    for member in ["ListWorkers".to_owned(), format!("GetWorker string:{id}")] {
+        let refused = call(nobody, &member);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{member} as nobody: {said}");
+        assert!(
+            said.starts_with(
+                "Error org.freedesktop.DBus.Error.AccessDenied: /run/demo/scoreboard: \
+                 uid 65534 may not read per-worker details: "
+            ),
+            "{member} as nobody: {said}"
+        );
+        eprintln!("{member} as nobody: {}", said.trim());
+    }
+    // The summary is public, as in `systemctl status`.
+    let public = system.must(&format!(
+        "{nobody} busctl --system get-property io.scoreboard.Agent1 {path} \
+         io.scoreboard.Agent1.Service Summary"
+    ));
+    assert_eq!(public, summary);
+    let ctl = system.run(&format!("{nobody} scoreboardctl status demo.service"));
+    let (out, err) = (
+        String::from_utf8_lossy(&ctl.stdout),
+        String::from_utf8_lossy(&ctl.stderr),
     );
+    assert!(ctl.status.success(), "{out}{err}");
+    assert!(
+        out.starts_with(&format!("● demo.service — {status_text}\n")),
+        "{out}"
+    );
+    assert!(
+        !out.contains(id.as_str()),
+        "a worker id shown to nobody:\n{out}"
+    );
+    assert!(
+        err.contains("demo.service: per-worker details not shown: ") && err.contains("uid 65534"),
+        "{err}"
+    );
+    eprintln!(
+        "scoreboardctl status as nobody: exit 0, {:?}; stderr: {}",
+        out.lines().next().unwrap_or(""),
+        err.trim()
+    );
+    // A member of the directory's group may, through a supplementary group.
+    let member = call(
+        "setpriv --reuid=nobody --regid=nogroup --groups=0",
+        "ListWorkers",
+    );
+    let reply = String::from_utf8_lossy(&member.stdout);
+    assert!(
+        member.status.success(),
+        "ListWorkers as nobody in group root: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    assert_eq!(reply.matches("struct {").count(), 3, "{reply}");
+    eprintln!("ListWorkers as root: 3 workers; as nobody with supplementary group root: 3 workers");
+}
+
+fn nul_byte(system: &System) {
+    let path = "/io/scoreboard/Agent1/service/demo_2eservice";
+    let agent = system.property("scoreboard-agent", "MainPID");
+    let cursor = system.journal_cursor();
+    // The control lines are JSON strings: a worker publishes the NUL byte itself.
+    system.set_statuses(&["busy\u{0}x GET /", "idle", "idle"]);
+    // Its state, "busy\0x", reaches the Status line with the NUL made a space.
+    let took = system.expect_status(
+        "demo",
+        "3 workers: 2 idle, 1 busy x",
+        Duration::from_secs(3),
+    );
+    eprintln!("a status holding NUL reached the Status line in {took:.0?}");
+    std::thread::sleep(Duration::from_secs(3)); // three intervals
+    let owner = system.must("busctl --system status io.scoreboard.Agent1");
+    let uid = system.must("id -u scoreboard");
+    assert!(
+        owner.lines().any(|l| l == format!("UID={}", uid.trim())),
+        "{owner}"
+    );
+    let counts = system.must(&format!(
+        "busctl --system get-property io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service Counts"
+    ));
+    // On the bus the NUL is escaped as cescape does it.
+    assert!(counts.contains("\"idle\" 2"), "{counts}");
+    assert!(counts.contains("x00x"), "{counts}");
+    let workers = system.must(&format!(
+        "busctl --system call io.scoreboard.Agent1 {path} io.scoreboard.Agent1.Service ListWorkers"
+    ));
+    assert!(workers.starts_with("a(sssdb) 3 "), "{workers}");
+    assert!(workers.contains("x00x GET /"), "{workers}");
+    assert_eq!(system.property("scoreboard-agent", "MainPID"), agent);
+    let log = system.agent_log_since(&cursor);
+    for bad in ["Broken pipe", "lost the", "reconnect"] {
+        assert!(!log.contains(bad), "{bad:?} in the agent's log:\n{log}");
+    }
+    // And STATUS= still flows.
+    system.set_statuses(&["idle", "idle", "idle"]);
+    let took = system.expect_status("demo", "3 workers: 3 idle", Duration::from_secs(3));
+    eprintln!(
+        "after 3 s: io.scoreboard.Agent1 still owned, Counts {}, ListWorkers 3 workers, \
+         nothing lost in the log; back to all idle in {took:.0?}",
+        counts.trim()
+    );
+}
+
+fn bus_restart(system: &System) {
+    // systemctl reaches systemd over its private socket: it works while dbus is down.
+    system.set_statuses(&["idle", "idle", "busy GET /outage"]);
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+    let agent = system.property("scoreboard-agent", "MainPID");
+
+    // A restart of the bus: the socket stays, the daemon is new.
+    let cursor = system.journal_cursor();
+    let restarting = Instant::now();
+    system.must("systemctl restart dbus.service");
+    let restarted = restarting.elapsed();
+    let back = wait_for(Duration::from_secs(10), || {
+        system.bus_name_owned().then_some(restarting.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "io.scoreboard.Agent1 not back 10 s after systemctl restart dbus\n{}",
+            system.agent_log_since(&cursor)
+        )
+    });
+    eprintln!(
+        "systemctl restart dbus: took {restarted:.0?}; io.scoreboard.Agent1 owned again \
+         {back:.0?} after it began (target 2 s{})",
+        if back <= Duration::from_secs(2) {
+            ""
+        } else {
+            ": MISSED"
+        }
+    );
+    let (lost, reconnected) = expect_one_reconnect(system, &cursor);
+    eprintln!("the agent said: {lost:?}, then {reconnected:?}");
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+
+    // An outage: while there is no bus at all, a worker dies.
+    let idle = worker_pids(system)
+        .into_iter()
+        .find(|(_, state)| state == "idle")
+        .unwrap()
+        .0;
+    let main_pid = system.property("demo", "MainPID");
+    let cgroup = system.property("demo", "ControlGroup");
+    let cursor = system.journal_cursor();
+    system.must("systemctl stop dbus.service dbus.socket");
+    assert!(!system.bus_name_owned());
+    system.must(&format!("kill -9 {idle}"));
+    let took = system.expect_status("demo", "2 workers: 1 busy, 1 idle", Duration::from_secs(1));
+    eprintln!(
+        "bus down: kill -9 of worker {idle} to the updated Status in {took:.0?} (target 200 ms{})",
+        if took <= Duration::from_millis(200) {
+            ""
+        } else {
+            ": MISSED"
+        },
+    );
+    // Meanwhile only demo's control group vouches for the main process the agent knew:
+    // moved out of it (as a recycled pid would be elsewhere), it is sent nothing; back
+    // in, the line goes on. Out of every hierarchy holding the unit's path: the unified
+    // one, and in the hybrid and legacy layouts `unified/` and the named `systemd/`.
+    let hierarchies: Vec<String> = system
+        .must(&format!(
+            "for h in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do \
+             grep -qx {main_pid} $h{cgroup}/cgroup.procs 2>/dev/null && echo $h; done"
+        ))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!hierarchies.is_empty(), "MainPID {main_pid} in no {cgroup}");
+    for h in &hierarchies {
+        system.must(&format!("echo {main_pid} > {h}/cgroup.procs"));
+    }
+    system.set_statuses(&["busy GET /moved", "busy GET /moved", "busy GET /moved"]);
+    std::thread::sleep(Duration::from_millis(2500)); // two intervals and more
+    assert_eq!(
+        system.property("demo", "StatusText"),
+        "2 workers: 1 busy, 1 idle",
+        "STATUS= sent for MainPID {main_pid} moved out of {cgroup} ({})",
+        hierarchies.join(", ")
+    );
+    for h in &hierarchies {
+        system.must(&format!("echo {main_pid} > {h}{cgroup}/cgroup.procs"));
+    }
+    let took = system.expect_status("demo", "2 workers: 2 busy", Duration::from_secs(2));
+    eprintln!(
+        "bus down: MainPID {main_pid} moved out of {cgroup} in {}: no STATUS= for 2.5 s; \
+         back in it: the line arrived {took:.0?} later",
+        hierarchies.join(", ")
+    );
+    let starting = Instant::now();
+    system.must("systemctl start dbus.socket dbus.service");
+    let back = wait_for(Duration::from_secs(10), || {
+        system.bus_name_owned().then_some(starting.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "io.scoreboard.Agent1 not back 10 s after dbus started again\n{}",
+            system.agent_log_since(&cursor)
+        )
+    });
+    eprintln!("bus started again: io.scoreboard.Agent1 owned {back:.0?} after systemctl start");
+    let (lost, reconnected) = expect_one_reconnect(system, &cursor);
+    eprintln!("the agent said: {lost:?}, then {reconnected:?}");
+    assert_eq!(system.property("scoreboard-agent", "MainPID"), agent);
+    assert_eq!(system.property("scoreboard-agent", "ActiveState"), "active");
+    // The details are served again, and the pool is whole again for what follows.
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status demo.service --json")).unwrap();
+    assert_eq!(json["source"], "agent");
+    assert_eq!(json["services"][0]["workers"].as_array().unwrap().len(), 2);
+    system.set_statuses(&["idle", "idle", "busy GET /again"]);
+    system.must("systemctl restart demo");
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+}
+
+/// The agent's log after `cursor` holds exactly one "lost the … bus connection" and
+/// then one "reconnected …" line (waited for); returns them.
+fn expect_one_reconnect(system: &System, cursor: &str) -> (String, String) {
+    let log = wait_for(Duration::from_secs(5), || {
+        let log = system.agent_log_since(cursor);
+        log.contains("reconnected to the").then_some(log)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no \"reconnected\" line in the agent's log:\n{}",
+            system.agent_log_since(cursor)
+        )
+    });
+    let lines = |what: &str| -> Vec<&str> { log.lines().filter(|l| l.contains(what)).collect() };
+    let lost = lines("lost the ");
+    let reconnected = lines("reconnected to the ");
+    assert_eq!(lost.len(), 1, "{log}");
+    assert_eq!(reconnected.len(), 1, "{log}");
+    assert!(
+        reconnected[0].ends_with("serving io.scoreboard.Agent1 again"),
+        "{log}"
+    );
+    (lost[0].to_owned(), reconnected[0].to_owned())
+}
+
+const BIG_UNIT: &str = "[Unit]
+Description=A pool of 3,000 workers in one process, as user nobody
+[Service]
+User=nobody
+Group=nogroup
+RuntimeDirectory=big
+# hold-workers holds its workers until its stdin closes: never, here.
+ExecStart=/bin/sh -c 'sleep infinity | /usr/bin/scoreboardctl hold-workers --dir /run/big/scoreboard --count 3000'
+";
+
+fn bus_flood(system: &System) {
+    system.must(&format!(
+        "cat > /etc/systemd/system/big.service <<'EOF'\n{BIG_UNIT}EOF\nsystemctl daemon-reload"
+    ));
+    system.must("scoreboardctl enable big.service");
+    system.must("systemctl start big");
+    let took = system.expect_status(
+        "big",
+        "3000 workers: 2250 idle, 750 busy",
+        Duration::from_secs(10),
+    );
+    eprintln!("big.service: 3,000 workers in its Status {took:.1?} after systemctl start");
+    let owner = system.must("stat -c '%U:%G %a' /run/big/scoreboard");
+    assert_eq!(owner.trim(), "nobody:nogroup 770");
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+
+    let agent = system.property("scoreboard-agent", "MainPID");
+    let restarts = system.property("scoreboard-agent", "NRestarts");
+    let cursor = system.journal_cursor();
+    let (_, peak_before) = system.agent_rss_kib();
+    // nobody owns big's directory, so may read its workers: the budgets alone hold it.
+    let mut flood = system.spawn(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups scoreboardctl test-flood \
+         --path /io/scoreboard/Agent1/service/big_2eservice --clients 4 --in-flight 120 --seconds 20",
+    );
+    let flooding = Instant::now();
+    let mut rss_max = 0;
+    let sample = |rss_max: &mut u64| {
+        let (rss, _) = system.agent_rss_kib();
+        *rss_max = (*rss_max).max(rss);
+    };
+    while flooding.elapsed() < Duration::from_secs(5) {
+        sample(&mut rss_max);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Another client, root here, still gets its (small) answers: the flood spends only
+    // the flooder's own budget, and no more than all clients' together.
+    let asked = Instant::now();
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status demo.service --json")).unwrap();
+    assert_eq!(json["source"], "agent", "{json}");
+    let pool = worker_pids(system);
+    assert_eq!(pool.len(), 3);
+    eprintln!(
+        "during the flood: scoreboardctl status demo.service as root, twice: 3 workers from the \
+         agent in {:.0?}",
+        asked.elapsed()
+    );
+    let idle = pool
+        .into_iter()
+        .find(|(_, state)| state == "idle")
+        .unwrap()
+        .0;
+    let killed = Instant::now();
+    system.must(&format!("kill -9 {idle}"));
+    let took = system.expect_status("demo", "2 workers: 1 busy, 1 idle", Duration::from_secs(1));
+    eprintln!(
+        "during the flood: kill -9 of demo's worker {idle} to the updated Status in {took:.0?} \
+         (target 500 ms{}; {:.0?} with the kill)",
+        if took <= Duration::from_millis(500) {
+            ""
+        } else {
+            ": MISSED"
+        },
+        killed.elapsed()
+    );
+    while flood.try_wait().unwrap().is_none() {
+        sample(&mut rss_max);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = flood.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "test-flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |field: &str| report[field].as_u64().unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    eprintln!(
+        "flood of 4 clients × 120 ListWorkers in flight for {seconds:.1} s: {report}; \
+         {:.0} replies/s ({:.0} worker records/s), {:.0} LimitsExceeded/s",
+        count("replies") as f64 / seconds,
+        count("replies") as f64 * 3000.0 / seconds,
+        count("limited") as f64 / seconds,
+    );
+    assert!(count("replies") > 0, "{report}");
+    assert_eq!(count("denied"), 0, "{report}");
+    // Each client at most 50,000 records a second: 16 answers of 3,000, 64 for the four
+    // (under the 200,000 of all clients), in every one-second window the flood touched.
+    let budget = 64 * (seconds.ceil() as u64 + 1);
+    assert!(
+        count("replies") <= budget,
+        "{report}: more than the budgets allow ({budget})"
+    );
+    assert!(count("limited") > 0, "{report}");
+
+    // The agent held: same process, no watchdog restart, memory within MemoryMax=.
+    assert_eq!(system.property("scoreboard-agent", "MainPID"), agent);
+    assert_eq!(system.property("scoreboard-agent", "NRestarts"), restarts);
+    let log = system.agent_log_since(&cursor);
+    assert!(!log.contains("Watchdog timeout"), "{log}");
+    let (rss, peak) = system.agent_rss_kib();
+    sample(&mut rss_max);
+    // cgroup2's memory.peak, or cgroup v1's (a hybrid host).
+    let memory_peak = system.sh(
+        "cg=$(systemctl show -p ControlGroup --value scoreboard-agent); \
+         cat /sys/fs/cgroup$cg/memory.peak 2>/dev/null || \
+         cat /sys/fs/cgroup/memory$cg/memory.max_usage_in_bytes",
+    );
+    eprintln!(
+        "agent {agent}: NRestarts {restarts} before and after, no watchdog timeout; \
+         VmRSS {:.1} MiB now, {:.1} MiB at most sampled during the flood, VmHWM {:.1} MiB \
+         (was {:.1} MiB before it); cgroup memory.peak {}",
+        rss as f64 / 1024.0,
+        rss_max as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak_before as f64 / 1024.0,
+        memory_peak
+            .trim()
+            .parse::<f64>()
+            .map(|b| format!("{:.1} MiB", b / 1048576.0))
+            .unwrap_or_else(|_| "unknown".to_owned()),
+    );
+    assert!(rss_max <= 64 * 1024, "VmRSS {rss_max} KiB");
+    assert!(peak <= 64 * 1024, "VmHWM {peak} KiB");
+    // It still answers, within the budgets again a second later.
+    let workers = wait_for(Duration::from_secs(3), || {
+        let workers = system.sh(
+            "busctl --system call io.scoreboard.Agent1 /io/scoreboard/Agent1/service/big_2eservice \
+             io.scoreboard.Agent1.Service ListWorkers | head -c 16",
+        );
+        workers.starts_with("a(sssdb) 3000 ").then_some(())
+    });
+    assert!(workers.is_some(), "no ListWorkers answer after the flood");
+
+    system.must("systemctl stop big && scoreboardctl disable big.service");
+    system.must("rm -f /etc/systemd/system/big.service && systemctl daemon-reload");
+    // demo's pool whole again for what follows.
+    system.must("systemctl restart demo");
+    system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
 }
 
 fn injection(system: &System) {
