@@ -6,6 +6,10 @@
 //!
 //! * `hardlinks-1MiB` — 300 names for one locked file holding a 1 MiB status;
 //! * `hardlinks-torn` — 800 names for one locked file whose digest never matches;
+//! * `torn-1MiB x200` — 200 locked files whose 1 MiB frame never checks out (each read
+//!   ten times by a reader without a byte budget);
+//! * `alternating x400` — 400 locked files, a different 50 of them valid 1 MiB frames
+//!   every 2.2 s, the rest never checking out (to make a reader keep old statuses);
 //! * `symlinks-100k` — 100,000 symlinks named `status_*`;
 //! * `churn` — 8 loops creating, renaming and removing worker-like files for 10 s.
 //!
@@ -41,7 +45,14 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| support::binary("scoreboard-agent"));
     println!("agent: {}", binary.display());
-    for scenario in [HARDLINKS_1MIB, HARDLINKS_TORN, SYMLINKS_100K, CHURN] {
+    for scenario in [
+        HARDLINKS_1MIB,
+        HARDLINKS_TORN,
+        TORN_1MIB,
+        ALTERNATING_1MIB,
+        SYMLINKS_100K,
+        CHURN,
+    ] {
         run(&binary, scenario);
     }
 }
@@ -76,6 +87,32 @@ const HARDLINKS_TORN: Scenario = Scenario {
              open(my $r, '>', '../ready'); close $r; sleep 600;",
     copies: 1,
     measure: Duration::from_secs(5),
+};
+
+const TORN_1MIB: Scenario = Scenario {
+    name: "torn-1MiB x200",
+    attack: "use Fcntl ':flock'; my @held; for my $n (1..200) {\
+             open(my $f, '>', \"status_$n.tmp\") or die; print $f (chr(0) x 16), pack('N', 1 << 20), 'x' x (1 << 20);\
+             close $f; open($f, '<', \"status_$n.tmp\") or die; flock($f, LOCK_EX) or die;\
+             rename(\"status_$n.tmp\", \"status_$n\") or die; push @held, $f; }\
+             open(my $r, '>', '../ready'); close $r; sleep 600;",
+    copies: 1,
+    measure: Duration::from_secs(5),
+};
+
+const ALTERNATING_1MIB: Scenario = Scenario {
+    name: "alternating x400",
+    attack: "use Fcntl ':flock'; use Digest::MD5 'md5'; my $s = 'x' x (1 << 20);\
+             my $good = md5($s) . pack('N', length $s) . $s; my $bad = (chr(0) x 16) . pack('N', 1 << 20);\
+             my @held; for my $n (1..400) { open(my $f, '>', \"status_$n.tmp\") or die;\
+             print $f $bad; close $f; open($f, '+<', \"status_$n.tmp\") or die; flock($f, LOCK_EX) or die;\
+             rename(\"status_$n.tmp\", \"status_$n\") or die; push @held, $f; }\
+             open(my $r, '>', '../ready'); close $r; my $round = 0;\
+             while (1) { for my $n (0..399) { my $f = $held[$n]; truncate($f, 0); seek($f, 0, 0);\
+             print $f ((int($n / 50) == $round % 8) ? $good : $bad); $f->flush; }\
+             $round++; select(undef, undef, undef, 2.2); }",
+    copies: 1,
+    measure: Duration::from_secs(10),
 };
 
 const SYMLINKS_100K: Scenario = Scenario {

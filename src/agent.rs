@@ -70,16 +70,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let watchdog = notify::watchdog_interval();
     let now = Instant::now();
-    agent.sweep_all(now);
-    agent.send_summaries(now, true);
-    agent.publish(now, true);
-    agent.lifecycle("READY=1");
-    agent.send_own_status();
-    info!(
-        services = agent.services.len(),
-        workers = agent.workers(),
-        "watching"
-    );
+    // The first passes are taken in steps like any other, so that a huge directory
+    // cannot hold up the watchdog or SIGTERM; READY=1 follows once every service has had
+    // its first whole pass (at once, for any normal directory).
+    agent.sweep_steps(now);
+    let mut ready = false;
 
     let mut next_tick = now + agent.config.interval;
     let mut ticks: u64 = 0;
@@ -106,8 +101,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             next_tick = now + agent.config.interval;
         }
         agent.sweep_due(now, tick);
-        agent.send_summaries(now, tick);
-        agent.publish(now, tick);
+        agent.send_summaries(now, tick || !ready);
+        agent.publish(now, tick || !ready);
+        if !ready && agent.services.iter().all(|w| w.swept_once) {
+            ready = true;
+            agent.lifecycle("READY=1");
+            agent.send_own_status();
+            info!(
+                services = agent.services.len(),
+                workers = agent.workers(),
+                "watching"
+            );
+        }
         if tick {
             if let Some(n) = agent.warnings.suppressed_report(now) {
                 warn!(
@@ -179,6 +184,9 @@ struct Watched {
     mid_pass: bool,
     /// When the last event-caused sweep started, for [`EVENT_SWEEP_GAP`].
     event_swept_at: Option<Instant>,
+    /// A first whole pass is done (or the directory could not be opened): READY=1 waits
+    /// for every service's.
+    swept_once: bool,
     /// Re-checks after a worker closed its file, one slot per [`CLOSE_RECHECKS`] delay:
     /// however many close events arrive, at most two re-checks are pending.
     rechecks: [Option<Instant>; 2],
@@ -213,6 +221,7 @@ impl Watched {
             wd: None,
             sweep_now: true,
             mid_pass: false,
+            swept_once: false,
             event_swept_at: None,
             rechecks: [None; 2],
             membership_pending: true,
@@ -459,9 +468,18 @@ impl Agent {
     }
 
     /// Whole passes over every directory, at start and after a reload.
-    fn sweep_all(&mut self, now: Instant) {
+    /// One step of a pass over every directory, at start and after a reload; the loop
+    /// finishes the passes (see [`Agent::sweep_due`]).
+    fn sweep_steps(&mut self, now: Instant) {
         for index in 0..self.services.len() {
-            while !self.sweep(index, now, None) {}
+            self.step(index, now);
+        }
+    }
+
+    /// One step of at most [`SWEEP_STEP`] of the service's pass.
+    fn step(&mut self, index: usize, now: Instant) {
+        if self.sweep(index, now, Some(Instant::now() + SWEEP_STEP)) {
+            self.services[index].swept_once = true;
         }
     }
 
@@ -483,7 +501,7 @@ impl Agent {
                 watched.event_swept_at = Some(now);
             }
             if tick || event || recheck || watched.mid_pass {
-                self.sweep(index, now, Some(Instant::now() + SWEEP_STEP));
+                self.step(index, now);
             }
         }
     }
@@ -529,7 +547,7 @@ impl Agent {
         }
         let reader = watched.reader.as_mut().expect("opened above");
         let started = Instant::now();
-        let snapshot = match reader.sweep_until(deadline) {
+        let mut snapshot = match reader.sweep_until(deadline) {
             Ok(Progress::Done(snapshot)) => snapshot,
             Ok(Progress::Partial) => {
                 watched.mid_pass = true;
@@ -559,7 +577,7 @@ impl Agent {
             });
         let (changes, summary) = {
             let mut pool = watched.pool();
-            let changes = pool.observe(&snapshot, now);
+            let changes = pool.observe(&mut snapshot, now);
             pool.set_access(access);
             (changes, pool.summary(now))
         };
@@ -762,7 +780,8 @@ impl Agent {
             Err(e) => error!("keeping the running configuration: {e:#}"),
         }
         let now = Instant::now();
-        self.sweep_all(now);
+        // The configuration is in force: READY=1 now; the new passes are the loop's.
+        self.sweep_steps(now);
         self.send_summaries(now, true);
         self.lifecycle("READY=1");
         self.send_own_status();

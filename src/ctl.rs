@@ -189,7 +189,7 @@ pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
     for service in &config.services {
         let at = Instant::now();
         let pool = match scoreboard::read_dir(&service.directory) {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
                 for skipped in &snapshot.skipped {
                     reports
                         .warnings
@@ -202,7 +202,7 @@ pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
                     ));
                 }
                 let mut pool = Pool::new(service);
-                pool.observe(&snapshot, at);
+                pool.observe(&mut snapshot, at);
                 Some(pool)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && e.path() == service.directory => {

@@ -107,9 +107,9 @@ impl Pool<'_> {
                 self.spawn()?;
                 last_kill = Instant::now();
             }
-            let snapshot = reader.sweep()?;
+            let mut snapshot = reader.sweep()?;
             let now = Instant::now();
-            pool.observe(&snapshot, now);
+            pool.observe(&mut snapshot, now);
             let line = status_line(&pool.summary(now), &service.summary, &service.unit);
             for id in &snapshot.reaped {
                 self.event(format!("reaped the file worker {id} left behind"));
@@ -193,7 +193,7 @@ fn demo_service(dir: &Path) -> Service {
         summary: crate::config::DEFAULT_SUMMARY.into(),
         notify: NotifyMode::None,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
-        max_status_bytes: scoreboard::DEFAULT_MAX_STATUS_BYTES,
+        max_status_bytes: crate::config::DEFAULT_MAX_STATUS_BYTES,
     }
 }
 

@@ -115,17 +115,19 @@ impl Pool {
     /// with its last known status while the statuses kept stay within the service's
     /// byte budget; past it, its status is forgotten (state `unknown`), so the pool's
     /// memory never grows with what alternating unreadable frames could make it keep.
-    pub fn observe(&mut self, snapshot: &Snapshot, now: Instant) -> Changes {
+    ///
+    /// The statuses are moved out of the snapshot into the pool, not copied.
+    pub fn observe(&mut self, snapshot: &mut Snapshot, now: Instant) -> Changes {
         let mut changes = Changes::default();
         let unreadable: HashSet<&str> = snapshot.unread.iter().map(String::as_str).collect();
         let mut kept_bytes: usize = snapshot.workers.iter().map(|w| w.status.len()).sum();
         let mut previous = std::mem::take(&mut self.workers);
-        for worker in &snapshot.workers {
+        for worker in &mut snapshot.workers {
             let tracked = match previous.remove(&worker.id) {
                 Some(mut tracked) => {
                     if tracked.status != worker.status {
                         tracked.state = derive_state(&self.rule, &worker.status);
-                        tracked.status.clone_from(&worker.status);
+                        tracked.status = std::mem::take(&mut worker.status);
                         tracked.changed_at = now;
                         changes.updated += 1;
                     }
@@ -139,12 +141,26 @@ impl Pool {
                         .filter(|(print, _)| *print == fingerprint(&worker.status));
                     Tracked {
                         state: derive_state(&self.rule, &worker.status),
-                        status: worker.status.clone(),
+                        status: std::mem::take(&mut worker.status),
                         changed_at: remembered.map_or(now, |(_, at)| at),
                     }
                 }
             };
             self.workers.insert(worker.id.clone(), tracked);
+        }
+        // Live but not read, and not known before: counted, status unknown.
+        for id in &snapshot.unread {
+            if !self.workers.contains_key(id) && !previous.contains_key(id) {
+                changes.added.push(id.clone());
+                self.workers.insert(
+                    id.clone(),
+                    Tracked {
+                        state: "unknown".to_owned(),
+                        status: Vec::new(),
+                        changed_at: now,
+                    },
+                );
+            }
         }
         for (id, mut tracked) in previous {
             if unreadable.contains(&id.as_str()) {
@@ -436,7 +452,7 @@ mod tests {
             summary: crate::config::DEFAULT_SUMMARY.into(),
             notify: crate::config::NotifyMode::None,
             max_workers: scoreboard::DEFAULT_MAX_WORKERS,
-            max_status_bytes: scoreboard::DEFAULT_MAX_STATUS_BYTES,
+            max_status_bytes: crate::config::DEFAULT_MAX_STATUS_BYTES,
         }
     }
 
@@ -470,7 +486,7 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
-        pool.observe(&snapshot(&refs), t0);
+        pool.observe(&mut snapshot(&refs), t0);
         // A minute later every busy worker but the slow one has moved on.
         let t1 = t0 + Duration::from_secs(61);
         for (id, status) in workers.iter_mut().filter(|(id, _)| id.starts_with('b')) {
@@ -480,7 +496,7 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.as_str(), b.as_str()))
             .collect();
-        let changes = pool.observe(&snapshot(&refs), t1);
+        let changes = pool.observe(&mut snapshot(&refs), t1);
         assert_eq!(changes.updated, 8);
         assert!(!changes.membership());
         let summary = pool.summary(t1);
@@ -494,9 +510,9 @@ mod tests {
     fn membership_changes_are_reported_by_id() {
         let mut pool = Pool::new(&service(None));
         let now = Instant::now();
-        let changes = pool.observe(&snapshot(&[("1", "idle"), ("2", "idle")]), now);
+        let changes = pool.observe(&mut snapshot(&[("1", "idle"), ("2", "idle")]), now);
         assert_eq!(changes.added, ["1", "2"]);
-        let changes = pool.observe(&snapshot(&[("2", "idle"), ("3", "busy")]), now);
+        let changes = pool.observe(&mut snapshot(&[("2", "idle"), ("3", "busy")]), now);
         assert_eq!(changes.added, ["3"]);
         assert_eq!(changes.removed, ["1"]);
         assert_eq!(pool.len(), 2);
@@ -508,18 +524,59 @@ mod tests {
     fn a_torn_read_keeps_the_worker_with_its_last_status() {
         let mut pool = Pool::new(&service(None));
         let now = Instant::now();
-        pool.observe(&snapshot(&[("7", "busy")]), now);
+        pool.observe(&mut snapshot(&[("7", "busy")]), now);
         let mut torn = snapshot(&[]);
         torn.unread.push("7".to_owned());
-        assert_eq!(pool.observe(&torn, now), Changes::default());
+        assert_eq!(pool.observe(&mut torn, now), Changes::default());
         assert_eq!(pool.workers(now)[0].status, "busy");
+    }
+
+    /// A directory whose owner makes a different set of workers readable at each pass
+    /// cannot make the pool keep every status it ever read: kept statuses of unread
+    /// workers stay within the byte budget, the rest are counted with state `unknown`.
+    #[test]
+    fn statuses_kept_for_unread_workers_stay_within_the_byte_budget() {
+        let mut service = service(None);
+        service.max_status_bytes = 3000;
+        let mut pool = Pool::new(&service);
+        let now = Instant::now();
+        let big = "busy ".to_owned() + &"x".repeat(995);
+        let ids: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+        for round in 0..5 {
+            let read: Vec<(&str, &str)> = ids[round * 2..round * 2 + 2]
+                .iter()
+                .map(|id| (id.as_str(), big.as_str()))
+                .collect();
+            let mut snapshot = snapshot(&read);
+            snapshot.unread = ids
+                .iter()
+                .filter(|id| !read.iter().any(|(r, _)| r == id))
+                .cloned()
+                .collect();
+            pool.observe(&mut snapshot, now);
+            let kept: usize = pool.workers(now).iter().map(|w| w.status.len()).sum();
+            assert!(kept <= 3000, "round {round}: {kept} bytes kept");
+            assert_eq!(pool.len(), 10, "unread workers are still counted");
+        }
+        assert!(
+            pool.summary(now)
+                .counts
+                .iter()
+                .any(|(state, _)| state == "unknown")
+        );
+    }
+
+    #[test]
+    fn a_state_is_cut_to_a_word() {
+        let state = derive_state(&StateRule::FirstWord, "é".repeat(100).as_bytes());
+        assert!(state.len() <= MAX_STATE_LEN && state.chars().all(|c| c == 'é'));
     }
 
     #[test]
     fn stuck_needs_a_non_idle_state_unchanged_for_long_enough() {
         let mut pool = Pool::new(&service(Some(Duration::from_secs(10))));
         let t0 = Instant::now();
-        pool.observe(&snapshot(&[("a", "busy x"), ("b", "idle")]), t0);
+        pool.observe(&mut snapshot(&[("a", "busy x"), ("b", "idle")]), t0);
         assert_eq!(pool.summary(t0 + Duration::from_secs(9)).stuck, 0);
         assert_eq!(pool.next_stuck_at(t0), Some(t0 + Duration::from_secs(10)));
         let later = t0 + Duration::from_secs(10);
@@ -528,7 +585,7 @@ mod tests {
         assert!(views[0].stuck && !views[1].stuck);
         assert_eq!(views[0].unchanged_for, Duration::from_secs(10));
         // A new status resets the clock.
-        pool.observe(&snapshot(&[("a", "busy y"), ("b", "idle")]), later);
+        pool.observe(&mut snapshot(&[("a", "busy y"), ("b", "idle")]), later);
         assert_eq!(pool.summary(later).stuck, 0);
     }
 
@@ -536,7 +593,7 @@ mod tests {
     fn a_stuck_after_past_what_an_instant_holds_is_never_not_a_panic() {
         let mut pool = Pool::new(&service(Some(Duration::MAX)));
         let now = Instant::now();
-        pool.observe(&snapshot(&[("w1", "busy GET /")]), now);
+        pool.observe(&mut snapshot(&[("w1", "busy GET /")]), now);
         assert_eq!(pool.next_stuck_at(now), None);
         assert_eq!(pool.summary(now).stuck, 0);
         assert!(!pool.worker("w1", now).unwrap().stuck);
@@ -549,7 +606,7 @@ mod tests {
         let wall = SystemTime::now();
         let mut before = Pool::new(&service);
         before.observe(
-            &snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /x")]),
+            &mut snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /x")]),
             t0,
         );
         let saved = before.history(t0 + Duration::from_secs(50), wall);
@@ -559,7 +616,7 @@ mod tests {
         let mut after = Pool::new(&service);
         after.remember(saved, t1, wall + Duration::from_secs(10));
         after.observe(
-            &snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /y")]),
+            &mut snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /y")]),
             t1,
         );
         let views = after.workers(t1);

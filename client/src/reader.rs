@@ -525,6 +525,10 @@ mod libc_errno {
     pub(super) const EMFILE: i32 = 24;
 }
 
+/// Frames a [`DirReader`] keeps to skip the md5 of an unchanged status: up to 4 KiB,
+/// which real statuses are.
+const MAX_KEPT_FRAME: usize = 4096;
+
 /// What one frame read may spend.
 struct Budget<'a> {
     max_status_len: u32,
@@ -591,8 +595,14 @@ fn read_frame_within(
         match frame::decode(read, budget.max_status_len) {
             Ok(status) => {
                 if let Some(last) = verified {
+                    // Kept only when small: a large status is hashed again at each pass
+                    // (paid from the byte budget) rather than held twice.
                     last.clear();
-                    last.extend_from_slice(&read[..frame::frame_len(status.len())]);
+                    if frame::frame_len(status.len()) <= MAX_KEPT_FRAME {
+                        last.extend_from_slice(&read[..frame::frame_len(status.len())]);
+                    } else {
+                        last.shrink_to_fit();
+                    }
                 }
                 return Ok(Some(status.to_vec()));
             }
