@@ -691,6 +691,17 @@ impl Agent {
                 watched.sent = Some(Sent { text, at: now, pid });
                 watched.membership_pending = false;
             }
+            // The main process we spoke for has gone (the service restarted): learn the
+            // new one now; the summary goes to it as soon as it is known.
+            Err(e)
+                if mode == NotifyMode::MainPid
+                    && e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
+            {
+                debug!(unit = %unit, "main process {pid} is gone; asking systemd again");
+                if let Some(bus) = &self.bus {
+                    bus.refresh(&unit);
+                }
+            }
             Err(e) => {
                 self.metrics.notify_error(&unit);
                 if self.warnings.allow_hashed(("notify", &unit, e.kind()), now) {
@@ -737,6 +748,7 @@ impl Agent {
         self.lifecycle(&notify::reloading());
         match Config::load(&self.config.path) {
             Ok(config) => {
+                warn_needs_restart(&self.config, &config);
                 let mut old = std::mem::take(&mut self.services);
                 let mut added = Vec::new();
                 for service in &config.services {
@@ -749,12 +761,6 @@ impl Agent {
                         Watched::new(service.clone())
                     });
                     self.services.push(watched);
-                    if added
-                        .last()
-                        .is_some_and(|(_, index)| *index == self.services.len() - 1)
-                    {
-                        self.recall(self.services.len() - 1);
-                    }
                 }
                 for gone in &old {
                     if let Some(wd) = gone.wd {
@@ -769,12 +775,17 @@ impl Agent {
                     for gone in &old {
                         bus.remove(&gone.service.unit);
                     }
-                    for (service, index) in added {
-                        bus.add(service, self.services[index].pool.clone());
+                    for (service, index) in &added {
+                        bus.add(service.clone(), self.services[*index].pool.clone());
                     }
                     bus.follow(self.followed_units());
                 }
+                // What a dropped service left behind is in the old state directory; what
+                // an added one may find, in the new one.
                 self.config = config;
+                for (_, index) in &added {
+                    self.recall(*index);
+                }
                 info!(services = self.services.len(), "configuration reloaded");
             }
             Err(e) => error!("keeping the running configuration: {e:#}"),
@@ -785,6 +796,29 @@ impl Agent {
         self.send_summaries(now, true);
         self.lifecycle("READY=1");
         self.send_own_status();
+    }
+}
+
+/// Settings a reload does not apply, said once each: the bus connection, the metrics
+/// listener and the notify socket are set up at start. (`interval`, services and the
+/// metrics textfile take effect at once.)
+fn warn_needs_restart(running: &Config, loaded: &Config) {
+    let mut changed = Vec::new();
+    if running.bus != loaded.bus {
+        changed.push("bus");
+    }
+    if running.metrics.listen != loaded.metrics.listen {
+        changed.push("metrics.listen");
+    }
+    if running.notify_socket != loaded.notify_socket {
+        changed.push("notify_socket");
+    }
+    if !changed.is_empty() {
+        warn!(
+            "{} changed in {}: applied at the next restart of the agent, not by a reload",
+            changed.join(", "),
+            loaded.path.display()
+        );
     }
 }
 

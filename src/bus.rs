@@ -51,6 +51,8 @@ enum Command {
     Signals(String, Vec<String>, Vec<String>),
     /// Units whose main process to follow (notify = "main-pid").
     Follow(Vec<String>),
+    /// Ask systemd again now: a main process we spoke for has gone.
+    Refresh,
 }
 
 /// What both sides share.
@@ -149,6 +151,17 @@ impl BusThread {
     /// The units whose main processes to follow, after a reload.
     pub fn follow(&self, units: Vec<String>) {
         self.send(Command::Follow(units));
+    }
+
+    /// A main process is gone (a restarted service): ask systemd again now rather than
+    /// at the next interval. Until then that unit has no main process to speak for.
+    pub fn refresh(&self, unit: &str) {
+        self.shared
+            .main_processes
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .remove(unit);
+        self.send(Command::Refresh);
     }
 
     /// Never waits: a thread that is behind loses signals (counted), not the loop's time.
@@ -316,6 +329,10 @@ impl State {
                 self.follow(units);
                 Ok(())
             }
+            Command::Refresh => {
+                self.refresh(&Systemd::new(live.asking.clone())).await;
+                Ok(())
+            }
         };
         if let Err(e) = result {
             debug!("on the bus: {e}");
@@ -328,7 +345,7 @@ impl State {
             Command::Add(service, pool) => self.services.push((service, pool)),
             Command::Remove(unit) => self.services.retain(|(s, _)| s.unit != unit),
             Command::Follow(units) => self.follow(units),
-            Command::Publish(..) | Command::Signals(..) => {}
+            Command::Publish(..) | Command::Signals(..) | Command::Refresh => {}
         }
     }
 
