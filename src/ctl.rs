@@ -91,9 +91,53 @@ pub struct Reports {
 
 /// Asks the agent; when none answers, reads the configured directories.
 pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
-    let config = Config::load(config_path);
-    let bus = config.as_ref().map_or(Bus::System, |c| c.bus);
-    let why_not = match from_agent(bus).await {
+    Gatherer::default().gather(config_path).await
+}
+
+/// [`gather`] again and again (`scoreboardctl watch`), over one bus connection kept for
+/// as long as it works.
+#[derive(Default)]
+pub struct Gatherer {
+    connection: Option<zbus::Connection>,
+}
+
+impl Gatherer {
+    /// Asks the agent; when none answers, reads the configured directories.
+    pub async fn gather(&mut self, config_path: &std::path::Path) -> anyhow::Result<Reports> {
+        let config = Config::load(config_path);
+        let bus = config.as_ref().map_or(Bus::System, |c| c.bus);
+        let asked = match self.connection(bus).await {
+            Ok(connection) => from_agent(connection).await,
+            Err(e) => Err(e),
+        };
+        if asked.is_err() {
+            // Connected anew next time: the bus may have been restarted meanwhile.
+            self.connection = None;
+        }
+        finish(config, bus, asked)
+    }
+
+    async fn connection(&mut self, bus: Bus) -> anyhow::Result<&zbus::Connection> {
+        if self.connection.is_none() {
+            let connection = match bus {
+                Bus::System => zbus::Connection::system().await,
+                Bus::Session => zbus::Connection::session().await,
+                Bus::None => anyhow::bail!("the configuration sets bus = \"none\""),
+            }
+            .context("connecting")?;
+            self.connection = Some(connection);
+        }
+        Ok(self.connection.as_ref().expect("connected above"))
+    }
+}
+
+/// The agent's answer, or the directories read directly when there is none.
+fn finish(
+    config: anyhow::Result<Config>,
+    bus: Bus,
+    asked: anyhow::Result<(Vec<ServiceReport>, Vec<String>)>,
+) -> anyhow::Result<Reports> {
+    let why_not = match asked {
         Ok((services, warnings)) => {
             return Ok(Reports {
                 source: Source::Agent,
@@ -119,19 +163,15 @@ pub async fn gather(config_path: &std::path::Path) -> anyhow::Result<Reports> {
 }
 
 /// The agent's reports, and warnings (per-worker details the agent would not show).
-async fn from_agent(bus: Bus) -> anyhow::Result<(Vec<ServiceReport>, Vec<String>)> {
-    let connection = match bus {
-        Bus::System => zbus::Connection::system().await,
-        Bus::Session => zbus::Connection::session().await,
-        Bus::None => anyhow::bail!("the configuration sets bus = \"none\""),
-    }
-    .context("connecting")?;
+async fn from_agent(
+    connection: &zbus::Connection,
+) -> anyhow::Result<(Vec<ServiceReport>, Vec<String>)> {
     let ask = async {
-        let manager = ManagerProxy::new(&connection).await?;
+        let manager = ManagerProxy::new(connection).await?;
         let mut reports = Vec::new();
         let mut warnings = Vec::new();
         for (unit, path) in manager.list_services().await? {
-            let service = ServiceProxy::builder(&connection)
+            let service = ServiceProxy::builder(connection)
                 .path(path)
                 .cache_properties(zbus::proxy::CacheProperties::No)
                 .build()

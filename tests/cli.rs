@@ -367,3 +367,19 @@ fn check_config_refuses_what_the_agent_would_panic_or_trespass_on() {
     let (code, stderr) = check_config(tmp.path());
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn watch_refuses_an_interval_no_clock_can_keep() {
+    for interval in ["-1", "NaN", "inf", "1e30"] {
+        let out = scoreboardctl()
+            .args(["watch", "--count", "1", &format!("--interval={interval}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{interval}: {stderr}");
+        assert!(
+            stderr.contains("between 0 and 86400"),
+            "{interval}: {stderr}"
+        );
+    }
+}

@@ -62,8 +62,8 @@ enum Command {
     },
     /// A live, refreshing view of every watched service and worker, like top.
     Watch {
-        /// Seconds between refreshes.
-        #[arg(long, default_value_t = 1.0)]
+        /// Seconds between refreshes (0 to 86400).
+        #[arg(long, default_value_t = 1.0, value_parser = refresh_interval)]
         interval: f64,
         /// Stop after this many screens.
         #[arg(long)]
@@ -160,6 +160,16 @@ enum Command {
     },
 }
 
+/// `--interval`: a number of seconds a `Duration` can hold and a screen can follow.
+fn refresh_interval(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=86_400.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is not between 0 and 86400 seconds"))
+    }
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -228,10 +238,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let tty = std::io::stdout().is_terminal();
             let mut shown = 0;
+            // One runtime and one bus connection for as long as it watches.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            let mut gatherer = ctl::Gatherer::default();
             while !stop.load(std::sync::atomic::Ordering::Relaxed)
                 && count.is_none_or(|n| shown < n)
             {
-                let reports = block_on(ctl::gather(&cli.config))??;
+                let reports = runtime.block_on(gatherer.gather(&cli.config))?;
                 let mut out = std::io::stdout().lock();
                 if tty {
                     write!(out, "\x1b[H\x1b[2J")?;
