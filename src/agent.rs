@@ -39,6 +39,9 @@ const CLOSE_RECHECKS: [Duration; 2] = [Duration::from_millis(10), Duration::from
 /// sweeping. The first event after a quiet gap is swept at once.
 const EVENT_SWEEP_GAP: Duration = Duration::from_millis(100);
 
+/// READY=1 waits at most this long for the first passes.
+const READY_WAIT: Duration = Duration::from_secs(2);
+
 /// The longest one step of a sweep may run before the loop gets back to signals, the
 /// watchdog and other services; a pass over a huge directory is taken in such steps.
 const SWEEP_STEP: Duration = Duration::from_millis(20);
@@ -73,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The first passes are taken in steps like any other, so that a huge directory
     // cannot hold up the watchdog or SIGTERM; READY=1 follows once every service has had
     // its first whole pass (at once, for any normal directory).
+    let started = now;
     agent.sweep_steps(now);
     let mut ready = false;
 
@@ -103,7 +107,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         agent.sweep_due(now, tick);
         agent.send_summaries(now, tick || !ready);
         agent.publish(now, tick || !ready);
-        if !ready && agent.services.iter().all(|w| w.swept_once) {
+        // Once every service has had a first pass — or after READY_WAIT, whatever a
+        // directory's owner keeps adding to it.
+        if !ready && (agent.services.iter().all(|w| w.swept_once) || now >= started + READY_WAIT) {
             ready = true;
             agent.lifecycle("READY=1");
             agent.send_own_status();
@@ -182,6 +188,8 @@ struct Watched {
     sweep_now: bool,
     /// A pass was started and is taken in steps.
     mid_pass: bool,
+    /// When the pass under way began, for the sweep-duration metric (all its steps).
+    pass_started: Instant,
     /// When the last event-caused sweep started, for [`EVENT_SWEEP_GAP`].
     event_swept_at: Option<Instant>,
     /// A first whole pass is done (or the directory could not be opened): READY=1 waits
@@ -221,6 +229,7 @@ impl Watched {
             wd: None,
             sweep_now: true,
             mid_pass: false,
+            pass_started: Instant::now(),
             swept_once: false,
             event_swept_at: None,
             rechecks: [None; 2],
@@ -546,7 +555,9 @@ impl Agent {
             }
         }
         let reader = watched.reader.as_mut().expect("opened above");
-        let started = Instant::now();
+        if !watched.mid_pass {
+            watched.pass_started = Instant::now();
+        }
         let mut snapshot = match reader.sweep_until(deadline) {
             Ok(Progress::Done(snapshot)) => snapshot,
             Ok(Progress::Partial) => {
@@ -566,7 +577,7 @@ impl Agent {
             }
         };
         watched.mid_pass = false;
-        let took = started.elapsed();
+        let took = watched.pass_started.elapsed();
         // Who may see per-worker details is decided on the directory just read.
         let access = rustix::fs::fstat(reader.as_fd())
             .ok()

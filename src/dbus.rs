@@ -489,10 +489,11 @@ impl ServiceObject {
             .await?;
         self.with_pool(|pool, now| {
             let exact = pool.worker(id, now).filter(|w| bus_string(&w.id) == id);
-            exact.or_else(|| {
-                let found = pool.ids().find(|raw| bus_string(raw) == id)?;
-                pool.worker(found, now)
-            })
+            if exact.is_some() || !id.contains('\\') {
+                return exact;
+            }
+            let found = pool.ids().find(|raw| bus_string(raw) == id)?;
+            pool.worker(found, now)
         })
         .map(|w| WorkerInfo::on_bus(w, MAX_STATUS_ON_BUS))
         .ok_or_else(|| {

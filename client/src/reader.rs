@@ -321,6 +321,8 @@ struct Collector {
     back_off_left: Duration,
     /// `EMFILE`/`ENFILE` seen in this pass: no more opening until the next one.
     out_of_descriptors: bool,
+    /// Directory entries listed in this pass so far (see [`DirReader::sweep_until`]).
+    listed: usize,
 }
 
 impl Collector {
@@ -334,12 +336,18 @@ impl Collector {
             bytes_left: options.max_status_bytes,
             back_off_left: TORN_BACK_OFF_BUDGET,
             out_of_descriptors: false,
+            listed: 0,
         }
     }
 
     fn start(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        // One huge frame last pass is no reason to read a huge buffer's worth from every
+        // file in this one.
+        buf.truncate(4096);
+        buf.shrink_to_fit();
         *self = Collector {
-            buf: std::mem::take(&mut self.buf),
+            buf,
             ..Collector::new(self.options)
         };
     }
@@ -578,13 +586,19 @@ fn read_frame_within(
     let over_budget = || SkipReason::OverByteBudget { max: 0 };
     let mut torn = 0;
     while torn < TORN_READ_ATTEMPTS {
-        let n = rustix::io::pread(file, &mut buf[..], 0).map_err(|errno| SkipReason::Io {
+        // Every read is paid for, torn re-reads included: reading and hashing is what a
+        // directory full of frames that never check out would cost. Never more is read
+        // than the budget has left; a read the budget cut short is over budget.
+        let want = buf.len().min(*budget.bytes_left);
+        if want == 0 {
+            return Err(over_budget());
+        }
+        let n = rustix::io::pread(file, &mut buf[..want], 0).map_err(|errno| SkipReason::Io {
             operation: "pread",
             error: errno.into(),
         })?;
-        // Every read is paid for, torn re-reads included: reading and hashing is what a
-        // directory full of frames that never check out would cost.
-        *budget.bytes_left = budget.bytes_left.checked_sub(n).ok_or_else(over_budget)?;
+        *budget.bytes_left -= n;
+        let cut_short = n == want && want < buf.len();
         let read = &buf[..n];
         if let Some(last) = verified.as_deref()
             && !last.is_empty()
@@ -613,6 +627,7 @@ fn read_frame_within(
                     max: budget.max_status_len,
                 });
             }
+            Err(Undecodable::Truncated { .. }) if cut_short => return Err(over_budget()),
             // The buffer was filled: the rest of the frame is there, read it all.
             Err(Undecodable::Truncated { needed }) if n == buf.len() => {
                 if needed > *budget.bytes_left {
@@ -776,11 +791,21 @@ impl DirReader {
             collector.start();
         }
         let sweep = *sweeps;
+        // Entries listed in this pass, steps together: a directory whose owner adds names
+        // faster than they are listed (tmpfs gives new names ever larger offsets) must not
+        // keep a pass from ending.
+        let listed = std::cell::Cell::new(collector.listed);
+        let limit = collector.options.max_workers.saturating_mul(8).max(1 << 17);
         let finished = dir.for_each_entry(
             listing,
             // The clock is read every 16 entries: an entry costs at most one frame read.
-            |visited| visited.is_multiple_of(16) && deadline.is_some_and(|at| Instant::now() >= at),
+            |visited| {
+                listed.get() >= limit
+                    || (visited.is_multiple_of(16)
+                        && deadline.is_some_and(|at| Instant::now() >= at))
+            },
             |name, file_type, ino| {
+                listed.set(listed.get() + 1);
                 let Some(id) = collector.status_entry(dir, name, file_type) else {
                     return;
                 };
@@ -788,8 +813,17 @@ impl DirReader {
                     Entry::Occupied(entry) => {
                         let entry = entry.into_mut();
                         if entry.seen == sweep {
-                            // A second name for an inode already seen in this pass.
-                            entry.links = Some(entry.links.unwrap_or(2));
+                            // Seen already in this pass: a second name, or the same name
+                            // listed again after the directory changed between steps.
+                            // Only the link count tells; either way, not read twice.
+                            #[allow(clippy::useless_conversion)] // u32 on some targets
+                            let links = rustix::fs::fstat(&entry.file)
+                                .map_or(2, |stat| u64::from(stat.st_nlink));
+                            if links > 1 {
+                                entry.links = Some(links);
+                                return collector.skip(dir, name, SkipReason::HardLinked { links });
+                            }
+                            return;
                         }
                         entry
                     }
@@ -816,7 +850,8 @@ impl DirReader {
                 }
             },
         )?;
-        if !finished {
+        collector.listed = listed.get();
+        if !finished && collector.listed < limit {
             return Ok(Progress::Partial);
         }
         *in_pass = false;
