@@ -529,7 +529,11 @@ impl Agent {
             && !watched.mid_pass
             && !reader.still_at_path()
         {
-            info!(unit = %unit, "{} was moved or replaced; opening it again", watched.service.directory.display());
+            // Said once per quiet period: an owner swapping it back and forth must not
+            // fill the journal.
+            if self.warnings.allow_hashed(("moved", &unit), now) {
+                info!(unit = %unit, "{} was moved or replaced; opening it again", watched.service.directory.display());
+            }
             forget_directory(watched, &self.metrics, &mut self.watcher);
         }
         if watched.reader.is_none() {
@@ -541,7 +545,9 @@ impl Agent {
                             warn!(unit = %unit, "watching {}: {e}; relying on the periodic sweep", watched.service.directory.display())
                         }
                     }
-                    info!(unit = %unit, "reading {}", watched.service.directory.display());
+                    if self.warnings.allow_hashed(("reading", &unit), now) {
+                        info!(unit = %unit, "reading {}", watched.service.directory.display());
+                    }
                     watched.reader = Some(reader);
                 }
                 Err(e) => {
