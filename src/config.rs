@@ -404,7 +404,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// 256 bytes; real statuses are a line). What the agent keeps of a directory is a few
 /// times this at most (statuses read, statuses kept, a bus answer), which must stay well
 /// inside the unit's `MemoryMax=64M` whatever a directory's owner writes.
-pub const DEFAULT_MAX_STATUS_BYTES: usize = 4 << 20;
+pub const SERVICE_MAX_STATUS_BYTES: usize = 4 << 20;
 
 /// The default summary template.
 pub const DEFAULT_SUMMARY: &str = "{total} workers: {counts}";
@@ -516,7 +516,7 @@ fn load_service(path: &Path) -> anyhow::Result<Service> {
             .map_or(scoreboard::DEFAULT_MAX_WORKERS, |n| n.0),
         max_status_bytes: raw
             .max_status_bytes
-            .map_or(DEFAULT_MAX_STATUS_BYTES, |n| n.0),
+            .map_or(SERVICE_MAX_STATUS_BYTES, |n| n.0),
         unit,
     })
 }

@@ -193,7 +193,7 @@ fn demo_service(dir: &Path) -> Service {
         summary: crate::config::DEFAULT_SUMMARY.into(),
         notify: NotifyMode::None,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
-        max_status_bytes: crate::config::DEFAULT_MAX_STATUS_BYTES,
+        max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
     }
 }
 

@@ -452,7 +452,7 @@ mod tests {
             summary: crate::config::DEFAULT_SUMMARY.into(),
             notify: crate::config::NotifyMode::None,
             max_workers: scoreboard::DEFAULT_MAX_WORKERS,
-            max_status_bytes: crate::config::DEFAULT_MAX_STATUS_BYTES,
+            max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
         }
     }
 

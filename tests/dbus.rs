@@ -427,7 +427,14 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
 
     // No agent, and a directory the caller may not read: it says the agent is not
     // answering before it says what the directory refused.
-    if rustix::process::geteuid().is_root() {
+    if !rustix::process::geteuid().is_root() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "must run as root in CI"
+        );
+        eprintln!("skipping the unprivileged fallback: needs root to be another user");
+    } else {
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: PathBuf, mode| {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
@@ -444,8 +451,10 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
             .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8(out.stderr).unwrap();
+        let said = |text: &str| stderr.find(text);
         assert!(
-            stderr.contains("no agent answers") && stderr.contains("Permission denied"),
+            said("no agent answers").is_some()
+                && said("no agent answers") < said("Permission denied"),
             "{stderr}"
         );
     }
@@ -891,6 +900,17 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     let tmp = tempfile::tempdir().unwrap();
     let notify = std::os::unix::net::UnixDatagram::bind(tmp.path().join("notify")).unwrap();
     let notify_path = tmp.path().join("notify").display().to_string();
+    // Read from the start: an agent whose datagrams nobody reads would block sending.
+    let pings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = pings.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0; 4096];
+        while let Ok(n) = notify.recv(&mut buf) {
+            if &buf[..n] == b"WATCHDOG=1" {
+                sink.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
     let setup = Setup::with_env(
         "",
         &[
@@ -907,16 +927,6 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     assert!(wait_until(Duration::from_secs(10), || setup
         .property("Total")
         == "u 3000"));
-    let pings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = pings.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0; 4096];
-        while let Ok(n) = notify.recv(&mut buf) {
-            if &buf[..n] == b"WATCHDOG=1" {
-                sink.lock().unwrap().push(Instant::now());
-            }
-        }
-    });
     let started = Instant::now();
     let flood = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -926,6 +936,21 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Another (non-root) user meanwhile: its own budget, answered despite the flood.
+    std::thread::sleep(Duration::from_secs(2));
+    let other = Command::new("setpriv")
+        .args(["--reuid=1", "--regid=1", "--clear-groups", "dbus-send"])
+        .arg(format!("--bus={}", setup.bus.address))
+        .args(["--print-reply", &format!("--dest={NAME}"), WEB])
+        .arg("io.scoreboard.Agent1.Service.GetWorker")
+        .arg("string:w7")
+        .output()
+        .unwrap();
+    assert!(
+        other.status.success() && String::from_utf8_lossy(&other.stdout).contains("\"w7\""),
+        "uid 1 during the flood: {}",
+        String::from_utf8_lossy(&other.stderr)
+    );
     let mut peak_rss_kib = 0u64;
     while started.elapsed() < Duration::from_secs(5) {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -951,6 +976,13 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     );
     assert!(peak_rss_kib < 64 * 1024, "{peak_rss_kib} KiB");
     assert!(report["replies"].as_u64().unwrap() > 0, "{report}");
+    // One user, however many connections: at most 50,000 records (16 answers of 3,000)
+    // in each one-second window the flood touched.
+    let windows = report["seconds"].as_f64().unwrap().ceil() as u64 + 1;
+    assert!(
+        report["replies"].as_u64().unwrap() <= 16 * windows,
+        "{report}"
+    );
     assert!(
         report["limited"].as_u64().unwrap() > 0,
         "no budget was enforced: {report}"
@@ -992,7 +1024,7 @@ fn the_agent_comes_back_to_a_restarted_bus() {
         let _ = first.kill();
         let _ = first.wait();
     }
-    let agent = Killed(
+    let _agent = Killed(
         Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
             .arg("--config")
             .arg(setup.path("agent.toml"))
@@ -1035,7 +1067,6 @@ fn the_agent_comes_back_to_a_restarted_bus() {
         1,
         "{text}"
     );
-    assert!(agent.0.id() > 0);
 }
 
 /// Twelve workers whose status is 1 MiB of a control byte, escaped four times longer:

@@ -74,9 +74,6 @@ pub(crate) fn tmp_name(status_name: &CStr) -> CString {
 pub(crate) struct ScoreDir {
     path: PathBuf,
     fd: OwnedFd,
-    /// Device and inode of the directory we hold, to tell whether its path still leads
-    /// to it.
-    identity: Identity,
 }
 
 impl ScoreDir {
@@ -89,29 +86,23 @@ impl ScoreDir {
             Mode::empty(),
         )
         .context("open directory", || path.to_owned())?;
-        let stat = rustix::fs::fstat(&fd).context("fstat", || path.to_owned())?;
         Ok(ScoreDir {
             path: path.to_owned(),
             fd,
-            identity: Identity::of(&stat),
         })
     }
 
     /// For a reader, which may be root and reaps what it finds: resolved by the rules
     /// of [`chase`](crate::chase), so nobody owning part of the path can redirect it.
-    pub(crate) fn open_safely(path: &Path) -> Result<Self> {
+    /// Also returns the directory's identity, to tell later whether its path still
+    /// leads to it ([`chase::still_leads_to`]).
+    pub(crate) fn open_safely(path: &Path) -> Result<(Self, Identity)> {
         let (fd, identity) = chase::open_directory(path)?;
-        Ok(ScoreDir {
+        let dir = ScoreDir {
             path: path.to_owned(),
             fd,
-            identity,
-        })
-    }
-
-    /// Whether the path, resolved safely again, still leads to the directory we hold:
-    /// false once it was removed, renamed away or replaced.
-    pub(crate) fn still_at_path(&self) -> bool {
-        chase::still_leads_to(&self.path, self.identity)
+        };
+        Ok((dir, identity))
     }
 
     pub(crate) fn path(&self) -> &Path {

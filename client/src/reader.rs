@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::fs::FileType;
+use rustix::io::Errno;
 
+use crate::chase::{self, Identity};
 use crate::dir::{self, Access, Name, OpenFailure, Reaped, ScoreDir};
 use crate::error::Result;
 use crate::frame::{self, Undecodable};
@@ -231,7 +233,7 @@ impl Default for ReadOptions {
 /// `dir` is resolved safely (see [`DirReader::open`]), so this may run as root on a
 /// directory that another user owns.
 pub fn read_dir(dir: impl AsRef<Path>) -> Result<Snapshot> {
-    let dir = ScoreDir::open_safely(dir.as_ref())?;
+    let (dir, _) = ScoreDir::open_safely(dir.as_ref())?;
     Scan::new(&dir, ReadOptions::default(), None).run(Mode::ReadOnce)
 }
 
@@ -426,10 +428,8 @@ impl Collector {
             OpenFailure::Gone => return,
             OpenFailure::NotRegular(what) => SkipReason::NotRegularFile(what),
             OpenFailure::Io(operation, error) => {
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc_errno::EMFILE | libc_errno::ENFILE)
-                ) {
+                let no_descriptors = [Errno::MFILE, Errno::NFILE].map(|e| Some(e.raw_os_error()));
+                if no_descriptors.contains(&error.raw_os_error()) {
                     self.out_of_descriptors = true;
                 }
                 SkipReason::Io { operation, error }
@@ -525,12 +525,6 @@ fn worker_id(name: &[u8]) -> String {
             id
         }
     }
-}
-
-/// The errno values that mean "no descriptors left", which std does not name.
-mod libc_errno {
-    pub(super) const ENFILE: i32 = 23;
-    pub(super) const EMFILE: i32 = 24;
 }
 
 /// Frames a [`DirReader`] keeps to skip the md5 of an unchanged status: up to 4 KiB,
@@ -717,6 +711,8 @@ pub enum Progress {
 /// names is never read.
 pub struct DirReader {
     dir: ScoreDir,
+    /// What the directory was when opened, to tell whether its path still leads to it.
+    identity: Identity,
     held: HashMap<u64, Held, BuildHasherDefault<InoHasher>>,
     /// Passes started; the current one when `in_pass`.
     sweeps: u64,
@@ -735,8 +731,10 @@ impl DirReader {
     /// running as root cannot be sent, by whoever owns part of the path, to reap files
     /// in a directory of someone else's.
     pub fn open(dir: impl AsRef<Path>, options: ReadOptions) -> Result<Self> {
+        let (dir, identity) = ScoreDir::open_safely(dir.as_ref())?;
         Ok(DirReader {
-            dir: ScoreDir::open_safely(dir.as_ref())?,
+            dir,
+            identity,
             held: HashMap::default(),
             sweeps: 0,
             in_pass: false,
@@ -759,7 +757,7 @@ impl DirReader {
     /// reader holds. False once the directory was removed, renamed away or replaced:
     /// then the reader should be dropped and the path opened again.
     pub fn still_at_path(&self) -> bool {
-        self.dir.still_at_path()
+        chase::still_leads_to(self.dir.path(), self.identity)
     }
 
     /// Reads every live worker and reaps dead ones, reusing open files: one whole pass.
@@ -778,6 +776,7 @@ impl DirReader {
     pub fn sweep_until(&mut self, deadline: Option<Instant>) -> Result<Progress> {
         let DirReader {
             dir,
+            identity: _,
             held,
             sweeps,
             in_pass,
