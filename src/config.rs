@@ -276,7 +276,7 @@ struct Template(String);
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        crate::summary::check_template(&text).map_err(serde::de::Error::custom)?;
+        crate::core::pool::check_template(&text).map_err(serde::de::Error::custom)?;
         Ok(Template(text))
     }
 }
@@ -469,7 +469,7 @@ impl Config {
             metrics: raw.metrics.unwrap_or_default(),
             state_directory: raw
                 .state_directory
-                .unwrap_or_else(|| crate::state::DEFAULT_STATE_DIRECTORY.into()),
+                .unwrap_or_else(|| crate::io::state::DEFAULT_STATE_DIRECTORY.into()),
             services,
         })
     }

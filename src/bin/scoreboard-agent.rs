@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use scoreboard_agent::agent;
 use scoreboard_agent::config::{self, Config};
-use scoreboard_agent::{agent, logging};
+use scoreboard_agent::io::logging;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -11,7 +11,8 @@ use std::io::{IsTerminal, Write};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config;
-use scoreboard_agent::{ctl, demo, enable, escape, fixtures, view};
+use scoreboard_agent::ctl::{self, demo, enable, render as view};
+use scoreboard_agent::{escape, fixtures};
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {

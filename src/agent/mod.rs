@@ -1,4 +1,4 @@
-//! The agent's event loop: the thin shell of I/O around [`crate::summary::Pool`].
+//! The agent's event loop: the thin shell of I/O around [`crate::core::pool::Pool`].
 //!
 //! One task on a current-thread tokio runtime waits for whichever comes first: the
 //! sampling tick (every `interval`), inotify events, a re-check after a worker closed
@@ -16,19 +16,19 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Bus, Config, NotifyMode, Service};
+use crate::core::schedule::{self as pacing, MEMBERSHIP_GAP, Sent};
 use crate::escape::{Escaped, escape_controls};
-use crate::logging::{RATE_LIMIT_SLOTS, RateLimit};
+use crate::io::logging::{RATE_LIMIT_SLOTS, RateLimit};
+use crate::io::notify::{self, NotifySocket};
+use crate::io::state;
 use crate::metrics::{self, Metrics};
-use crate::notify::{self, NotifySocket};
-use crate::pacing::{self, MEMBERSHIP_GAP, Sent};
-use crate::state;
 use std::sync::{Arc, Mutex};
 
 use crate::bus::BusThread;
-use crate::dbus::{self, Published};
-use crate::privacy::DirAccess;
-use crate::summary::{Pool, status_line};
-use crate::watch::{DirEvent, Watcher};
+use crate::bus::privacy::DirAccess;
+use crate::bus::server::{self as dbus, Published};
+use crate::core::pool::{Pool, status_line};
+use crate::io::watch::{DirEvent, Watcher};
 
 /// After a worker closed its file, sweep again this long later in case its lock was
 /// not yet released at the first look (the kernel queues the event first).

@@ -20,7 +20,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::summary::History;
+use crate::core::pool::History;
 
 /// Where the packaged agent keeps its state.
 pub const DEFAULT_STATE_DIRECTORY: &str = "/run/scoreboard";

@@ -25,9 +25,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
-use crate::dbus::{self, Gate, Published, Server};
-use crate::summary::Pool;
-use crate::systemd::{MainProcess, Systemd};
+
+pub mod privacy;
+pub mod quota;
+pub mod server;
+use crate::core::pool::Pool;
+use crate::io::systemd::{MainProcess, Systemd};
+use server::{Gate, Published, Server};
 
 /// Commands queued for the bus thread at most; past that they are dropped.
 const QUEUE: usize = 1024;
@@ -202,9 +206,9 @@ impl State {
                             "reconnected to the {:?} bus after {:.1?}: serving {} again",
                             self.bus,
                             at.elapsed(),
-                            dbus::NAME
+                            server::NAME
                         ),
-                        None => info!("serving {} on the {:?} bus", dbus::NAME, self.bus),
+                        None => info!("serving {} on the {:?} bus", server::NAME, self.bus),
                     }
                     self.shared.serving.store(true, Ordering::Relaxed);
                     backoff = FIRST_BACKOFF;
@@ -223,7 +227,7 @@ impl State {
                     if !said_failure {
                         warn!(
                             "not serving {} on the {:?} bus: {e:#}; retrying",
-                            dbus::NAME,
+                            server::NAME,
                             self.bus
                         );
                         said_failure = true;

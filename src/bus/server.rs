@@ -21,11 +21,11 @@ use zbus::object_server::SignalEmitter;
 use zbus::zvariant::Type;
 use zbus::{ObjectPath, OwnedObjectPath, interface};
 
+use crate::bus::privacy::{self, Caller, DirAccess};
+use crate::bus::quota::Quota;
 use crate::config::Service;
+use crate::core::pool::{Pool, WorkerView, status_line};
 use crate::escape;
-use crate::privacy::{self, Caller, DirAccess};
-use crate::quota::Quota;
-use crate::summary::{Pool, WorkerView, status_line};
 
 /// The agent's well-known name.
 pub const NAME: &str = "io.scoreboard.Agent1";

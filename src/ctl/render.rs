@@ -98,8 +98,8 @@ impl From<&crate::ctl::WorkerReport> for WorkerRow {
     }
 }
 
-impl From<crate::summary::WorkerView> for WorkerRow {
-    fn from(w: crate::summary::WorkerView) -> Self {
+impl From<crate::core::pool::WorkerView> for WorkerRow {
+    fn from(w: crate::core::pool::WorkerView) -> Self {
         WorkerRow {
             id: w.id,
             state: w.state,

@@ -99,7 +99,7 @@ impl NotifySocket {
 }
 
 /// `STATUS=<text>`; `text` must already be one sanitised line (see
-/// [`crate::summary::status_line`]).
+/// [`crate::core::pool::status_line`]).
 pub fn status(text: &str) -> String {
     debug_assert!(!text.contains('\n'));
     format!("STATUS={text}")

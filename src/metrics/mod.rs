@@ -22,8 +22,8 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use crate::core::pool::Summary;
 use crate::escape;
-use crate::summary::Summary;
 
 /// The longest `state` label value, in bytes. States come from what workers write (a
 /// 1 MiB first word has been seen in a textfile); longer ones are cut, ending in "…".

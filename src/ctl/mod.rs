@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+use crate::bus::server::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::config::{Bus, Config, Service, normalize_unit};
-use crate::dbus::{ManagerProxy, ServiceProxy, WorkerInfo};
+use crate::core::pool::{Pool, status_line};
 use crate::escape::{self, escape_controls};
-use crate::summary::{Pool, status_line};
-use crate::view;
+use render as view;
+
+pub mod demo;
+pub mod enable;
+pub mod render;
 
 /// `scoreboardctl` exit statuses, as `systemctl status` uses them.
 pub mod exit {

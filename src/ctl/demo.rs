@@ -6,7 +6,7 @@
 //! killed with SIGKILL — leaving its file behind, as a crashed worker does — and a new
 //! one is spawned; the next sweep reaps the dead worker's file. The screen shows the
 //! `STATUS=` line the agent would send to systemd (computed by the agent's own
-//! [`crate::summary`] code), the live table, and what happened.
+//! [`crate::core::pool`] code), the live table, and what happened.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -19,8 +19,8 @@ use anyhow::Context as _;
 use scoreboard::{DirReader, ReadOptions, Scoreboard};
 
 use crate::config::{NotifyMode, Service, StateRule};
-use crate::summary::status_line;
-use crate::view;
+use crate::core::pool::status_line;
+use crate::ctl::render as view;
 
 /// What the demo does and for how long.
 #[derive(Debug, Clone)]
@@ -97,7 +97,7 @@ impl Pool<'_> {
         let mut reader = DirReader::open(self.dir, ReadOptions::default())?;
         // The agent's own logic, on the demo's directory.
         let service = demo_service(self.dir);
-        let mut pool = crate::summary::Pool::new(&service);
+        let mut pool = crate::core::pool::Pool::new(&service);
         let mut last_kill = Instant::now();
         while !stop.load(Ordering::Relaxed)
             && options.duration.is_none_or(|d| started.elapsed() < d)

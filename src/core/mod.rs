@@ -1,0 +1,3 @@
+//! The agent's core: pure, no I/O, time passed in.
+pub mod pool;
+pub mod schedule;

@@ -1,0 +1,7 @@
+//! What the agent does to the system besides the bus: inotify, notify sockets, systemd,
+//! saved state, logs.
+pub mod logging;
+pub mod notify;
+pub mod state;
+pub mod systemd;
+pub mod watch;
