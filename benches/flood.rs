@@ -61,13 +61,13 @@ fn main() {
     std::thread::spawn(move || {
         let mut buf = [0; 4096];
         while let Ok(n) = notify.recv(&mut buf) {
-            if &buf[..n] == b"WATCHDOG=1" {
+            if support::datagram_text(&buf[..n]) == "WATCHDOG=1" {
                 sink.lock().unwrap().push(Instant::now());
             }
         }
     });
     let agent = Killed(
-        Command::new(support::binary("scoreboard-agent"))
+        support::with_watchdog_pid(support::binary("scoreboard-agent"))
             .arg("--config")
             .arg(base.join("agent.toml"))
             .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)

@@ -163,7 +163,7 @@ fn run(binary: &Path, scenario: Scenario) {
     let notify = UnixDatagram::bind(base.join("notify")).unwrap();
     let messages = record(notify);
     let mut agent = Killed(
-        Command::new(binary)
+        support::with_watchdog_pid(binary)
             .arg("--config")
             .arg(base.join("agent.toml"))
             .env("NOTIFY_SOCKET", base.join("notify"))
@@ -285,7 +285,7 @@ fn record(socket: UnixDatagram) -> Messages {
     std::thread::spawn(move || {
         let mut buf = vec![0; 4096];
         while let Ok(n) = socket.recv(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let text = support::datagram_text(&buf[..n]);
             sink.lock().unwrap().push((Instant::now(), text));
         }
     });

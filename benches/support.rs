@@ -63,7 +63,7 @@ impl AgentUnderTest {
                 .notify
                 .recv(&mut buf)
                 .unwrap_or_else(|e| panic!("waiting for {expected:?}: {e}"));
-            if &buf[..n] == expected.as_bytes() {
+            if datagram_text(&buf[..n]) == expected {
                 return;
             }
         }
@@ -142,4 +142,22 @@ pub fn memory_kib(pid: u32) -> (u64, u64) {
 /// Descriptors `pid` holds open.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// `program` started as systemd starts a service with a watchdog: `$WATCHDOG_PID` is
+/// its own pid (a shell that sets it, then execs the program).
+pub fn with_watchdog_pid(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("/bin/sh");
+    command
+        .arg("-c")
+        .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
+        .arg(program);
+    command
+}
+
+/// A notify datagram's assignments as systemd reads them: sd-notify ends each one with
+/// a newline, which is no part of the last value.
+pub fn datagram_text(datagram: &[u8]) -> String {
+    let text = String::from_utf8_lossy(datagram);
+    text.strip_suffix('\n').unwrap_or(&text).to_owned()
 }

@@ -23,6 +23,9 @@ use serde::Deserialize;
 /// Where the packaged configuration lives.
 pub const DEFAULT_CONFIG: &str = "/etc/scoreboard/agent.toml";
 
+/// Where the packaged agent keeps its state (the unit's RuntimeDirectory=).
+pub const DEFAULT_STATE_DIRECTORY: &str = "/run/scoreboard";
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -276,9 +279,32 @@ struct Template(String);
 impl<'de> Deserialize<'de> for Template {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        crate::core::pool::check_template(&text).map_err(serde::de::Error::custom)?;
+        check_template(&text).map_err(serde::de::Error::custom)?;
         Ok(Template(text))
     }
+}
+
+/// Placeholders a summary template may use.
+pub const PLACEHOLDERS: [&str; 4] = ["total", "counts", "stuck", "unit"];
+
+/// Refuses a template with an unknown or unclosed placeholder.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!("unclosed {{ in summary template {template:?}"));
+        };
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}} in summary template {template:?}; use {}",
+                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
 }
 
 /// `directory`: a scoreboard directory that passed [`check_directory`].
@@ -469,7 +495,7 @@ impl Config {
             metrics: raw.metrics.unwrap_or_default(),
             state_directory: raw
                 .state_directory
-                .unwrap_or_else(|| crate::io::state::DEFAULT_STATE_DIRECTORY.into()),
+                .unwrap_or_else(|| DEFAULT_STATE_DIRECTORY.into()),
             services,
         })
     }

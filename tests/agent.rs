@@ -35,13 +35,19 @@ impl Setup {
     }
 
     fn agent(&self, env: &[(&str, &str)]) -> Agent {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"));
+        // systemd names the process a watchdog is for in $WATCHDOG_PID: a shell that
+        // sets it to its own pid and execs the agent does the same.
+        let mut command = Command::new("/bin/sh");
         command
+            .arg("-c")
+            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_scoreboard-agent"))
             .arg("--config")
             .arg(self.path("agent.toml"))
             .env("NOTIFY_SOCKET", self.path("notify"))
             .env_remove("JOURNAL_STREAM")
             .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .env("RUST_LOG", "debug")
             .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
         for (key, value) in env {
@@ -55,7 +61,7 @@ impl Setup {
         self.notify.set_read_timeout(Some(timeout)).unwrap();
         let mut buf = [0; 4096];
         let n = self.notify.recv(&mut buf).ok()?;
-        Some(String::from_utf8(buf[..n].to_vec()).expect("systemd wants UTF-8"))
+        Some(datagram_text(&buf[..n]))
     }
 
     /// Reads datagrams until one equals `expected`; returns how long that took. Every
@@ -145,6 +151,13 @@ impl Drop for Worker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A datagram's assignments as systemd reads them: sd-notify ends each one with a
+/// newline, which is no part of the last value.
+fn datagram_text(datagram: &[u8]) -> String {
+    let text = String::from_utf8(datagram.to_vec()).expect("systemd wants UTF-8");
+    text.strip_suffix('\n').map(str::to_owned).unwrap_or(text)
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -382,8 +395,9 @@ impl Recorder {
         std::thread::spawn(move || {
             let mut buf = vec![0; 4096];
             while let Ok(n) = socket.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                sink.lock().unwrap().push((Instant::now(), text));
+                sink.lock()
+                    .unwrap()
+                    .push((Instant::now(), datagram_text(&buf[..n])));
             }
         });
         Recorder { seen }

@@ -51,7 +51,12 @@ impl Setup {
             bus,
             agent: None,
         };
-        let agent = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+        // $WATCHDOG_PID names the agent, as systemd sets it: a shell that sets it to
+        // its own pid and execs the agent.
+        let agent = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_scoreboard-agent"))
             .arg("--config")
             .arg(setup.path("agent.toml"))
             .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
@@ -906,7 +911,8 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     std::thread::spawn(move || {
         let mut buf = [0; 4096];
         while let Ok(n) = notify.recv(&mut buf) {
-            if &buf[..n] == b"WATCHDOG=1" {
+            // sd-notify ends each assignment with a newline.
+            if &buf[..n] == b"WATCHDOG=1\n" {
                 sink.lock().unwrap().push(Instant::now());
             }
         }

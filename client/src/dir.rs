@@ -53,6 +53,13 @@ impl<'a> Name<'a> {
     }
 }
 
+/// Whether a directory entry named `name` is a worker's status file, `status_<id>` —
+/// not a writer's `.tmp` nor a reaper's private name: what a watcher of the directory
+/// reacts to. The naming scheme lives here alone.
+pub fn is_worker_file(name: &[u8]) -> bool {
+    matches!(Name::classify(name), Name::Status { .. })
+}
+
 /// `status_<id>` for a worker id.
 pub(crate) fn status_name(id: &str) -> CString {
     let mut name = Vec::with_capacity(STATUS_PREFIX.len() + id.len() + TMP_SUFFIX.len() + 1);

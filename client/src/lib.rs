@@ -63,6 +63,7 @@ mod reader;
 mod sink;
 mod writer;
 
+pub use dir::is_worker_file;
 pub use error::{Error, Result};
 pub use reader::{
     DEFAULT_MAX_STATUS_BYTES, DEFAULT_MAX_STATUS_LEN, DEFAULT_MAX_WORKERS, DirReader,

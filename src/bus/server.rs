@@ -10,7 +10,6 @@
 //! Doc comments on the members below are part of the introspection data (zbus writes
 //! them into the XML), so `busctl introspect` documents every member.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,7 +23,9 @@ use zbus::{ObjectPath, OwnedObjectPath, interface};
 use crate::bus::privacy::{self, Caller, DirAccess};
 use crate::bus::quota::Quota;
 use crate::config::Service;
-use crate::core::pool::{Pool, WorkerView, status_line};
+use crate::core::pool::Pool;
+use crate::core::status_line::bus_string;
+use crate::core::worker::WorkerReport;
 use crate::escape;
 
 /// The agent's well-known name.
@@ -56,19 +57,8 @@ pub fn escape_label(name: &str) -> String {
     out
 }
 
-/// Makes text a valid D-Bus string: what crosses the bus passes here, once.
-///
-/// dbus-daemon disconnects a peer that sends a string holding NUL (or invalid UTF-8),
-/// and with it our name and every service's MainPID lookups — so one worker's bytes
-/// would take the agent off the bus. The mapping is systemd's `cescape`, as
-/// [`escape::printable`] does it: NUL and other control characters become `\xNN`
-/// (`\n`, `\t` for those two), a backslash `\\`; everything else is unchanged. It is
-/// one-to-one, so an escaped worker id names one worker and `GetWorker` takes it back.
-pub fn bus_string(text: &str) -> Cow<'_, str> {
-    escape::printable(text.as_bytes())
-}
-
-/// One worker as `ListWorkers` and `GetWorker` return it: `(sssdb)`.
+/// One worker as `ListWorkers` and `GetWorker` return it: the wire tuple `(sssdb)` of a
+/// [`WorkerReport`], built here at the bus edge and turned back into one by clients.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Type)]
 pub struct WorkerInfo {
     /// The worker id.
@@ -94,14 +84,25 @@ pub const MAX_STATES_ON_BUS: usize = 32;
 
 impl WorkerInfo {
     /// The worker as it goes on the bus: every string through [`bus_string`], the status
-    /// cut at `status_cap` bytes.
-    fn on_bus(w: WorkerView, status_cap: usize) -> Self {
+    /// cut at `status_cap` bytes. The pool's reports always carry their history.
+    fn on_bus(w: &WorkerReport, status_cap: usize) -> Self {
         WorkerInfo {
             id: bus_string(&w.id).into_owned(),
             state: bus_string(&w.state).into_owned(),
             status: escape::printable_capped(w.status.as_bytes(), status_cap).into_owned(),
-            unchanged_seconds: w.unchanged_for.as_secs_f64(),
-            stuck: w.stuck,
+            unchanged_seconds: w.unchanged_seconds.unwrap_or_default(),
+            stuck: w.stuck.unwrap_or_default(),
+        }
+    }
+
+    /// The record a client makes of it.
+    pub fn into_report(self) -> WorkerReport {
+        WorkerReport {
+            id: self.id,
+            state: self.state,
+            status: self.status,
+            unchanged_seconds: Some(self.unchanged_seconds),
+            stuck: Some(self.stuck),
         }
     }
 
@@ -387,7 +388,7 @@ impl ServiceObject {
             let status_cap =
                 (MAX_ANSWER_BYTES / 2 / pool.len().max(1)).clamp(64, MAX_STATUS_ON_BUS);
             pool.workers(now)
-                .into_iter()
+                .iter()
                 .map(|w| WorkerInfo::on_bus(w, status_cap))
                 .collect()
         });
@@ -428,14 +429,7 @@ impl ServiceObject {
     /// The line sent as the unit's STATUS=, e.g. "12 workers: 8 busy, 3 idle, 1 stuck".
     #[zbus(property)]
     fn summary(&self) -> String {
-        self.with_pool(|pool, now| {
-            let line = status_line(
-                &pool.summary(now),
-                &self.service.summary,
-                &self.service.unit,
-            );
-            bus_string(&line).into_owned()
-        })
+        self.with_pool(|pool, now| bus_string(&pool.status_line(now)).into_owned())
     }
 
     /// How many live workers there are.
@@ -495,7 +489,7 @@ impl ServiceObject {
             let found = pool.ids().find(|raw| bus_string(raw) == id)?;
             pool.worker(found, now)
         })
-        .map(|w| WorkerInfo::on_bus(w, MAX_STATUS_ON_BUS))
+        .map(|w| WorkerInfo::on_bus(&w, MAX_STATUS_ON_BUS))
         .ok_or_else(|| {
             Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit)).into()
         })
@@ -544,6 +538,19 @@ pub struct Published {
     pub counts: Vec<(String, usize)>,
     /// Stuck.
     pub stuck: usize,
+}
+
+impl Published {
+    /// What the service's properties are at `now`.
+    pub fn of(pool: &Pool, now: Instant) -> Published {
+        let summary = pool.summary(now);
+        Published {
+            summary: pool.render(&summary),
+            total: summary.total,
+            counts: summary.counts,
+            stuck: summary.stuck,
+        }
+    }
 }
 
 /// Client side of io.scoreboard.Agent1.Manager, for scoreboardctl.

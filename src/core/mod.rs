@@ -1,3 +1,15 @@
-//! The agent's core: pure, no I/O, time passed in.
+//! The agent's core: pure, no I/O, time passed in, unit-tested in milliseconds.
+//!
+//! * [`pool`] — a service's workers, their states, who is stuck; owns the service's
+//!   template and unit, so [`pool::Pool::status_line`] is the one way to the `STATUS=`
+//!   text.
+//! * [`status_line`] — rendering a summary through a template, sanitising it, and the
+//!   D-Bus string boundary.
+//! * [`schedule`] — per service, what is due when: events in (inotify, passes, ticks,
+//!   sends), decisions out (sweep now, send this line, emit these signals, wake at T);
+//!   and the agent-wide timers (tick, watchdog, READY, saving state).
+//! * [`worker`] — the one worker record every edge shows.
 pub mod pool;
 pub mod schedule;
+pub mod status_line;
+pub mod worker;

@@ -1,16 +1,26 @@
-//! The agent's core, without I/O: which workers a service has, their states, how long
-//! each status has stood, and the one-line summary systemd shows.
+//! A service's workers as the agent knows them: their states, how long each status has
+//! stood, who is stuck, and the one-line summary systemd shows.
 //!
 //! A [`Pool`] is fed [`scoreboard::Snapshot`]s with the time they were taken; it
-//! answers with what changed, a [`Summary`], and per-worker details. Rendering the
-//! `STATUS=` text, and making it safe to send, happens once, in [`status_line`].
+//! answers with what changed, a [`Summary`], its `STATUS=` line, and per-worker
+//! [`WorkerReport`]s.
+//!
+//! Its cost follows what *changed*, not the pool's size, wherever it can: a sweep of
+//! 10,000 unchanged workers is one hash lookup and one comparison each (no allocation,
+//! no rebuilt map), the counts per state are kept up to date as statuses change, and
+//! the stuck workers are a prefix of the non-idle ones ordered by when their status
+//! last changed — so a summary costs the number of states plus the number of stuck
+//! workers, and the next moment someone becomes stuck is one ordered-set lookup.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime};
 
 use scoreboard::Snapshot;
 
 use crate::config::{Service, StateRule};
+use crate::core::status_line::{self, Summary};
+use crate::core::worker::WorkerReport;
 
 /// One worker as the agent knows it.
 #[derive(Debug, Clone)]
@@ -19,15 +29,32 @@ struct Tracked {
     state: String,
     /// When the status last changed (or the worker first appeared).
     changed_at: Instant,
+    /// The last observation that saw it (see [`Pool::observe`]).
+    seen: u64,
 }
+
+/// A state no rule produces for a status it could read: the worker is alive but its
+/// status is not known (not read in a pass, or forgotten to stay within the budget).
+const UNKNOWN: &str = "unknown";
 
 /// What the agent keeps per service.
 #[derive(Debug)]
 pub struct Pool {
+    unit: String,
+    template: String,
     rule: StateRule,
     idle_states: Vec<String>,
     stuck_after: Option<Duration>,
-    workers: BTreeMap<String, Tracked>,
+    workers: HashMap<String, Tracked>,
+    /// Workers per state, stuck ones included; states nobody is in are removed.
+    states: HashMap<String, usize>,
+    /// Non-idle workers by when their status last changed (only with `stuck_after`):
+    /// the stuck ones are the entries up to `now - stuck_after`.
+    waiting: BTreeSet<(Instant, String)>,
+    /// Status bytes held, all workers together.
+    status_bytes: usize,
+    /// Counts observations, to find workers a snapshot no longer lists.
+    observations: u64,
     /// Status bytes the pool may keep for workers not read in a pass (see
     /// [`Pool::observe`]): the service's byte budget.
     max_status_bytes: usize,
@@ -40,7 +67,7 @@ pub struct Pool {
 
 /// What a restarted agent needs to keep stuck timers running: per worker id, a
 /// fingerprint of its status and the wall-clock time that status was first seen.
-pub type History = BTreeMap<String, (u64, SystemTime)>;
+pub type History = std::collections::BTreeMap<String, (u64, SystemTime)>;
 
 /// A 64-bit FNV-1a fingerprint of a status: enough to tell "the same status as before
 /// the restart" from any other, without saving statuses themselves.
@@ -53,9 +80,9 @@ pub fn fingerprint(status: &[u8]) -> u64 {
 /// What a snapshot changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Workers seen for the first time.
+    /// Workers seen for the first time, sorted.
     pub added: Vec<String>,
-    /// Workers gone: reaped, or exited and removed their file.
+    /// Workers gone: reaped, or exited and removed their file; sorted.
     pub removed: Vec<String>,
     /// Workers whose status changed.
     pub updated: usize,
@@ -68,40 +95,20 @@ impl Changes {
     }
 }
 
-/// The pool at a glance.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    /// How many workers there are.
-    pub total: usize,
-    /// Workers per state, stuck ones excluded, largest first (then by name).
-    pub counts: Vec<(String, usize)>,
-    /// Workers stuck in a non-idle state.
-    pub stuck: usize,
-}
-
-/// One worker's details, for `scoreboardctl` and the bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerView {
-    /// The worker id.
-    pub id: String,
-    /// Its state, as the service's rule derives it.
-    pub state: String,
-    /// The status text (lossy UTF-8).
-    pub status: String,
-    /// How long the status has stood.
-    pub unchanged_for: Duration,
-    /// Whether it counts as stuck.
-    pub stuck: bool,
-}
-
 impl Pool {
     /// An empty pool for `service`.
     pub fn new(service: &Service) -> Self {
         Pool {
+            unit: service.unit.clone(),
+            template: service.summary.clone(),
             rule: service.state.clone(),
             idle_states: service.idle_states.clone(),
             stuck_after: service.stuck_after,
-            workers: BTreeMap::new(),
+            workers: HashMap::new(),
+            states: HashMap::new(),
+            waiting: BTreeSet::new(),
+            status_bytes: 0,
+            observations: 0,
             max_status_bytes: service.max_status_bytes,
             access: None,
             remembered: HashMap::new(),
@@ -116,69 +123,165 @@ impl Pool {
     /// byte budget; past it, its status is forgotten (state `unknown`), so the pool's
     /// memory never grows with what alternating unreadable frames could make it keep.
     ///
-    /// The statuses are moved out of the snapshot into the pool, not copied.
+    /// Statuses that changed are moved out of the snapshot into the pool, not copied.
     pub fn observe(&mut self, snapshot: &mut Snapshot, now: Instant) -> Changes {
+        self.observations += 1;
+        let this = self.observations;
         let mut changes = Changes::default();
-        let unreadable: HashSet<&str> = snapshot.unread.iter().map(String::as_str).collect();
-        let mut kept_bytes: usize = snapshot.workers.iter().map(|w| w.status.len()).sum();
-        let mut previous = std::mem::take(&mut self.workers);
+        let mut seen = 0;
         for worker in &mut snapshot.workers {
-            let tracked = match previous.remove(&worker.id) {
-                Some(mut tracked) => {
-                    if tracked.status != worker.status {
-                        tracked.state = derive_state(&self.rule, &worker.status);
-                        tracked.status = std::mem::take(&mut worker.status);
-                        tracked.changed_at = now;
-                        changes.updated += 1;
-                    }
-                    tracked
+            if let Some(tracked) = self.workers.get_mut(worker.id.as_str()) {
+                if tracked.seen != this {
+                    tracked.seen = this;
+                    seen += 1;
+                }
+                if tracked.status != worker.status {
+                    let state = derive_state(&self.rule, &worker.status);
+                    let status = std::mem::take(&mut worker.status);
+                    self.change(&worker.id, status, state, now);
+                    changes.updated += 1;
+                }
+                continue;
+            }
+            let remembered = self
+                .remembered
+                .remove(&worker.id)
+                .filter(|(print, _)| *print == fingerprint(&worker.status));
+            let state = derive_state(&self.rule, &worker.status);
+            let status = std::mem::take(&mut worker.status);
+            let changed_at = remembered.map_or(now, |(_, at)| at);
+            seen += 1;
+            self.insert(worker.id.clone(), status, state, changed_at);
+            changes.added.push(worker.id.clone());
+        }
+        // Live but not read: kept if known (status within the budget), else counted
+        // with state unknown.
+        let mut kept_unread = Vec::new();
+        for id in &snapshot.unread {
+            match self.workers.get_mut(id.as_str()) {
+                Some(tracked) if tracked.seen == this => {}
+                Some(tracked) => {
+                    tracked.seen = this;
+                    seen += 1;
+                    kept_unread.push(id.as_str());
                 }
                 None => {
-                    changes.added.push(worker.id.clone());
-                    let remembered = self
-                        .remembered
-                        .remove(&worker.id)
-                        .filter(|(print, _)| *print == fingerprint(&worker.status));
-                    Tracked {
-                        state: derive_state(&self.rule, &worker.status),
-                        status: std::mem::take(&mut worker.status),
-                        changed_at: remembered.map_or(now, |(_, at)| at),
-                    }
+                    seen += 1;
+                    self.insert(id.clone(), Vec::new(), UNKNOWN.to_owned(), now);
+                    changes.added.push(id.clone());
                 }
-            };
-            self.workers.insert(worker.id.clone(), tracked);
-        }
-        // Live but not read, and not known before: counted, status unknown.
-        for id in &snapshot.unread {
-            if !self.workers.contains_key(id) && !previous.contains_key(id) {
-                changes.added.push(id.clone());
-                self.workers.insert(
-                    id.clone(),
-                    Tracked {
-                        state: "unknown".to_owned(),
-                        status: Vec::new(),
-                        changed_at: now,
-                    },
-                );
             }
         }
-        for (id, mut tracked) in previous {
-            if unreadable.contains(&id.as_str()) {
-                kept_bytes += tracked.status.len();
-                if kept_bytes > self.max_status_bytes {
-                    kept_bytes -= tracked.status.len();
-                    tracked.status = Vec::new();
-                    tracked.state = "unknown".to_owned();
-                }
-                self.workers.insert(id, tracked);
-            } else {
+        for id in kept_unread {
+            if self.status_bytes <= self.max_status_bytes {
+                break;
+            }
+            self.change(id, Vec::new(), UNKNOWN.to_owned(), None);
+        }
+        if seen < self.workers.len() {
+            let gone: Vec<String> = self
+                .workers
+                .iter()
+                .filter(|(_, tracked)| tracked.seen != this)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in gone {
+                self.remove(&id);
                 changes.removed.push(id);
             }
         }
+        changes.added.sort_unstable();
+        changes.removed.sort_unstable();
         // What an earlier agent remembered is for the workers of its time: once they
         // have been seen (or not), it is of no further use.
-        self.remembered.clear();
+        if !self.remembered.is_empty() {
+            self.remembered = HashMap::new();
+        }
         changes
+    }
+
+    fn is_idle(&self, state: &str) -> bool {
+        self.idle_states.iter().any(|idle| idle == state)
+    }
+
+    /// Whether a worker in `state` is ordered in [`Pool::waiting`].
+    fn may_get_stuck(&self, state: &str) -> bool {
+        self.stuck_after.is_some() && !self.is_idle(state)
+    }
+
+    fn count_in(&mut self, state: &str) {
+        match self.states.get_mut(state) {
+            Some(n) => *n += 1,
+            None => {
+                self.states.insert(state.to_owned(), 1);
+            }
+        }
+    }
+
+    fn count_out(&mut self, state: &str) {
+        if let Some(n) = self.states.get_mut(state) {
+            *n -= 1;
+            if *n == 0 {
+                self.states.remove(state);
+            }
+        }
+    }
+
+    fn insert(&mut self, id: String, status: Vec<u8>, state: String, changed_at: Instant) {
+        self.count_in(&state);
+        if self.may_get_stuck(&state) {
+            self.waiting.insert((changed_at, id.clone()));
+        }
+        self.status_bytes += status.len();
+        let seen = self.observations;
+        self.workers.insert(
+            id,
+            Tracked {
+                status,
+                state,
+                changed_at,
+                seen,
+            },
+        );
+    }
+
+    /// A known worker's new status and state, changed at `at` (`None`: the status was
+    /// forgotten, not changed, so its clock goes on).
+    fn change(&mut self, id: &str, status: Vec<u8>, state: String, at: impl Into<Option<Instant>>) {
+        let Some(tracked) = self.workers.get_mut(id) else {
+            return;
+        };
+        let old_state = std::mem::replace(&mut tracked.state, state);
+        let old_at = tracked.changed_at;
+        if let Some(at) = at.into() {
+            tracked.changed_at = at;
+        }
+        let new_at = tracked.changed_at;
+        self.status_bytes -= tracked.status.len();
+        self.status_bytes += status.len();
+        tracked.status = status;
+        let new_state = tracked.state.clone();
+        if old_state != new_state {
+            self.count_out(&old_state);
+            self.count_in(&new_state);
+        }
+        if self.may_get_stuck(&old_state) {
+            self.waiting.remove(&(old_at, id.to_owned()));
+        }
+        if self.may_get_stuck(&new_state) {
+            self.waiting.insert((new_at, id.to_owned()));
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(tracked) = self.workers.remove(id) else {
+            return;
+        };
+        self.count_out(&tracked.state);
+        if self.may_get_stuck(&tracked.state) {
+            self.waiting.remove(&(tracked.changed_at, id.to_owned()));
+        }
+        self.status_bytes -= tracked.status.len();
     }
 
     /// Each worker's status fingerprint and the wall-clock time its status last changed,
@@ -206,9 +309,14 @@ impl Pool {
             .collect();
     }
 
-    /// Forgets every worker (the directory is gone); returns their ids.
+    /// Forgets every worker (the directory is gone); returns their ids, sorted.
     pub fn clear(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.workers).into_keys().collect()
+        let mut gone: Vec<String> = std::mem::take(&mut self.workers).into_keys().collect();
+        gone.sort_unstable();
+        self.states.clear();
+        self.waiting.clear();
+        self.status_bytes = 0;
+        gone
     }
 
     /// How many workers there are.
@@ -221,26 +329,43 @@ impl Pool {
         self.workers.is_empty()
     }
 
-    fn is_stuck(&self, tracked: &Tracked, now: Instant) -> bool {
-        self.stuck_after.is_some_and(|after| {
-            !self.idle_states.contains(&tracked.state)
-                && now.saturating_duration_since(tracked.changed_at) >= after
-        })
+    /// The latest change time at which a waiting worker is stuck at `now`.
+    fn stuck_cutoff(&self, now: Instant) -> Option<Instant> {
+        now.checked_sub(self.stuck_after?)
     }
 
-    /// The summary at `now` (stuck-ness depends on the time).
+    /// The waiting workers stuck at `now`.
+    fn stuck_ones(&self, now: Instant) -> impl Iterator<Item = &(Instant, String)> {
+        let cutoff = self.stuck_cutoff(now);
+        self.waiting
+            .iter()
+            .take_while(move |(at, _)| cutoff.is_some_and(|cutoff| *at <= cutoff))
+    }
+
+    fn is_stuck(&self, tracked: &Tracked, now: Instant) -> bool {
+        self.may_get_stuck(&tracked.state)
+            && self
+                .stuck_cutoff(now)
+                .is_some_and(|cutoff| tracked.changed_at <= cutoff)
+    }
+
+    /// The summary at `now` (stuck-ness depends on the time): costs the number of
+    /// states and of stuck workers, not of workers.
     pub fn summary(&self, now: Instant) -> Summary {
-        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut counts: HashMap<&str, usize> =
+            self.states.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         let mut stuck = 0;
-        for tracked in self.workers.values() {
-            if self.is_stuck(tracked, now) {
+        for (_, id) in self.stuck_ones(now) {
+            if let Some(tracked) = self.workers.get(id)
+                && let Some(n) = counts.get_mut(tracked.state.as_str())
+            {
+                *n -= 1;
                 stuck += 1;
-            } else {
-                *counts.entry(&tracked.state).or_default() += 1;
             }
         }
         let mut counts: Vec<(String, usize)> = counts
             .into_iter()
+            .filter(|(_, n)| *n > 0)
             .map(|(state, n)| (state.to_owned(), n))
             .collect();
         counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -251,15 +376,26 @@ impl Pool {
         }
     }
 
-    /// Every worker's details at `now`, sorted by id.
-    pub fn workers(&self, now: Instant) -> Vec<WorkerView> {
-        self.workers
-            .keys()
+    /// The `STATUS=` line at `now`, by the service's template: the one way to it.
+    pub fn status_line(&self, now: Instant) -> String {
+        self.render(&self.summary(now))
+    }
+
+    /// The `STATUS=` line for a summary of this pool already taken.
+    pub fn render(&self, summary: &Summary) -> String {
+        status_line::render(summary, &self.template, &self.unit)
+    }
+
+    /// Every worker at `now`, sorted by id.
+    pub fn workers(&self, now: Instant) -> Vec<WorkerReport> {
+        let mut ids: Vec<&str> = self.ids().collect();
+        ids.sort_unstable();
+        ids.into_iter()
             .filter_map(|id| self.worker(id, now))
             .collect()
     }
 
-    /// The ids of every worker, without building their views.
+    /// The ids of every worker, in no particular order, without building reports.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.workers.keys().map(String::as_str)
     }
@@ -276,15 +412,18 @@ impl Pool {
         self.access = access;
     }
 
-    /// One worker's details at `now`.
-    pub fn worker(&self, id: &str, now: Instant) -> Option<WorkerView> {
+    /// One worker at `now`.
+    pub fn worker(&self, id: &str, now: Instant) -> Option<WorkerReport> {
         let tracked = self.workers.get(id)?;
-        Some(WorkerView {
+        Some(WorkerReport {
             id: id.to_owned(),
             state: tracked.state.clone(),
             status: String::from_utf8_lossy(&tracked.status).into_owned(),
-            unchanged_for: now.saturating_duration_since(tracked.changed_at),
-            stuck: self.is_stuck(tracked, now),
+            unchanged_seconds: Some(
+                now.saturating_duration_since(tracked.changed_at)
+                    .as_secs_f64(),
+            ),
+            stuck: Some(self.is_stuck(tracked, now)),
         })
     }
 
@@ -294,11 +433,17 @@ impl Pool {
     /// rely on it to stay free of panics.
     pub fn next_stuck_at(&self, now: Instant) -> Option<Instant> {
         let after = self.stuck_after?;
-        self.workers
-            .values()
-            .filter(|t| !self.idle_states.contains(&t.state) && !self.is_stuck(t, now))
-            .filter_map(|t| t.changed_at.checked_add(after))
-            .min()
+        let first_not_stuck = match self.stuck_cutoff(now) {
+            Some(cutoff) => {
+                // Instants count nanoseconds: "after the cutoff" is "from cutoff + 1 ns".
+                let from = cutoff.checked_add(Duration::from_nanos(1))?;
+                self.waiting
+                    .range((Bound::Included((from, String::new())), Bound::Unbounded))
+                    .next()
+            }
+            None => self.waiting.iter().next(),
+        };
+        first_not_stuck.and_then(|(at, _)| at.checked_add(after))
     }
 }
 
@@ -337,108 +482,14 @@ fn state_by_rule(rule: &StateRule, status: &[u8]) -> String {
                 serde_json::Value::Null => None,
                 other => Some(other.to_string()),
             })
-            .unwrap_or_else(|| "unknown".to_owned()),
+            .unwrap_or_else(|| UNKNOWN.to_owned()),
     }
-}
-
-/// Placeholders a summary template may use.
-const PLACEHOLDERS: [&str; 4] = ["total", "counts", "stuck", "unit"];
-
-/// Refuses a template with an unknown or unclosed placeholder.
-pub fn check_template(template: &str) -> Result<(), String> {
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else {
-            return Err(format!("unclosed {{ in summary template {template:?}"));
-        };
-        let name = &after[..close];
-        if !PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{name}}} in summary template {template:?}; use {}",
-                PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
-            ));
-        }
-        rest = &after[close + 1..];
-    }
-    Ok(())
-}
-
-/// The longest `STATUS=` text we send. systemd takes datagrams up to 4 KiB; a status line
-/// is one line of `systemctl status`.
-pub const MAX_STATUS_LINE: usize = 256;
-
-/// How many distinct states are listed before the rest are folded into "N other".
-const MAX_LISTED_STATES: usize = 6;
-
-/// Renders `template` for `summary`: the text systemd will show.
-///
-/// State names come from worker statuses, so anything may be in them; the result holds
-/// no control characters (a status `busy\nMAINPID=1` cannot become a second
-/// assignment), is valid UTF-8 and is at most [`MAX_STATUS_LINE`] bytes.
-pub fn status_line(summary: &Summary, template: &str, unit: &str) -> String {
-    let mut parts: Vec<String> = summary
-        .counts
-        .iter()
-        .take(MAX_LISTED_STATES)
-        .map(|(state, n)| format!("{n} {state}"))
-        .collect();
-    let folded: usize = summary
-        .counts
-        .iter()
-        .skip(MAX_LISTED_STATES)
-        .map(|(_, n)| n)
-        .sum();
-    if folded > 0 {
-        parts.push(format!("{folded} other"));
-    }
-    if summary.stuck > 0 {
-        parts.push(format!("{} stuck", summary.stuck));
-    }
-    let counts = if parts.is_empty() {
-        "none".to_owned()
-    } else {
-        parts.join(", ")
-    };
-    let rendered = template
-        .replace("{total}", &summary.total.to_string())
-        .replace("{stuck}", &summary.stuck.to_string())
-        .replace("{unit}", unit)
-        .replace("{counts}", &counts);
-    sanitize(&rendered, MAX_STATUS_LINE)
-}
-
-/// Control characters become spaces, runs of whitespace one space; the text is cut at a
-/// character boundary to fit `max` bytes, ending in "…" when cut.
-pub fn sanitize(text: &str, max: usize) -> String {
-    let mut out = String::with_capacity(text.len().min(max));
-    let mut last_space = false;
-    for c in text.chars() {
-        let c = if c.is_control() || c.is_whitespace() {
-            ' '
-        } else {
-            c
-        };
-        if c == ' ' && last_space {
-            continue;
-        }
-        last_space = c == ' ';
-        out.push(c);
-    }
-    let out = out.trim().to_owned();
-    if out.len() <= max {
-        return out;
-    }
-    let mut cut = max - '…'.len_utf8();
-    while !out.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…", &out[..cut])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_SUMMARY;
     use scoreboard::Worker;
 
     fn service(stuck_after: Option<Duration>) -> Service {
@@ -449,7 +500,7 @@ mod tests {
             state: StateRule::FirstWord,
             idle_states: vec!["idle".into()],
             stuck_after,
-            summary: crate::config::DEFAULT_SUMMARY.into(),
+            summary: DEFAULT_SUMMARY.into(),
             notify: crate::config::NotifyMode::None,
             max_workers: scoreboard::DEFAULT_MAX_WORKERS,
             max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
@@ -499,11 +550,7 @@ mod tests {
         let changes = pool.observe(&mut snapshot(&refs), t1);
         assert_eq!(changes.updated, 8);
         assert!(!changes.membership());
-        let summary = pool.summary(t1);
-        assert_eq!(
-            status_line(&summary, crate::config::DEFAULT_SUMMARY, "web.service"),
-            "12 workers: 8 busy, 3 idle, 1 stuck"
-        );
+        assert_eq!(pool.status_line(t1), "12 workers: 8 busy, 3 idle, 1 stuck");
     }
 
     #[test]
@@ -582,8 +629,8 @@ mod tests {
         let later = t0 + Duration::from_secs(10);
         assert_eq!(pool.summary(later).stuck, 1);
         let views = pool.workers(later);
-        assert!(views[0].stuck && !views[1].stuck);
-        assert_eq!(views[0].unchanged_for, Duration::from_secs(10));
+        assert_eq!((views[0].stuck, views[1].stuck), (Some(true), Some(false)));
+        assert_eq!(views[0].unchanged_seconds, Some(10.0));
         // A new status resets the clock.
         pool.observe(&mut snapshot(&[("a", "busy y"), ("b", "idle")]), later);
         assert_eq!(pool.summary(later).stuck, 0);
@@ -596,7 +643,7 @@ mod tests {
         pool.observe(&mut snapshot(&[("w1", "busy GET /")]), now);
         assert_eq!(pool.next_stuck_at(now), None);
         assert_eq!(pool.summary(now).stuck, 0);
-        assert!(!pool.worker("w1", now).unwrap().stuck);
+        assert_eq!(pool.worker("w1", now).unwrap().stuck, Some(false));
     }
 
     #[test]
@@ -620,9 +667,9 @@ mod tests {
             t1,
         );
         let views = after.workers(t1);
-        assert_eq!(views[0].unchanged_for, Duration::from_secs(60));
-        assert!(views[0].stuck);
-        assert_eq!(views[1].unchanged_for, Duration::ZERO);
+        assert_eq!(views[0].unchanged_seconds, Some(60.0));
+        assert_eq!(views[0].stuck, Some(true));
+        assert_eq!(views[1].unchanged_seconds, Some(0.0));
         assert_eq!(after.summary(t1).stuck, 1);
     }
 
@@ -646,60 +693,69 @@ mod tests {
         assert_eq!(derive_state(&rule, b"not json"), "unknown");
     }
 
+    /// The counts and stuck workers kept up to date change by change are what counting
+    /// every worker afresh gives, through joins, changes, forgetting, leaving and time.
     #[test]
-    fn nothing_a_worker_writes_can_inject_an_assignment_or_overflow() {
-        let summary = Summary {
-            total: 2,
-            counts: vec![("busy\nMAINPID=1".into(), 1), ("\u{1b}[2J\r\0x".into(), 1)],
-            stuck: 0,
+    fn incremental_counts_agree_with_counting_afresh() {
+        let mut pool = Pool::new(&service(Some(Duration::from_secs(5))));
+        let t0 = Instant::now();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
         };
-        let line = status_line(&summary, "{total} workers: {counts}", "web.service");
-        assert_eq!(line, "2 workers: 1 busy MAINPID=1, 1 [2J x");
-        assert!(!line.chars().any(char::is_control));
-
-        let long = Summary {
-            total: 1,
-            counts: vec![("é".repeat(400), 1)],
-            stuck: 0,
-        };
-        let line = status_line(&long, "{counts}", "u");
-        assert!(
-            line.len() <= MAX_STATUS_LINE && line.ends_with('…'),
-            "{}",
-            line.len()
-        );
-    }
-
-    #[test]
-    fn many_states_are_folded() {
-        let summary = Summary {
-            total: 8,
-            counts: (0..8).map(|i| (format!("s{i}"), 1)).collect(),
-            stuck: 0,
-        };
-        assert_eq!(
-            status_line(&summary, "{counts}", "u"),
-            "1 s0, 1 s1, 1 s2, 1 s3, 1 s4, 1 s5, 2 other"
-        );
-        let empty = Summary {
-            total: 0,
-            counts: vec![],
-            stuck: 0,
-        };
-        assert_eq!(
-            status_line(&empty, "{unit}: {total} workers: {counts}", "web.service"),
-            "web.service: 0 workers: none"
-        );
-    }
-
-    #[test]
-    fn templates_are_checked() {
-        assert!(check_template("{total} workers: {counts} ({stuck} stuck) {unit}").is_ok());
-        assert!(check_template("{total").unwrap_err().contains("unclosed"));
-        assert!(
-            check_template("{nope}")
-                .unwrap_err()
-                .contains("unknown placeholder {nope}")
-        );
+        let states = ["busy a", "busy b", "idle", "write x", "", "read y"];
+        for round in 0..300u64 {
+            let now = t0 + Duration::from_secs(round);
+            let mut workers: Vec<(String, String)> = Vec::new();
+            for id in 0..40 {
+                if next(10) < 8 {
+                    let status = states[(next(states.len() as u64)) as usize];
+                    workers.push((format!("w{id}"), status.to_owned()));
+                }
+            }
+            let refs: Vec<(&str, &str)> = workers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let mut snap = snapshot(&refs);
+            // Some workers alive but unread this pass.
+            for id in 40..40 + next(3) {
+                snap.unread.push(format!("w{id}"));
+            }
+            pool.observe(&mut snap, now);
+            let at = now + Duration::from_millis(next(8000));
+            let reports = pool.workers(at);
+            let mut expected: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut stuck = 0;
+            for w in &reports {
+                if w.stuck == Some(true) {
+                    stuck += 1;
+                } else {
+                    *expected.entry(w.state.clone()).or_default() += 1;
+                }
+            }
+            let summary = pool.summary(at);
+            assert_eq!(summary.total, reports.len(), "round {round}");
+            assert_eq!(summary.stuck, stuck, "round {round}");
+            let counted: std::collections::BTreeMap<String, usize> =
+                summary.counts.into_iter().collect();
+            assert_eq!(counted, expected, "round {round}");
+            let next_stuck = reports
+                .iter()
+                .filter(|w| w.stuck == Some(false) && w.state != "idle")
+                .map(|w| {
+                    at + Duration::from_secs(5)
+                        - Duration::from_secs_f64(w.unchanged_seconds.unwrap())
+                })
+                .min();
+            let diff = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+                (Some(a), Some(b)) => (a.max(b) - a.min(b)) < Duration::from_micros(1),
+                (a, b) => a == b,
+            };
+            assert!(diff(pool.next_stuck_at(at), next_stuck), "round {round}");
+        }
     }
 }

@@ -1,15 +1,49 @@
-//! When a summary goes out: the agent's sending rules, as pure functions.
+//! What is due when: the agent's timing rules, without I/O, time passed in.
 //!
-//! A line is sent only when it differs from the last one sent. A change of membership
-//! (a worker came or went) goes at once, but no sooner than [`MEMBERSHIP_GAP`] after
-//! the previous send, so a burst is at most ten messages a second; any other change
-//! waits until an `interval` has passed since the previous send. A service whose main
-//! process changed hears the current line again even if it is unchanged.
+//! A [`Schedule`] per service takes events in — directory changes from inotify, the
+//! outcome of each step of a pass, what was sent — and answers: sweep now or not, send
+//! this line (on whose behalf), emit these WorkerAdded/WorkerReaped ids, and when to
+//! wake next. [`Timers`] are the agent-wide clock: the sampling tick, watchdog pings,
+//! READY=1, and saving state.
+//!
+//! The sending rules: a line is sent only when it differs from the last one sent. A
+//! change of membership (a worker came or went) goes at once, but no sooner than
+//! [`MEMBERSHIP_GAP`] after the previous send, so a burst is at most ten messages a
+//! second; any other change waits until an `interval` has passed since the previous
+//! send. A service whose main process changed hears the current line again even if it
+//! is unchanged.
 
 use std::time::{Duration, Instant};
 
-/// Membership changes go out at once, but no more often than this per service.
+use crate::core::pool::Changes;
+
+/// Membership changes go out at once, but no more often than this per service; the
+/// same gap paces WorkerAdded/WorkerReaped batches.
 pub const MEMBERSHIP_GAP: Duration = Duration::from_millis(100);
+
+/// After a worker closed its file, sweep again this long later in case its lock was
+/// not yet released at the first look (the kernel queues the event first).
+pub const CLOSE_RECHECKS: [Duration; 2] = [Duration::from_millis(10), Duration::from_millis(40)];
+
+/// Sweeps caused by inotify events: at most one per this gap per service, so a
+/// directory's owner creating and removing files in a loop cannot keep the agent
+/// sweeping. The first event after a quiet gap is swept at once.
+pub const EVENT_SWEEP_GAP: Duration = Duration::from_millis(100);
+
+/// READY=1 waits at most this long for the first passes.
+pub const READY_WAIT: Duration = Duration::from_secs(2);
+
+/// How often (in sampling ticks) the agent saves what it must remember across restarts.
+pub const SAVE_EVERY_TICKS: u64 = 10;
+
+/// What an inotify event on a service's directory says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirChange {
+    /// A worker file appeared, went or was renamed.
+    Membership,
+    /// A worker closed its file: it may have exited, but its lock may outlive the event.
+    Closed,
+}
 
 /// What was last delivered for a service, and to which main process (0 when not sent
 /// on a main process's behalf).
@@ -23,8 +57,237 @@ pub struct Sent {
     pub pid: u32,
 }
 
+/// Who hears a service's `STATUS=` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Nobody, or our own `$NOTIFY_SOCKET` (`notify = "none"` or `"self"`).
+    Fixed,
+    /// The service's main process, which changes when the service restarts.
+    MainProcess,
+}
+
+/// WorkerAdded/WorkerReaped ids waiting for their batch.
+#[derive(Debug, Default)]
+struct Signals {
+    added: Vec<String>,
+    reaped: Vec<String>,
+    at: Option<Instant>,
+}
+
+impl Signals {
+    fn pending(&self) -> bool {
+        !self.added.is_empty() || !self.reaped.is_empty()
+    }
+}
+
+/// One service's timing state.
+#[derive(Debug)]
+pub struct Schedule {
+    /// An event asked for a sweep.
+    sweep_requested: bool,
+    /// A pass was started and is taken in steps.
+    mid_pass: bool,
+    /// When the last event-caused sweep started, for [`EVENT_SWEEP_GAP`].
+    event_swept_at: Option<Instant>,
+    /// A first whole pass is done (or the directory could not be opened).
+    swept_once: bool,
+    /// Re-checks after a worker closed its file, one slot per [`CLOSE_RECHECKS`] delay:
+    /// however many close events arrive, at most two re-checks are pending.
+    rechecks: [Option<Instant>; 2],
+    membership_pending: bool,
+    sent: Option<Sent>,
+    /// `None` without a bus: nobody would drain them.
+    signals: Option<Signals>,
+}
+
+impl Schedule {
+    /// A service just watched: swept at once, its first line sent at once; with
+    /// `signals`, membership changes are batched for WorkerAdded/WorkerReaped.
+    pub fn new(signals: bool) -> Schedule {
+        Schedule {
+            sweep_requested: true,
+            mid_pass: false,
+            event_swept_at: None,
+            swept_once: false,
+            rechecks: [None; 2],
+            membership_pending: true,
+            sent: None,
+            signals: signals.then(Signals::default),
+        }
+    }
+
+    /// An inotify event on the directory.
+    pub fn on_change(&mut self, change: DirChange, now: Instant) {
+        self.sweep_requested = true;
+        if change == DirChange::Closed {
+            for (slot, delay) in self.rechecks.iter_mut().zip(CLOSE_RECHECKS) {
+                slot.get_or_insert(now + delay);
+            }
+        }
+    }
+
+    /// Events were lost (the inotify queue overflowed): sweep as if one had come.
+    pub fn on_overflow(&mut self) {
+        self.sweep_requested = true;
+    }
+
+    /// Whether a step of a pass is due now: at a tick, for an event (no sooner than
+    /// [`EVENT_SWEEP_GAP`] after the last event-caused one), for a re-check, or to go
+    /// on with a pass under way. Consumes the re-checks and the event it answers.
+    pub fn sweep_due(&mut self, now: Instant, tick: bool) -> bool {
+        let mut recheck = false;
+        for slot in &mut self.rechecks {
+            if slot.is_some_and(|at| at <= now) {
+                *slot = None;
+                recheck = true;
+            }
+        }
+        let event = self.sweep_requested && self.next_event_sweep(now) <= now;
+        if event {
+            self.event_swept_at = Some(now);
+        }
+        tick || event || recheck || self.mid_pass
+    }
+
+    fn next_event_sweep(&self, now: Instant) -> Instant {
+        self.event_swept_at.map_or(now, |at| at + EVENT_SWEEP_GAP)
+    }
+
+    /// A step begins: a new pass sees whatever the events were about; events during a
+    /// pass ask for the next one.
+    pub fn step_begins(&mut self) {
+        if !self.mid_pass {
+            self.sweep_requested = false;
+        }
+    }
+
+    /// The step ended with the pass unfinished; it goes on at the next turn.
+    pub fn pass_unfinished(&mut self) {
+        self.mid_pass = true;
+    }
+
+    /// The pass is over with `changes` taken into the pool.
+    pub fn pass_done(&mut self, changes: &Changes) {
+        self.pass_over();
+        if changes.membership() {
+            self.membership_pending = true;
+        }
+        if let Some(signals) = &mut self.signals {
+            signals.added.extend(changes.added.iter().cloned());
+            signals.reaped.extend(changes.removed.iter().cloned());
+        }
+    }
+
+    /// The pass was given up (the directory is missing or unreadable): READY=1 does not
+    /// wait for it.
+    pub fn pass_over(&mut self) {
+        self.mid_pass = false;
+        self.swept_once = true;
+    }
+
+    /// The directory went away with the workers `gone`.
+    pub fn directory_gone(&mut self, gone: Vec<String>) {
+        self.mid_pass = false;
+        if gone.is_empty() {
+            return;
+        }
+        self.membership_pending = true;
+        if let Some(signals) = &mut self.signals {
+            signals.reaped.extend(gone);
+        }
+    }
+
+    /// Whether a pass is under way, taken in steps.
+    pub fn mid_pass(&self) -> bool {
+        self.mid_pass
+    }
+
+    /// Whether a first pass is over (READY=1 waits for every service's).
+    pub fn swept_once(&self) -> bool {
+        self.swept_once
+    }
+
+    /// Whether `text` goes out now, and on whose behalf: `Some(pid)` to send (0 when
+    /// not on a main process's behalf), `None` to hold it.
+    ///
+    /// For a main process, `main_pid` is asked (it looks in the bus thread's cache) at
+    /// every tick and whenever the line changed, so a restarted service — a new main
+    /// process — hears the line again even when it is the same; 0 or `None` from it
+    /// means nobody to speak for.
+    pub fn status_due(
+        &self,
+        text: &str,
+        now: Instant,
+        interval: Duration,
+        tick: bool,
+        listener: Listener,
+        main_pid: impl FnOnce() -> Option<u32>,
+    ) -> Option<u32> {
+        let last = self.sent.as_ref();
+        let text_due = text_due(last, text, self.membership_pending, interval, now);
+        if listener == Listener::Fixed {
+            return text_due.then_some(0);
+        }
+        let changed = last.is_none_or(|sent| sent.text != text);
+        if !tick && !changed {
+            return None;
+        }
+        let pid = main_pid().filter(|pid| *pid != 0)?;
+        (text_due || new_listener(last, pid)).then_some(pid)
+    }
+
+    /// `text` went out at `now` on behalf of `pid`.
+    pub fn status_sent(&mut self, text: String, now: Instant, pid: u32) {
+        self.sent = Some(Sent { text, at: now, pid });
+        self.membership_pending = false;
+    }
+
+    /// The WorkerAdded and WorkerReaped ids to emit now, if any are waiting and the
+    /// last batch was at least [`MEMBERSHIP_GAP`] ago.
+    pub fn signals_due(&mut self, now: Instant) -> Option<(Vec<String>, Vec<String>)> {
+        let signals = self.signals.as_mut()?;
+        let due = signals.at.is_none_or(|at| now >= at + MEMBERSHIP_GAP);
+        if !signals.pending() || !due {
+            return None;
+        }
+        signals.at = Some(now);
+        Some((
+            std::mem::take(&mut signals.added),
+            std::mem::take(&mut signals.reaped),
+        ))
+    }
+
+    /// The earliest moment this service needs the loop besides ticks, events and
+    /// signals (`stuck_at`: when the pool's next worker becomes stuck).
+    pub fn next_wake(&self, now: Instant, stuck_at: Option<Instant>) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        self.rechecks.iter().flatten().for_each(|t| at(*t));
+        if self.mid_pass {
+            at(now);
+        } else if self.sweep_requested {
+            at(self.next_event_sweep(now));
+        }
+        if self.membership_pending
+            && let Some(sent) = &self.sent
+        {
+            at(sent.at + MEMBERSHIP_GAP);
+        }
+        if let Some(signals) = &self.signals
+            && signals.pending()
+            && let Some(t) = signals.at
+        {
+            at(t + MEMBERSHIP_GAP);
+        }
+        if let Some(t) = stuck_at {
+            at(t);
+        }
+        wake
+    }
+}
+
 /// Whether `text` should be sent now.
-pub fn text_due(
+fn text_due(
     last: Option<&Sent>,
     text: &str,
     membership: bool,
@@ -37,8 +300,100 @@ pub fn text_due(
 }
 
 /// Whether the line must be sent again for a main process that has not heard it.
-pub fn new_listener(last: Option<&Sent>, pid: u32) -> bool {
+fn new_listener(last: Option<&Sent>, pid: u32) -> bool {
     last.is_some_and(|last| last.pid != pid)
+}
+
+/// What the agent-wide clock says is due at a turn of the loop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The sampling tick: sweep every directory, publish, write the textfile.
+    pub tick: bool,
+    /// Ping the watchdog.
+    pub watchdog: bool,
+    /// Save state (every [`SAVE_EVERY_TICKS`] ticks).
+    pub save: bool,
+}
+
+/// The agent-wide clock.
+#[derive(Debug)]
+pub struct Timers {
+    interval: Duration,
+    started: Instant,
+    next_tick: Instant,
+    /// Half the watchdog period systemd asked for, and the next ping.
+    watchdog: Option<(Duration, Instant)>,
+    ready: bool,
+    ticks: u64,
+}
+
+impl Timers {
+    /// The clock of an agent started at `now`, sampling every `interval`, pinging the
+    /// watchdog every `watchdog` when systemd asked for one.
+    pub fn new(now: Instant, interval: Duration, watchdog: Option<Duration>) -> Timers {
+        Timers {
+            interval,
+            started: now,
+            next_tick: now + interval,
+            watchdog: watchdog.map(|period| (period, now + period)),
+            ready: false,
+            ticks: 0,
+        }
+    }
+
+    /// A reloaded `interval`, in force from now: the next tick comes no later than one
+    /// new interval from now.
+    pub fn set_interval(&mut self, interval: Duration, now: Instant) {
+        self.interval = interval;
+        self.next_tick = self.next_tick.min(now + interval);
+    }
+
+    /// The sampling interval.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The next tick or ping, whichever is first.
+    pub fn next_wake(&self) -> Instant {
+        match self.watchdog {
+            Some((_, ping)) => self.next_tick.min(ping),
+            None => self.next_tick,
+        }
+    }
+
+    /// What is due at `now`, and the clock moved on past it.
+    pub fn advance(&mut self, now: Instant) -> Due {
+        let mut due = Due::default();
+        if now >= self.next_tick {
+            due.tick = true;
+            self.next_tick = now + self.interval;
+            self.ticks += 1;
+            due.save = self.ticks.is_multiple_of(SAVE_EVERY_TICKS);
+        }
+        if let Some((period, ping)) = &mut self.watchdog
+            && now >= *ping
+        {
+            due.watchdog = true;
+            *ping = now + *period;
+        }
+        due
+    }
+
+    /// Whether READY=1 goes out now: once, when every service has had its first pass
+    /// (`all_swept`), or [`READY_WAIT`] after the start whatever a directory's owner
+    /// keeps adding to it.
+    pub fn ready_now(&mut self, now: Instant, all_swept: bool) -> bool {
+        if self.ready || !(all_swept || now >= self.started + READY_WAIT) {
+            return false;
+        }
+        self.ready = true;
+        true
+    }
+
+    /// Whether READY=1 has gone out.
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
 }
 
 #[cfg(test)]
@@ -46,78 +401,250 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
 
-    fn sent(text: &str, at: Instant) -> Sent {
-        Sent {
-            text: text.to_owned(),
-            at,
-            pid: 42,
+    fn changes(added: &[&str], removed: &[&str]) -> Changes {
+        Changes {
+            added: added.iter().map(|s| s.to_string()).collect(),
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+            updated: 0,
         }
     }
 
+    /// A schedule past its first pass and first line, sent at `t0`.
+    fn settled(t0: Instant, text: &str) -> Schedule {
+        let mut schedule = Schedule::new(true);
+        assert!(schedule.sweep_due(t0, false));
+        schedule.step_begins();
+        schedule.pass_done(&Changes::default());
+        schedule.status_sent(text.to_owned(), t0, 0);
+        schedule
+    }
+
+    fn due(schedule: &Schedule, text: &str, now: Instant) -> bool {
+        schedule
+            .status_due(text, now, SECOND, false, Listener::Fixed, || None)
+            .is_some()
+    }
+
     #[test]
-    fn the_first_line_goes_at_once() {
-        assert!(text_due(
-            None,
-            "0 workers: none",
-            false,
-            SECOND,
-            Instant::now()
-        ));
+    fn a_new_service_is_swept_and_its_first_line_sent_at_once() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(false);
+        assert_eq!(schedule.next_wake(t0, None), Some(t0));
+        assert!(schedule.sweep_due(t0, false));
+        schedule.step_begins();
+        assert!(!schedule.swept_once());
+        schedule.pass_done(&Changes::default());
+        assert!(schedule.swept_once());
+        assert!(due(&schedule, "0 workers: none", t0));
     }
 
     #[test]
     fn the_same_line_never_goes_twice() {
         let t0 = Instant::now();
-        assert!(!text_due(
-            Some(&sent("a", t0)),
-            "a",
-            true,
-            SECOND,
-            t0 + 10 * SECOND
-        ));
+        let schedule = settled(t0, "a");
+        assert!(!due(&schedule, "a", t0 + 10 * SECOND));
     }
 
     #[test]
-    fn membership_changes_wait_only_the_short_gap() {
+    fn a_joining_or_dying_worker_is_told_at_once_but_at_most_ten_times_a_second() {
         let t0 = Instant::now();
-        let last = sent("3 workers: 3 idle", t0);
-        assert!(!text_due(
-            Some(&last),
-            "2 workers: 2 idle",
-            true,
-            SECOND,
-            t0 + Duration::from_millis(99)
-        ));
-        assert!(text_due(
-            Some(&last),
-            "2 workers: 2 idle",
-            true,
-            SECOND,
-            t0 + MEMBERSHIP_GAP
-        ));
+        let mut schedule = settled(t0, "3 workers: 3 idle");
+        schedule.pass_done(&changes(&[], &["w1"]));
+        // The loop must wake for it by the end of the gap.
+        assert_eq!(schedule.next_wake(t0, None), Some(t0 + MEMBERSHIP_GAP));
+        assert!(!due(&schedule, "2 workers: 2 idle", t0 + 99 * MS));
+        assert!(due(&schedule, "2 workers: 2 idle", t0 + MEMBERSHIP_GAP));
+        schedule.status_sent("2 workers: 2 idle".into(), t0 + MEMBERSHIP_GAP, 0);
+        assert_eq!(schedule.next_wake(t0 + MEMBERSHIP_GAP, None), None);
     }
 
     #[test]
     fn other_changes_wait_an_interval() {
         let t0 = Instant::now();
-        let last = sent("3 workers: 3 idle", t0);
+        let schedule = settled(t0, "3 workers: 3 idle");
         let changed = "3 workers: 2 idle, 1 busy";
-        assert!(!text_due(
-            Some(&last),
-            changed,
-            false,
-            SECOND,
-            t0 + Duration::from_millis(999)
-        ));
-        assert!(text_due(Some(&last), changed, false, SECOND, t0 + SECOND));
+        assert!(!due(&schedule, changed, t0 + 999 * MS));
+        assert!(due(&schedule, changed, t0 + SECOND));
     }
 
     #[test]
-    fn a_new_main_process_hears_the_line_again() {
-        let last = sent("a", Instant::now());
-        assert!(!new_listener(Some(&last), 42));
-        assert!(new_listener(Some(&last), 43));
-        assert!(!new_listener(None, 43));
+    fn a_worker_becoming_stuck_wakes_the_loop_when_it_does() {
+        let t0 = Instant::now();
+        let schedule = settled(t0, "1 workers: 1 busy");
+        let stuck_at = t0 + 4 * SECOND;
+        assert_eq!(schedule.next_wake(t0, Some(stuck_at)), Some(stuck_at));
+        assert!(due(&schedule, "1 workers: 1 stuck", stuck_at));
+    }
+
+    #[test]
+    fn a_closed_file_is_rechecked_twice_however_many_closes_come() {
+        let t0 = Instant::now();
+        let mut schedule = settled(t0, "x");
+        let t1 = t0 + SECOND;
+        for n in 0..100 {
+            schedule.on_change(DirChange::Closed, t1 + n * MS);
+        }
+        // The event itself is swept at once...
+        assert!(schedule.sweep_due(t1, false));
+        schedule.step_begins();
+        schedule.pass_done(&Changes::default());
+        // ...then again 10 ms and 40 ms after the first close, and no more.
+        assert_eq!(schedule.next_wake(t1, None), Some(t1 + 10 * MS));
+        assert!(!schedule.sweep_due(t1 + 9 * MS, false));
+        assert!(schedule.sweep_due(t1 + 10 * MS, false));
+        assert_eq!(schedule.next_wake(t1 + 10 * MS, None), Some(t1 + 40 * MS));
+        assert!(schedule.sweep_due(t1 + 40 * MS, false));
+        assert_eq!(schedule.next_wake(t1 + 40 * MS, None), None);
+        assert!(!schedule.sweep_due(t1 + 200 * MS, false));
+    }
+
+    #[test]
+    fn events_in_a_loop_are_swept_at_most_ten_times_a_second() {
+        let t0 = Instant::now();
+        let mut schedule = settled(t0, "x");
+        let mut sweeps = 0;
+        for ms in 0..1000 {
+            let now = t0 + SECOND + ms * MS;
+            schedule.on_change(DirChange::Membership, now);
+            if schedule.sweep_due(now, false) {
+                sweeps += 1;
+                schedule.step_begins();
+                schedule.pass_done(&Changes::default());
+            }
+        }
+        assert_eq!(sweeps, 10);
+        // The last events are not forgotten: a sweep is pending for the end of the gap.
+        assert!(schedule.next_wake(t0 + 2 * SECOND, None).is_some());
+    }
+
+    #[test]
+    fn a_pass_in_steps_goes_on_at_the_next_turn_and_events_wait_for_the_next_pass() {
+        let t0 = Instant::now();
+        let mut schedule = settled(t0, "x");
+        assert!(schedule.sweep_due(t0 + SECOND, true));
+        schedule.step_begins();
+        schedule.pass_unfinished();
+        assert_eq!(schedule.next_wake(t0 + SECOND, None), Some(t0 + SECOND));
+        schedule.on_change(DirChange::Membership, t0 + SECOND);
+        assert!(schedule.sweep_due(t0 + SECOND, false));
+        schedule.step_begins();
+        schedule.pass_done(&Changes::default());
+        // The event came during the pass: it asks for another one.
+        assert!(schedule.next_wake(t0 + SECOND, None).is_some());
+        assert!(schedule.sweep_due(t0 + SECOND + EVENT_SWEEP_GAP, false));
+    }
+
+    #[test]
+    fn a_vanished_directory_is_told_as_its_workers_leaving() {
+        let t0 = Instant::now();
+        let mut schedule = settled(t0, "2 workers: 2 idle");
+        schedule.directory_gone(vec!["a".into(), "b".into()]);
+        assert!(due(&schedule, "0 workers: none", t0 + MEMBERSHIP_GAP));
+        let (added, reaped) = schedule.signals_due(t0).unwrap();
+        assert!(added.is_empty());
+        assert_eq!(reaped, ["a", "b"]);
+    }
+
+    #[test]
+    fn worker_signals_are_batched_at_most_ten_times_a_second() {
+        let t0 = Instant::now();
+        let mut schedule = settled(t0, "x");
+        schedule.pass_done(&changes(&["a"], &[]));
+        assert_eq!(schedule.signals_due(t0), Some((vec!["a".into()], vec![])));
+        schedule.pass_done(&changes(&["b"], &["a"]));
+        schedule.pass_done(&changes(&["c"], &[]));
+        assert_eq!(schedule.signals_due(t0 + 50 * MS), None);
+        assert_eq!(schedule.next_wake(t0, None), Some(t0 + MEMBERSHIP_GAP));
+        assert_eq!(
+            schedule.signals_due(t0 + MEMBERSHIP_GAP),
+            Some((vec!["b".into(), "c".into()], vec!["a".into()]))
+        );
+        assert_eq!(schedule.signals_due(t0 + SECOND), None);
+    }
+
+    #[test]
+    fn without_a_bus_no_signals_accumulate() {
+        let mut schedule = Schedule::new(false);
+        for n in 0..1000 {
+            schedule.pass_done(&changes(&[&n.to_string()], &[]));
+        }
+        assert_eq!(schedule.signals_due(Instant::now()), None);
+    }
+
+    #[test]
+    fn a_main_process_is_asked_for_at_ticks_and_changes_only() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(false);
+        let ask = |s: &Schedule, text: &str, tick, pid: Option<u32>| {
+            let mut asked = false;
+            let due = s.status_due(
+                text,
+                t0 + 5 * SECOND,
+                SECOND,
+                tick,
+                Listener::MainProcess,
+                || {
+                    asked = true;
+                    pid
+                },
+            );
+            (asked, due)
+        };
+        // Not running (0) or not known: nobody to speak for.
+        assert_eq!(ask(&schedule, "a", false, Some(0)), (true, None));
+        assert_eq!(ask(&schedule, "a", false, None), (true, None));
+        assert_eq!(ask(&schedule, "a", false, Some(42)), (true, Some(42)));
+        schedule.status_sent("a".into(), t0, 42);
+        // The same line between ticks: not even asked.
+        assert_eq!(ask(&schedule, "a", false, Some(42)), (false, None));
+        // At a tick: asked; the same process heard it already.
+        assert_eq!(ask(&schedule, "a", true, Some(42)), (true, None));
+        // The service restarted: its new main process hears the same line again.
+        assert_eq!(ask(&schedule, "a", true, Some(43)), (true, Some(43)));
+    }
+
+    #[test]
+    fn ticks_come_every_interval_and_state_is_saved_every_tenth() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, SECOND, None);
+        assert_eq!(timers.next_wake(), t0 + SECOND);
+        assert_eq!(timers.advance(t0 + 999 * MS), Due::default());
+        let mut saves = 0;
+        for n in 1..=20 {
+            let due = timers.advance(t0 + n * SECOND);
+            assert!(due.tick && !due.watchdog);
+            saves += usize::from(due.save);
+        }
+        assert_eq!(saves, 2);
+        // A reload with a shorter interval is in force at once.
+        let now = t0 + 20 * SECOND + 100 * MS;
+        timers.set_interval(200 * MS, now);
+        assert_eq!(timers.next_wake(), now + 200 * MS);
+    }
+
+    #[test]
+    fn the_watchdog_is_pinged_at_its_own_pace() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, 10 * SECOND, Some(300 * MS));
+        assert_eq!(timers.next_wake(), t0 + 300 * MS);
+        let due = timers.advance(t0 + 300 * MS);
+        assert!(due.watchdog && !due.tick);
+        assert_eq!(timers.next_wake(), t0 + 600 * MS);
+    }
+
+    #[test]
+    fn ready_follows_the_first_passes_or_two_seconds() {
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0, SECOND, None);
+        assert!(!timers.ready_now(t0, false));
+        assert!(timers.ready_now(t0 + MS, true));
+        assert!(timers.is_ready());
+        assert!(!timers.ready_now(t0 + 2 * MS, true), "only once");
+
+        let mut slow = Timers::new(t0, SECOND, None);
+        assert!(!slow.ready_now(t0 + READY_WAIT - MS, false));
+        assert!(slow.ready_now(t0 + READY_WAIT, false));
     }
 }

@@ -19,8 +19,7 @@ use anyhow::Context as _;
 use scoreboard::{DirReader, ReadOptions, Scoreboard};
 
 use crate::config::{NotifyMode, Service, StateRule};
-use crate::core::pool::status_line;
-use crate::ctl::render as view;
+use crate::ctl::render;
 
 /// What the demo does and for how long.
 #[derive(Debug, Clone)]
@@ -110,7 +109,7 @@ impl Pool<'_> {
             let mut snapshot = reader.sweep()?;
             let now = Instant::now();
             pool.observe(&mut snapshot, now);
-            let line = status_line(&pool.summary(now), &service.summary, &service.unit);
+            let line = pool.status_line(now);
             for id in &snapshot.reaped {
                 self.event(format!("reaped the file worker {id} left behind"));
             }
@@ -127,9 +126,7 @@ impl Pool<'_> {
                 self.dir.display()
             ));
             frame.push_str(&format!("systemd would show:  Status: \"{line}\"\n\n"));
-            let rows: Vec<view::WorkerRow> =
-                pool.workers(now).into_iter().map(Into::into).collect();
-            frame.push_str(&view::worker_table(&rows));
+            frame.push_str(&render::worker_table(&pool.workers(now)));
             frame.push_str("\nrecent events:\n");
             for event in &self.events {
                 frame.push_str(&format!("  {event}\n"));

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::bus::server::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::config::{Bus, Config, Service, normalize_unit};
-use crate::core::pool::{Pool, status_line};
+use crate::core::pool::Pool;
+pub use crate::core::worker::WorkerReport;
 use crate::escape::{self, escape_controls};
-use render as view;
 
 pub mod demo;
 pub mod enable;
@@ -59,21 +59,6 @@ pub struct ServiceReport {
     pub summary: String,
     /// Live workers, sorted by id.
     pub workers: Vec<WorkerReport>,
-}
-
-/// One worker in a [`ServiceReport`].
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerReport {
-    /// The worker id.
-    pub id: String,
-    /// Its state by the service's rule.
-    pub state: String,
-    /// The status, lossy UTF-8.
-    pub status: String,
-    /// Seconds since the status changed; `null` when read without the agent.
-    pub unchanged_seconds: Option<f64>,
-    /// Whether it is stuck; `null` when read without the agent.
-    pub stuck: Option<bool>,
 }
 
 /// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
@@ -184,7 +169,7 @@ async fn from_agent(
             // The summary is public; per-worker details only for those who could read
             // the directory themselves, which the agent decides.
             let workers = match service.list_workers().await {
-                Ok(workers) => workers.into_iter().map(WorkerReport::from).collect(),
+                Ok(workers) => workers.into_iter().map(WorkerInfo::into_report).collect(),
                 Err(zbus::Error::FDO(e)) => match *e {
                     zbus::fdo::Error::AccessDenied(message) => {
                         warnings.push(format!("{unit}: per-worker details not shown: {message}"));
@@ -209,18 +194,6 @@ async fn from_agent(
         .context("the agent did not answer in 5 s")??;
     reports.sort_by(|a, b| a.unit.cmp(&b.unit));
     Ok((reports, warnings))
-}
-
-impl From<WorkerInfo> for WorkerReport {
-    fn from(w: WorkerInfo) -> Self {
-        WorkerReport {
-            id: w.id,
-            state: w.state,
-            status: w.status,
-            unchanged_seconds: Some(w.unchanged_seconds),
-            stuck: Some(w.stuck),
-        }
-    }
 }
 
 /// Reads every configured service's directory once.
@@ -267,19 +240,13 @@ fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> Service
         directory: service.directory.display().to_string(),
         running: pool.is_some(),
         summary: match pool {
-            Some(pool) => status_line(&pool.summary(at), &service.summary, &service.unit),
+            Some(pool) => pool.status_line(at),
             None => "not running".to_owned(),
         },
         workers: pool
             .iter()
             .flat_map(|pool| pool.workers(at))
-            .map(|w| WorkerReport {
-                id: w.id,
-                state: w.state,
-                status: w.status,
-                unchanged_seconds: None,
-                stuck: None,
-            })
+            .map(WorkerReport::without_history)
             .collect(),
     }
 }
@@ -296,8 +263,7 @@ pub fn service_table(report: &ServiceReport) -> String {
         format!("not running (no {})", escape_controls(&report.directory))
     };
     let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
-    let workers: Vec<view::WorkerRow> = report.workers.iter().map(view::WorkerRow::from).collect();
-    out.push_str(&view::worker_table(&workers));
+    out.push_str(&render::worker_table(&report.workers));
     out
 }
 

@@ -1,10 +1,12 @@
-//! Rendering snapshots for terminals and scripts.
+//! Rendering for terminals and scripts: snapshots read directly (`status_table`,
+//! `status_json`) and [`WorkerReport`]s (`worker_table`).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::core::worker::WorkerReport;
 use crate::escape;
 
 /// `scoreboardctl status --json`: `{"workers":[{"id":"…","status":"…"}, …]}`, sorted by
@@ -71,50 +73,11 @@ pub fn status_table(workers: &[scoreboard::Worker]) -> String {
     out
 }
 
-/// One row of [`worker_table`]: a worker with, when known, its history.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WorkerRow {
-    /// The worker id.
-    pub id: String,
-    /// Its state.
-    pub state: String,
-    /// Its status.
-    pub status: String,
-    /// Seconds since the status changed, when known.
-    pub unchanged_seconds: Option<f64>,
-    /// Whether it is stuck, when known.
-    pub stuck: Option<bool>,
-}
-
-impl From<&crate::ctl::WorkerReport> for WorkerRow {
-    fn from(w: &crate::ctl::WorkerReport) -> Self {
-        WorkerRow {
-            id: w.id.clone(),
-            state: w.state.clone(),
-            status: w.status.clone(),
-            unchanged_seconds: w.unchanged_seconds,
-            stuck: w.stuck,
-        }
-    }
-}
-
-impl From<crate::core::pool::WorkerView> for WorkerRow {
-    fn from(w: crate::core::pool::WorkerView) -> Self {
-        WorkerRow {
-            id: w.id,
-            state: w.state,
-            status: w.status,
-            unchanged_seconds: Some(w.unchanged_for.as_secs_f64()),
-            stuck: Some(w.stuck),
-        }
-    }
-}
-
 /// The `ID STATE UNCHANGED STUCK STATUS` table, indented under a header. What is not
 /// known (read directly, not from the agent) shows as `-`. Ids, states and statuses go
 /// through [`escape::printable`] (states capped at [`MAX_STATE_CELL`] bytes), so each
 /// worker is one line whatever its user wrote.
-pub fn worker_table(workers: &[WorkerRow]) -> String {
+pub fn worker_table(workers: &[WorkerReport]) -> String {
     if workers.is_empty() {
         return String::new();
     }
@@ -181,8 +144,8 @@ mod tests {
         assert_eq!(status_json(&[]), r#"{"workers":[]}"#);
     }
 
-    fn row(id: &str, state: &str, status: &str) -> WorkerRow {
-        WorkerRow {
+    fn row(id: &str, state: &str, status: &str) -> WorkerReport {
+        WorkerReport {
             id: id.to_owned(),
             state: state.to_owned(),
             status: status.to_owned(),

@@ -1,12 +1,21 @@
 //! systemd's notify protocol: datagrams of `KEY=value` lines on a unix socket.
 //!
-//! The agent sends for itself (READY, STATUS, WATCHDOG, RELOADING, STOPPING) and, for
-//! each watched service, `STATUS=` on behalf of the service's main process. systemd
-//! tells senders apart by the credentials the kernel attaches to the datagram, so
-//! speaking for another process means attaching `SCM_CREDENTIALS` with its pid — what
-//! `systemd-notify --pid=` does. The kernel accepts a foreign pid only from a sender
-//! with `CAP_SYS_ADMIN`; the sd-notify crate has no way to attach credentials.
+//! The agent speaks in two ways:
+//!
+//! * **For itself** — READY, STATUS, WATCHDOG, RELOADING + MONOTONIC_USEC, STOPPING,
+//!   and the summaries of a `notify = "self"` service (the agent is then a helper
+//!   inside that service) — through the **sd-notify** crate ([`own`]), to
+//!   `$NOTIFY_SOCKET`, with [`watchdog_interval`] from its `watchdog_enabled`.
+//! * **On behalf of a service's main process** — `STATUS=` for `notify = "main-pid"`
+//!   services — by hand ([`NotifySocket::send_as`]). systemd tells senders apart by the
+//!   credentials the kernel attaches to the datagram, so speaking for another process
+//!   means attaching `SCM_CREDENTIALS` with its pid, what `systemd-notify --pid=` does.
+//!   The kernel accepts a foreign pid only from a sender with `CAP_SYS_ADMIN`; the
+//!   sd-notify crate has no way to attach credentials, so this path stays ours.
+//!
+//! What is said is a typed [`Message`] whose `Display` is the wire text.
 
+use std::fmt;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -16,29 +25,103 @@ use rustix::net::{
     AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
     SocketFlags, SocketType, UCred,
 };
+use sd_notify::NotifyState;
 
 /// Where systemd listens when `$NOTIFY_SOCKET` does not say.
 pub const SYSTEMD_NOTIFY_SOCKET: &str = "/run/systemd/notify";
 
-/// A notify socket to send datagrams to.
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `READY=1`: started, or a reload is done.
+    Ready,
+    /// `RELOADING=1` with the `MONOTONIC_USEC=` systemd wants beside it.
+    Reloading {
+        /// CLOCK_MONOTONIC when the reload began, in µs.
+        monotonic_usec: u64,
+    },
+    /// `STOPPING=1`.
+    Stopping,
+    /// `WATCHDOG=1`.
+    Watchdog,
+    /// `STATUS=<line>`; the line must already be one sanitised line (see
+    /// [`crate::core::status_line::render`]).
+    Status(String),
+}
+
+impl Message {
+    /// `RELOADING=1` stamped now.
+    pub fn reloading_now() -> Message {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        Message::Reloading {
+            monotonic_usec: now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000,
+        }
+    }
+
+    fn states(&self) -> Vec<NotifyState<'_>> {
+        match self {
+            Message::Ready => vec![NotifyState::Ready],
+            Message::Reloading { monotonic_usec } => vec![
+                NotifyState::Reloading,
+                NotifyState::MonotonicUsec(i128::from(*monotonic_usec)),
+            ],
+            Message::Stopping => vec![NotifyState::Stopping],
+            Message::Watchdog => vec![NotifyState::Watchdog],
+            Message::Status(line) => {
+                debug_assert!(!line.contains('\n'));
+                vec![NotifyState::Status(line)]
+            }
+        }
+    }
+}
+
+/// The wire text: each assignment on its own line, ended by a newline, as sd-notify
+/// sends it.
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for state in self.states() {
+            writeln!(f, "{state}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends `message` for ourselves to `$NOTIFY_SOCKET` (an error when it is not set:
+/// the caller asked to be heard).
+pub fn own(message: &Message) -> io::Result<()> {
+    if std::env::var_os("NOTIFY_SOCKET").is_none_or(|path| path.is_empty()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "$NOTIFY_SOCKET is not set",
+        ));
+    }
+    sd_notify::notify(false, &message.states())
+}
+
+/// `$NOTIFY_SOCKET`, for messages.
+pub fn own_socket() -> Option<PathBuf> {
+    std::env::var_os("NOTIFY_SOCKET")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The watchdog ping interval — half the period systemd set in `$WATCHDOG_USEC` for
+/// this process (`$WATCHDOG_PID` ours) — or `None` without a watchdog.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let mut usec = 0;
+    (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+        .then(|| std::time::Duration::from_micros(usec / 2))
+}
+
+/// A notify socket to send datagrams to on another process's behalf.
 #[derive(Debug)]
 pub struct NotifySocket {
     address: SocketAddrUnix,
-    shown: String,
     socket: OwnedFd,
 }
 
 impl NotifySocket {
-    /// The socket named by `$NOTIFY_SOCKET`, if set (a leading `@` names an abstract
-    /// socket).
-    pub fn from_env() -> io::Result<Option<NotifySocket>> {
-        match std::env::var_os("NOTIFY_SOCKET") {
-            Some(path) if !path.is_empty() => NotifySocket::at(Path::new(&path)).map(Some),
-            _ => Ok(None),
-        }
-    }
-
-    /// The socket at `path`.
+    /// The socket at `path` (a leading `@` names an abstract socket).
     pub fn at(path: &Path) -> io::Result<NotifySocket> {
         use std::os::unix::ffi::OsStrExt;
         let bytes = path.as_os_str().as_bytes();
@@ -52,20 +135,12 @@ impl NotifySocket {
             SocketFlags::CLOEXEC,
             None,
         )?;
-        Ok(NotifySocket {
-            address,
-            shown: path.display().to_string(),
-            socket,
-        })
+        Ok(NotifySocket { address, socket })
     }
 
-    /// The socket's path, for messages.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(&self.shown)
-    }
-
-    /// Sends `message` as ourselves.
-    pub fn send(&self, message: &str) -> io::Result<()> {
+    /// Sends `message` as ourselves (tests compare it with [`NotifySocket::send_as`]).
+    #[cfg(test)]
+    fn send(&self, message: &str) -> io::Result<()> {
         rustix::net::sendto(
             &self.socket,
             message.as_bytes(),
@@ -76,7 +151,7 @@ impl NotifySocket {
     }
 
     /// Sends `message` on behalf of process `pid`, with our uid and gid.
-    pub fn send_as(&self, message: &str, pid: u32) -> io::Result<()> {
+    pub fn send_as(&self, message: &Message, pid: u32) -> io::Result<()> {
         let pid = rustix::process::Pid::from_raw(pid as i32)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
         let credentials = UCred {
@@ -90,7 +165,7 @@ impl NotifySocket {
         rustix::net::sendmsg_addr(
             &self.socket,
             &self.address,
-            &[IoSlice::new(message.as_bytes())],
+            &[IoSlice::new(message.to_string().as_bytes())],
             &mut control,
             SendFlags::empty(),
         )?;
@@ -98,50 +173,25 @@ impl NotifySocket {
     }
 }
 
-/// `STATUS=<text>`; `text` must already be one sanitised line (see
-/// [`crate::core::pool::status_line`]).
-pub fn status(text: &str) -> String {
-    debug_assert!(!text.contains('\n'));
-    format!("STATUS={text}")
-}
-
-/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd wants beside it.
-pub fn reloading() -> String {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
-    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
-}
-
-/// The watchdog period from `$WATCHDOG_USEC`, when it is meant for this process
-/// (`$WATCHDOG_PID` unset or ours). Pings go at half of it.
-pub fn watchdog_interval() -> Option<std::time::Duration> {
-    if let Ok(pid) = std::env::var("WATCHDOG_PID")
-        && pid.parse::<u32>().ok() != Some(std::process::id())
-    {
-        return None;
-    }
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn status_and_reloading_are_the_wire_text() {
-        assert_eq!(status("3 workers: 3 idle"), "STATUS=3 workers: 3 idle");
-        let reloading = reloading();
-        let (first, second) = reloading.split_once('\n').unwrap();
-        assert_eq!(first, "RELOADING=1");
-        assert!(
-            second
-                .strip_prefix("MONOTONIC_USEC=")
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                > 0
+    fn messages_display_as_the_wire_text() {
+        assert_eq!(
+            Message::Status("3 workers: 3 idle".into()).to_string(),
+            "STATUS=3 workers: 3 idle\n"
         );
+        assert_eq!(Message::Ready.to_string(), "READY=1\n");
+        assert_eq!(Message::Watchdog.to_string(), "WATCHDOG=1\n");
+        assert_eq!(Message::Stopping.to_string(), "STOPPING=1\n");
+        let reloading = Message::reloading_now().to_string();
+        let usec = reloading
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .unwrap();
+        assert!(usec.parse::<u64>().unwrap() > 0);
     }
 
     /// What systemd does with a datagram: read the sender's credentials, which the
@@ -192,11 +242,10 @@ mod tests {
             .unwrap();
 
         let socket = NotifySocket::at(&path).unwrap();
-        socket
-            .send_as("STATUS=3 workers: 3 idle", main_process.id())
-            .unwrap();
+        let status = Message::Status("3 workers: 3 idle".into());
+        socket.send_as(&status, main_process.id()).unwrap();
         let (text, credentials) = receive_with_credentials(&receiver);
-        assert_eq!(text, "STATUS=3 workers: 3 idle");
+        assert_eq!(text, "STATUS=3 workers: 3 idle\n");
         assert_eq!(
             credentials.pid.as_raw_nonzero().get() as u32,
             main_process.id()
@@ -215,7 +264,7 @@ mod tests {
         // MainPID can never be credited with our message.
         main_process.kill().unwrap();
         main_process.wait().unwrap();
-        let error = socket.send_as("STATUS=x", main_process.id()).unwrap_err();
+        let error = socket.send_as(&status, main_process.id()).unwrap_err();
         assert_eq!(
             error.raw_os_error(),
             Some(rustix::io::Errno::SRCH.raw_os_error())

@@ -22,9 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::pool::History;
 
-/// Where the packaged agent keeps its state.
-pub const DEFAULT_STATE_DIRECTORY: &str = "/run/scoreboard";
-
 /// The most a state file may hold. A worker takes about 60 bytes (its id, a 16-digit
 /// fingerprint, a time), so 10,000 workers take ~0.6 MB: 16 MiB is room for any real
 /// pool, and keeps a file that is not ours (or runs away) from costing unbounded memory.

@@ -37,7 +37,7 @@ pub fn classify(mask: ReadFlags, name: Option<&[u8]>) -> Option<DirEvent> {
         return Some(DirEvent::Gone);
     }
     let name = name?;
-    if !name.starts_with(b"status_") || name.ends_with(b".tmp") {
+    if !scoreboard::is_worker_file(name) {
         return None;
     }
     if mask.intersects(ReadFlags::MOVED_TO | ReadFlags::MOVED_FROM | ReadFlags::DELETE) {

@@ -22,7 +22,7 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
-use crate::core::pool::Summary;
+use crate::core::status_line::Summary;
 use crate::escape;
 
 /// The longest `state` label value, in bytes. States come from what workers write (a

@@ -1,0 +1,232 @@
+//! One watched service's I/O: its directory reader, its inotify watch, and a step of a
+//! pass — what was read goes into the pool, what it changed into the schedule, the
+//! metrics and the log.
+
+use std::os::fd::AsFd as _;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use scoreboard::{DirReader, Progress, ReadOptions, Snapshot};
+use tracing::{debug, info, warn};
+
+use crate::bus::privacy::DirAccess;
+use crate::config::{NotifyMode, Service};
+use crate::core::pool::Pool;
+use crate::core::schedule::{Listener, Schedule};
+use crate::escape::{Escaped, escape_controls};
+use crate::io::logging::RateLimit;
+use crate::io::watch::Watcher;
+use crate::metrics::Metrics;
+
+/// What one step needs besides the service: shared by every service.
+pub struct Shell<'a> {
+    pub watcher: &'a mut Watcher,
+    pub metrics: &'a Metrics,
+    pub warnings: &'a mut RateLimit,
+}
+
+/// One watched service.
+pub struct Watched {
+    pub service: Service,
+    /// Shared with the service's D-Bus object; locked only briefly, never across an await.
+    pub pool: Arc<Mutex<Pool>>,
+    pub schedule: Schedule,
+    reader: Option<DirReader>,
+    wd: Option<i32>,
+    /// When the pass under way began, for the sweep-duration metric (all its steps).
+    pass_started: Instant,
+}
+
+impl Watched {
+    /// A service just watched; `signals`: batch membership for a bus.
+    pub fn new(service: Service, signals: bool) -> Self {
+        Watched {
+            pool: Arc::new(Mutex::new(Pool::new(&service))),
+            schedule: Schedule::new(signals),
+            service,
+            reader: None,
+            wd: None,
+            pass_started: Instant::now(),
+        }
+    }
+
+    pub fn pool(&self) -> MutexGuard<'_, Pool> {
+        self.pool
+            .lock()
+            .expect("never poisoned: no panics while held")
+    }
+
+    /// Who hears the service's `STATUS=` line.
+    pub fn listener(&self) -> Listener {
+        match self.service.notify {
+            NotifyMode::MainPid => Listener::MainProcess,
+            NotifyMode::None | NotifyMode::Itself => Listener::Fixed,
+        }
+    }
+
+    /// Whether inotify watch `wd` is this service's.
+    pub fn watches(&self, wd: i32) -> bool {
+        self.wd == Some(wd)
+    }
+
+    /// The unit's name.
+    pub fn unit(&self) -> &str {
+        &self.service.unit
+    }
+
+    /// One step of at most `deadline` of a pass over the directory, opening it first
+    /// if needed.
+    pub fn step(&mut self, shell: &mut Shell<'_>, now: Instant, deadline: Instant) {
+        self.schedule.step_begins();
+        let unit = self.service.unit.clone();
+        let mid_pass = self.schedule.mid_pass();
+        if let Some(reader) = &self.reader
+            && !mid_pass
+            && !reader.still_at_path()
+        {
+            // Said once per quiet period: an owner swapping it back and forth must not
+            // fill the journal.
+            if shell.warnings.allow_hashed(("moved", &unit), now) {
+                info!(unit = %unit, "{} was moved or replaced; opening it again", self.service.directory.display());
+            }
+            self.forget_directory(shell);
+        }
+        if self.reader.is_none() && !self.open(shell, now) {
+            self.schedule.pass_over();
+            return;
+        }
+        let reader = self.reader.as_mut().expect("opened above");
+        if !mid_pass {
+            self.pass_started = Instant::now();
+        }
+        let mut snapshot = match reader.sweep_until(Some(deadline)) {
+            Ok(Progress::Done(snapshot)) => snapshot,
+            Ok(Progress::Partial) => {
+                self.schedule.pass_unfinished();
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget_directory(shell);
+                self.schedule.pass_over();
+                return;
+            }
+            Err(e) => {
+                self.schedule.pass_over();
+                if shell.warnings.allow_hashed(("sweep", &unit), now) {
+                    warn!(unit = %unit, "{e}");
+                }
+                return;
+            }
+        };
+        let took = self.pass_started.elapsed();
+        // Who may see per-worker details is decided on the directory just read.
+        let access = rustix::fs::fstat(reader.as_fd())
+            .ok()
+            .map(|stat| DirAccess {
+                uid: stat.st_uid,
+                gid: stat.st_gid,
+                mode: stat.st_mode & 0o7777,
+            });
+        let (changes, summary) = {
+            let mut pool = self.pool();
+            let changes = pool.observe(&mut snapshot, now);
+            pool.set_access(access);
+            (changes, pool.summary(now))
+        };
+        self.schedule.pass_done(&changes);
+        shell.metrics.sweep(
+            &unit,
+            took,
+            &summary,
+            snapshot.reaped.len(),
+            &snapshot.skip_counts,
+        );
+        for id in &changes.added {
+            debug!(unit = %unit, worker = %Escaped::str(id), "worker joined");
+        }
+        for id in &snapshot.reaped {
+            info!(unit = %unit, worker = %Escaped::str(id), "removed the file of a dead worker");
+        }
+        for id in &changes.removed {
+            debug!(unit = %unit, worker = %Escaped::str(id), "worker left");
+        }
+        warn_skipped(shell.warnings, &unit, &snapshot, now);
+    }
+
+    /// Opens the directory and watches it; whether it is open.
+    fn open(&mut self, shell: &mut Shell<'_>, now: Instant) -> bool {
+        let unit = &self.service.unit;
+        let directory = &self.service.directory;
+        match DirReader::open(directory, read_options(&self.service)) {
+            Ok(reader) => {
+                match shell.watcher.watch(reader.as_fd()) {
+                    Ok(wd) => self.wd = Some(wd),
+                    Err(e) => {
+                        warn!(unit = %unit, "watching {}: {e}; relying on the periodic sweep", directory.display())
+                    }
+                }
+                if shell.warnings.allow_hashed(("reading", unit), now) {
+                    info!(unit = %unit, "reading {}", directory.display());
+                }
+                self.reader = Some(reader);
+                true
+            }
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound
+                    && shell.warnings.allow_hashed(("open", unit), now)
+                {
+                    warn!(unit = %unit, "{e}; not reading it");
+                }
+                false
+            }
+        }
+    }
+
+    /// The directory went away: drop what we held, report its workers gone, and take
+    /// its per-state gauges down.
+    pub fn forget_directory(&mut self, shell: &mut Shell<'_>) {
+        shell.metrics.forget(&self.service.unit);
+        self.reader = None;
+        self.unwatch(shell.watcher);
+        let gone = {
+            let mut pool = self.pool();
+            pool.set_access(None);
+            pool.clear()
+        };
+        self.schedule.directory_gone(gone);
+    }
+
+    /// Stops watching the directory (gone already when the kernel dropped the watch
+    /// with the directory; not an error).
+    pub fn unwatch(&mut self, watcher: &Watcher) {
+        if let Some(wd) = self.wd.take() {
+            watcher.unwatch(wd);
+        }
+    }
+}
+
+/// The reader's budgets for a service.
+fn read_options(service: &Service) -> ReadOptions {
+    ReadOptions {
+        max_workers: service.max_workers,
+        max_status_bytes: service.max_status_bytes,
+        ..ReadOptions::default()
+    }
+}
+
+/// One warning per kind of problem per quiet period per service, however many entries
+/// have it: the first one listed, and how many there were in this pass.
+fn warn_skipped(warnings: &mut RateLimit, unit: &str, snapshot: &Snapshot, now: Instant) {
+    for (kind, count) in &snapshot.skip_counts {
+        if !warnings.allow_hashed(("skip", unit, kind), now) {
+            continue;
+        }
+        let first = snapshot.skipped.iter().find(|s| s.reason.kind() == *kind);
+        // Paths are the directory owner's bytes: escaped for every log sink.
+        match first.map(|first| escape_controls(&first.to_string()).into_owned()) {
+            Some(first) if *count == 1 => warn!(unit = %unit, "{first}"),
+            Some(first) => warn!(unit = %unit, "{first} (and {} more like it)", count - 1),
+            None => warn!(unit = %unit, "skipping {count} entries: {kind}"),
+        }
+    }
+}
