@@ -113,17 +113,19 @@ impl Drop for Worker {
     }
 }
 
-/// CPU seconds `pid` has used, all its threads (utime + stime of /proc/PID/stat); 0 once
-/// it is gone.
+/// CPU seconds `pid` has used, all its threads: the scheduler's run time of each
+/// (`/proc/PID/task/*/schedstat`, nanoseconds — not the 10 ms ticks of `stat`); 0 once
+/// it is gone. Threads that already exited are not counted.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let Some((_, rest)) = stat.rsplit_once(')') else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0.0;
     };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
 }
 
 /// (VmRSS, VmHWM) of `pid`, in KiB; zeros once it is gone.

@@ -12,6 +12,7 @@
 //! last changed — so a summary costs the number of states plus the number of stuck
 //! workers, and the next moment someone becomes stuck is one ordered-set lookup.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::{Duration, Instant, SystemTime};
@@ -136,7 +137,10 @@ impl Pool {
                     seen += 1;
                 }
                 if tracked.status != worker.status {
-                    let state = derive_state(&self.rule, &worker.status);
+                    // Most changes keep the state ("busy GET /a" → "busy GET /b"):
+                    // a new state is allocated only when it differs.
+                    let state = state_of(&self.rule, &worker.status);
+                    let state = (state != tracked.state).then(|| state.into_owned());
                     let status = std::mem::take(&mut worker.status);
                     self.change(&worker.id, status, state, now);
                     changes.updated += 1;
@@ -176,7 +180,7 @@ impl Pool {
             if self.status_bytes <= self.max_status_bytes {
                 break;
             }
-            self.change(id, Vec::new(), UNKNOWN.to_owned(), None);
+            self.change(id, Vec::new(), Some(UNKNOWN.to_owned()), None);
         }
         if seen < self.workers.len() {
             let gone: Vec<String> = self
@@ -245,31 +249,42 @@ impl Pool {
         );
     }
 
-    /// A known worker's new status and state, changed at `at` (`None`: the status was
-    /// forgotten, not changed, so its clock goes on).
-    fn change(&mut self, id: &str, status: Vec<u8>, state: String, at: impl Into<Option<Instant>>) {
-        let Some(tracked) = self.workers.get_mut(id) else {
+    /// A known worker's new status and state (`None`: the same state), changed at `at`
+    /// (`None`: the status was forgotten, not changed, so its clock goes on). Allocates
+    /// only for what changed: a new state's count, a waiting worker's new place.
+    fn change(
+        &mut self,
+        id: &str,
+        status: Vec<u8>,
+        state: Option<String>,
+        at: impl Into<Option<Instant>>,
+    ) {
+        let Some(tracked) = self.workers.get(id) else {
             return;
         };
-        let old_state = std::mem::replace(&mut tracked.state, state);
+        let was_waiting = self.may_get_stuck(&tracked.state);
+        let will_wait = state
+            .as_deref()
+            .map_or(was_waiting, |s| self.may_get_stuck(s));
+        let counted = state.clone();
+        let tracked = self.workers.get_mut(id).expect("looked up above");
+        let old_state = state.map(|state| std::mem::replace(&mut tracked.state, state));
         let old_at = tracked.changed_at;
-        if let Some(at) = at.into() {
-            tracked.changed_at = at;
-        }
-        let new_at = tracked.changed_at;
-        self.status_bytes -= tracked.status.len();
-        self.status_bytes += status.len();
+        let new_at = at.into().unwrap_or(old_at);
+        tracked.changed_at = new_at;
+        self.status_bytes = self.status_bytes - tracked.status.len() + status.len();
         tracked.status = status;
-        let new_state = tracked.state.clone();
-        if old_state != new_state {
-            self.count_out(&old_state);
-            self.count_in(&new_state);
+        if let (Some(old), Some(new)) = (old_state, counted) {
+            self.count_out(&old);
+            self.count_in(&new);
         }
-        if self.may_get_stuck(&old_state) {
-            self.waiting.remove(&(old_at, id.to_owned()));
-        }
-        if self.may_get_stuck(&new_state) {
-            self.waiting.insert((new_at, id.to_owned()));
+        if (was_waiting, old_at) != (will_wait, new_at) {
+            if was_waiting {
+                self.waiting.remove(&(old_at, id.to_owned()));
+            }
+            if will_wait {
+                self.waiting.insert((new_at, id.to_owned()));
+            }
         }
     }
 
@@ -451,30 +466,41 @@ impl Pool {
 /// bytes. A status the rule cannot read has the state `unknown`; an empty first word is
 /// `empty`.
 pub fn derive_state(rule: &StateRule, status: &[u8]) -> String {
-    let mut state = state_by_rule(rule, status);
-    if state.len() > MAX_STATE_LEN {
-        let mut cut = MAX_STATE_LEN;
-        while !state.is_char_boundary(cut) {
-            cut -= 1;
+    state_of(rule, status).into_owned()
+}
+
+/// [`derive_state`], borrowed from the status where it can be.
+fn state_of<'a>(rule: &StateRule, status: &'a [u8]) -> Cow<'a, str> {
+    match state_by_rule(rule, status) {
+        Cow::Borrowed(state) => Cow::Borrowed(&state[..cut_at(state)]),
+        Cow::Owned(mut state) => {
+            state.truncate(cut_at(&state));
+            Cow::Owned(state)
         }
-        state.truncate(cut);
     }
-    state
+}
+
+/// Where a state is cut to fit [`MAX_STATE_LEN`], at a character boundary.
+fn cut_at(state: &str) -> usize {
+    let mut cut = state.len().min(MAX_STATE_LEN);
+    while !state.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
 }
 
 /// A state is a word, cut at this many bytes: one worker's first word may be a MiB
 /// long, and a state is kept per worker, counted, listed on the bus and in metrics.
 pub const MAX_STATE_LEN: usize = 64;
 
-fn state_by_rule(rule: &StateRule, status: &[u8]) -> String {
+fn state_by_rule<'a>(rule: &StateRule, status: &'a [u8]) -> Cow<'a, str> {
     match rule {
-        StateRule::FirstWord => {
-            let text = String::from_utf8_lossy(status);
-            match text.split_whitespace().next() {
-                Some(word) => word.to_owned(),
-                None => "empty".to_owned(),
+        StateRule::FirstWord => match String::from_utf8_lossy(status) {
+            Cow::Borrowed(text) => Cow::Borrowed(text.split_whitespace().next().unwrap_or("empty")),
+            Cow::Owned(text) => {
+                Cow::Owned(text.split_whitespace().next().unwrap_or("empty").to_owned())
             }
-        }
+        },
         StateRule::JsonPointer(pointer) => serde_json::from_slice::<serde_json::Value>(status)
             .ok()
             .and_then(|value| match value.pointer(pointer)? {
@@ -482,7 +508,7 @@ fn state_by_rule(rule: &StateRule, status: &[u8]) -> String {
                 serde_json::Value::Null => None,
                 other => Some(other.to_string()),
             })
-            .unwrap_or_else(|| UNKNOWN.to_owned()),
+            .map_or(Cow::Borrowed(UNKNOWN), Cow::Owned),
     }
 }
 
