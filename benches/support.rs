@@ -38,7 +38,11 @@ impl AgentUnderTest {
         )
         .unwrap();
         let notify = UnixDatagram::bind(tmp.path().join("notify")).unwrap();
-        let agent = Command::new(binary("scoreboard-agent"))
+        // SCOREBOARD_AGENT=/path measures another build (an older one, for a before/after).
+        let agent = Command::new(
+            std::env::var_os("SCOREBOARD_AGENT")
+                .map_or_else(|| binary("scoreboard-agent"), PathBuf::from),
+        )
             .arg("--config")
             .arg(tmp.path().join("agent.toml"))
             .env("NOTIFY_SOCKET", tmp.path().join("notify"))

@@ -2,7 +2,7 @@
 //! that waits for whichever comes first — the next timer ([`Timers`]), a service's
 //! wake-up ([`Schedule::next_wake`](crate::core::schedule::Schedule::next_wake)),
 //! inotify events, a reload or the shutdown — feeds what happened to the core, and does
-//! what it answers: step the due passes ([`service`]), send `STATUS=` lines, hand
+//! what it answers: step the due passes (`service.rs`), send `STATUS=` lines, hand
 //! signals and properties to the bus thread, ping the watchdog, save state.
 //!
 //! [`run`] takes its shutdown and reload triggers as arguments: the binary wires them
