@@ -43,12 +43,12 @@ impl AgentUnderTest {
             std::env::var_os("SCOREBOARD_AGENT")
                 .map_or_else(|| binary("scoreboard-agent"), PathBuf::from),
         )
-            .arg("--config")
-            .arg(tmp.path().join("agent.toml"))
-            .env("NOTIFY_SOCKET", tmp.path().join("notify"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("build the binaries first: cargo build --release");
+        .arg("--config")
+        .arg(tmp.path().join("agent.toml"))
+        .env("NOTIFY_SOCKET", tmp.path().join("notify"))
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("build the binaries first: cargo build --release");
         let this = AgentUnderTest { tmp, notify, agent };
         this.wait_for("STATUS=0 workers: none", Duration::from_secs(10));
         this

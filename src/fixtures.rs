@@ -122,7 +122,7 @@ pub async fn flood(
     let mut report = FloodReport::default();
     let mut calls = FuturesUnordered::new();
     let call = |connection: zbus::Connection| async move {
-        let proxy = crate::bus::server::ServiceProxy::builder(&connection)
+        let proxy = crate::bus::ServiceProxy::builder(&connection)
             .path(path.to_owned())
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()

@@ -866,7 +866,7 @@ async fn a_workers_bytes_cannot_take_the_agent_off_the_bus() {
     // Several intervals of PropertiesChanged with those states.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let connection = setup.connection().await;
-    let service = scoreboard_agent::bus::server::ServiceProxy::builder(&connection)
+    let service = scoreboard_agent::bus::ServiceProxy::builder(&connection)
         .path(WEB)
         .build()
         .await
@@ -1094,7 +1094,7 @@ async fn huge_statuses_and_states_stay_within_the_bus_limits() {
         == "u 12"));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let connection = setup.connection().await;
-    let service = scoreboard_agent::bus::server::ServiceProxy::builder(&connection)
+    let service = scoreboard_agent::bus::ServiceProxy::builder(&connection)
         .path(WEB)
         .build()
         .await

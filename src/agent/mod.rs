@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::bus::BusThread;
-use crate::bus::server::{self as dbus, Published};
+use crate::bus::server::Published;
 use crate::config::{Bus, Config, NotifyMode};
 use crate::core::schedule::{DirChange, Timers};
 use crate::io::logging::{RATE_LIMIT_SLOTS, RateLimit};
@@ -348,7 +348,10 @@ impl Agent {
             self.followed_units(),
         ) {
             Ok(bus) => self.bus = Some(bus),
-            Err(e) => error!("starting the bus thread: {e}; not serving {}", dbus::NAME),
+            Err(e) => error!(
+                "starting the bus thread: {e}; not serving {}",
+                crate::bus::NAME
+            ),
         }
     }
 

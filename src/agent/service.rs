@@ -9,9 +9,9 @@ use std::time::Instant;
 use scoreboard::{DirReader, Progress, ReadOptions, Snapshot};
 use tracing::{debug, info, warn};
 
-use crate::bus::privacy::DirAccess;
 use crate::config::{NotifyMode, Service};
 use crate::core::pool::Pool;
+use crate::core::privacy::DirAccess;
 use crate::core::schedule::{Listener, Schedule};
 use crate::escape::{Escaped, escape_controls};
 use crate::io::logging::RateLimit;

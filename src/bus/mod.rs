@@ -26,11 +26,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
 
-pub mod privacy;
+pub mod names;
 pub mod quota;
 pub mod server;
+
 use crate::core::pool::Pool;
 use crate::io::systemd::{MainProcess, Systemd};
+pub use names::{ManagerProxy, NAME, ServiceProxy, WorkerInfo};
 use server::{Gate, Published, Server};
 
 /// Commands queued for the bus thread at most; past that they are dropped.
@@ -206,9 +208,9 @@ impl State {
                             "reconnected to the {:?} bus after {:.1?}: serving {} again",
                             self.bus,
                             at.elapsed(),
-                            server::NAME
+                            NAME
                         ),
-                        None => info!("serving {} on the {:?} bus", server::NAME, self.bus),
+                        None => info!("serving {} on the {:?} bus", NAME, self.bus),
                     }
                     self.shared.serving.store(true, Ordering::Relaxed);
                     backoff = FIRST_BACKOFF;
@@ -227,8 +229,7 @@ impl State {
                     if !said_failure {
                         warn!(
                             "not serving {} on the {:?} bus: {e:#}; retrying",
-                            server::NAME,
-                            self.bus
+                            NAME, self.bus
                         );
                         said_failure = true;
                     } else {

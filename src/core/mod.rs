@@ -8,8 +8,10 @@
 //! * [`schedule`] — per service, what is due when: events in (inotify, passes, ticks,
 //!   sends), decisions out (sweep now, send this line, emit these signals, wake at T);
 //!   and the agent-wide timers (tick, watchdog, READY, saving state).
+//! * [`privacy`] — who may see per-worker details: whoever could read the directory.
 //! * [`worker`] — the one worker record every edge shows.
 pub mod pool;
+pub mod privacy;
 pub mod schedule;
 pub mod status_line;
 pub mod worker;

@@ -60,7 +60,7 @@ pub struct Pool {
     /// [`Pool::observe`]): the service's byte budget.
     max_status_bytes: usize,
     /// See [`Pool::access`].
-    access: Option<crate::bus::privacy::DirAccess>,
+    access: Option<crate::core::privacy::DirAccess>,
     /// Change times saved by an earlier agent, used for workers seen again with the same
     /// status (see [`Pool::remember`]).
     remembered: HashMap<String, (u64, Instant)>,
@@ -418,12 +418,12 @@ impl Pool {
     /// The scoreboard directory's owner, group and mode, as its last sweep found the
     /// very directory it read (`None` while it is not being read): who may see
     /// per-worker details is decided on this, not on whatever the path names by then.
-    pub fn access(&self) -> Option<crate::bus::privacy::DirAccess> {
+    pub fn access(&self) -> Option<crate::core::privacy::DirAccess> {
         self.access
     }
 
     /// Records the directory's owner, group and mode (see [`Pool::access`]).
-    pub fn set_access(&mut self, access: Option<crate::bus::privacy::DirAccess>) {
+    pub fn set_access(&mut self, access: Option<crate::core::privacy::DirAccess>) {
         self.access = access;
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::bus::server::{ManagerProxy, ServiceProxy, WorkerInfo};
+use crate::bus::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::config::{Bus, Config, Service, normalize_unit};
 use crate::core::pool::Pool;
 pub use crate::core::worker::WorkerReport;
