@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
-use scoreboard_testkit::bus::{NAME, SERVICE_INTERFACE};
+use scoreboard_testkit::bus;
 use scoreboard_testkit::{Agent, AgentDir, Bus, Holder, binary, wait_until};
 
 /// An agent watching `scoreboard` on the given bus ("none" or "session" at `address`).
@@ -59,19 +59,10 @@ fn list_workers(c: &mut Criterion) {
         .block_on(zbus::connection::Builder::address(address.as_str()).build())
         .unwrap();
     let call = || {
-        runtime.block_on(async {
-            let reply = connection
-                .call_method(
-                    Some(NAME),
-                    "/io/scoreboard/Agent1/service/web_2eservice",
-                    Some(SERVICE_INTERFACE),
-                    "ListWorkers",
-                    &(),
-                )
-                .await?;
-            let workers: Vec<(String, String, String, f64, bool)> = reply.body().deserialize()?;
-            zbus::Result::Ok(workers.len())
-        })
+        runtime.block_on(bus::list_workers(
+            &connection,
+            "/io/scoreboard/Agent1/service/web_2eservice",
+        ))
     };
     wait_until(Duration::from_secs(60), "10,000 workers listed", || {
         call().unwrap_or(0) == 10_000

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use scoreboard_testkit::bus::{NAME, SERVICE_INTERFACE};
 use scoreboard_testkit::{
-    Agent, AgentDir, Bus, Holder, NotifySocket, Worker, binary, cpu_seconds, memory_kib,
-    poll_every, testkit_binary, wait_until,
+    Agent, AgentDir, Bus, Holder, NotifySocket, Worker, binary, cpu_seconds, emptied, memory_kib,
+    testkit_binary, wait_until,
 };
 
 const WORKERS: usize = 3000;
@@ -90,14 +90,7 @@ fn main() {
         if started.elapsed() > FLOOD / 2 && reaped_in.is_none() {
             let killed = Instant::now();
             victim.kill9();
-            let reaped = || {
-                let empty = std::fs::read_dir(base.join("other"))
-                    .unwrap()
-                    .next()
-                    .is_none();
-                empty.then(|| killed.elapsed())
-            };
-            reaped_in = poll_every(Duration::from_micros(200), Duration::from_secs(30), reaped);
+            reaped_in = emptied(&base.join("other"), killed, Duration::from_secs(30));
         }
         lists.push(time_list(&busctl));
         std::thread::sleep(Duration::from_millis(200));

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use scoreboard_testkit::{
-    Agent, AgentDir, Killed, NotifySocket, Worker, binary, cpu_seconds, memory_kib, open_fds,
-    perl_as_nobody, poll_every, wait_until,
+    Agent, AgentDir, Killed, NotifySocket, Worker, binary, cpu_seconds, emptied, memory_kib,
+    open_fds, perl_as_nobody, poll_every, wait_until,
 };
 
 fn main() {
@@ -186,14 +186,7 @@ fn run(binary: &Path, scenario: Scenario) {
     good.kill9();
     // The killed worker's file left behind is what the agent reaps at once (inotify), and
     // the other service's STATUS= goes out right after: time the reap.
-    let reaped = || {
-        let empty = std::fs::read_dir(base.join("good"))
-            .unwrap()
-            .next()
-            .is_none();
-        empty.then(|| killed.elapsed())
-    };
-    let kill_seen = poll_every(Duration::from_micros(200), Duration::from_secs(30), reaped);
+    let kill_seen = emptied(&base.join("good"), killed, Duration::from_secs(30));
     let sweep = mean_sweep(&textfile, "evil.service");
     let (gap, pings) = messages.watchdog_gaps(measure_started);
     drop(attackers);

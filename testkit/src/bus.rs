@@ -16,6 +16,22 @@ pub const MANAGER_INTERFACE: &str = "io.scoreboard.Agent1.Manager";
 /// The interface of each watched service's object.
 pub const SERVICE_INTERFACE: &str = "io.scoreboard.Agent1.Service";
 
+/// Calls `ListWorkers` on the service object at `path`; returns how many workers it
+/// answered with, having decoded them as a client would.
+pub async fn list_workers(connection: &zbus::Connection, path: &str) -> zbus::Result<usize> {
+    let reply = connection
+        .call_method(
+            Some(NAME),
+            path,
+            Some(SERVICE_INTERFACE),
+            "ListWorkers",
+            &(),
+        )
+        .await?;
+    let workers: Vec<(String, String, String, f64, bool)> = reply.body().deserialize()?;
+    Ok(workers.len())
+}
+
 /// A private `dbus-daemon`, killed when dropped.
 pub struct Bus {
     /// Where clients connect, as `DBUS_SESSION_BUS_ADDRESS` (or `_SYSTEM_`) wants it.

@@ -9,7 +9,7 @@
 //!   however a test ends.
 //! * [`cpu_seconds`], [`memory_kib`], [`open_fds`]: what a process costs, from /proc.
 //! * [`binary`], [`testkit_binary`]: where the programs under test are.
-//! * [`wait_until`], [`poll`]: waiting for a condition instead of sleeping.
+//! * [`wait_until`], [`poll`], [`emptied`]: waiting for a condition instead of sleeping.
 //!
 //! The workers are processes of the `scoreboard-testkit` binary of this crate (its
 //! subcommands `stdin-worker`, `hold-workers`, `test-pool`, `test-flood`), found in the
@@ -27,6 +27,6 @@ pub use agent::{Agent, AgentDir, AgentUnderTest, NotifySocket, Recorder};
 pub use bus::Bus;
 pub use poll::{poll, poll_every, wait_until};
 pub use process::{
-    Holder, Killed, Worker, as_root_or_skip, binary, cpu_seconds, memory_kib, open_fds,
+    Holder, Killed, Worker, as_root_or_skip, binary, cpu_seconds, emptied, memory_kib, open_fds,
     perl_as_nobody, testkit_binary,
 };

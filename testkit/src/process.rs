@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The program `name` from the target profile directory of the running test or bench
 /// (`target/debug/` beside `target/debug/deps/<test>`; `target/release/` for benches).
@@ -34,6 +35,18 @@ pub fn testkit_binary() -> PathBuf {
 pub struct Killed(pub Child);
 
 impl Killed {
+    /// Starts `command` and returns once it has said `ready` on its stdout (its first
+    /// line): a child that has set up what the test needs. Panics if it says otherwise.
+    pub fn spawn_ready(command: &mut Command) -> Killed {
+        let mut child = Killed(command.stdout(Stdio::piped()).spawn().unwrap());
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "{command:?}");
+        child
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.0.id()
@@ -95,27 +108,31 @@ pub struct Holder(Killed);
 impl Holder {
     /// Returns once every worker has published its status.
     pub fn start(dir: &Path, count: usize, prefix: &str) -> Holder {
-        let mut child = Command::new(testkit_binary())
-            .args(["hold-workers", "--prefix", prefix, "--count"])
-            .arg(count.to_string())
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n", "hold-workers --count {count} in {dir:?}");
-        Holder(Killed(child))
+        // Its stdin stays open: it holds its workers until then.
+        Holder(Killed::spawn_ready(
+            Command::new(testkit_binary())
+                .args(["hold-workers", "--prefix", prefix, "--count"])
+                .arg(count.to_string())
+                .arg("--dir")
+                .arg(dir)
+                .stdin(Stdio::piped()),
+        ))
     }
 
     /// Every worker dies at once, as with `kill -9`.
     pub fn kill9(&mut self) {
         self.0.kill9();
     }
+}
+
+/// How long after `since` the scoreboard `dir` was first found empty (a killed worker's
+/// file reaped, say), looking every 200 µs for at most `within`.
+pub fn emptied(dir: &Path, since: Instant, within: Duration) -> Option<Duration> {
+    let empty = || {
+        let mut entries = std::fs::read_dir(dir).unwrap();
+        entries.next().is_none().then(|| since.elapsed())
+    };
+    crate::poll_every(Duration::from_micros(200), within, empty)
 }
 
 /// Whether this process may act as other users: root, with `setpriv` (util-linux) to

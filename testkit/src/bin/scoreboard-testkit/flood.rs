@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use scoreboard_testkit::bus::{NAME, SERVICE_INTERFACE};
+use scoreboard_testkit::bus::list_workers;
 
 /// `clients` connections to the system (or session) bus, each keeping `in_flight`
 /// `ListWorkers` calls to `path` in flight for `seconds`.
@@ -46,18 +46,7 @@ impl Flood {
         let mut report = Report::default();
         let mut calls = FuturesUnordered::new();
         let call = |connection: zbus::Connection| async move {
-            let reply = connection
-                .call_method(
-                    Some(NAME),
-                    self.path.as_str(),
-                    Some(SERVICE_INTERFACE),
-                    "ListWorkers",
-                    &(),
-                )
-                .await?;
-            // Decoded, as a real client would.
-            let workers: Vec<(String, String, String, f64, bool)> = reply.body().deserialize()?;
-            zbus::Result::Ok(workers.len())
+            list_workers(&connection, &self.path).await
         };
         for connection in &connections {
             for _ in 0..self.in_flight {
