@@ -12,14 +12,13 @@
 //! the load generator's own cost stays small; to the agent they are locked, changing
 //! files, as from as many processes. Updates go through the shared mapping, so they
 //! raise no inotify events: the agent's work is its sweeps.
-
-#[path = "support.rs"]
-mod support;
+//!
+//! Run `cargo build --release --workspace` first.
 
 use std::time::{Duration, Instant};
 
 use scoreboard::{DirReader, ReadOptions, Scoreboard};
-use support::AgentUnderTest;
+use scoreboard_testkit::{AgentUnderTest, Killed, binary, cpu_seconds, memory_kib};
 
 const MEASURE: Duration = Duration::from_secs(10);
 
@@ -101,48 +100,33 @@ fn hold(dir: &str, ids: std::ops::Range<usize>, spread: usize, rounds_per_second
     }
 }
 
-/// Holder processes, killed on drop.
-struct Holders(Vec<std::process::Child>);
-
-impl Drop for Holders {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn run(load: &Load) {
-    let agent = AgentUnderTest::start();
-    let dir = agent.dir();
+    // SCOREBOARD_AGENT=/path measures another build (an older one, for a before/after).
+    let exe = std::env::var_os("SCOREBOARD_AGENT")
+        .map_or_else(|| binary("scoreboard-agent"), std::path::PathBuf::from);
+    let agent = AgentUnderTest::start(&exe);
+    let dir = agent.scoreboard();
     let exe = std::env::current_exe().unwrap();
-    let _holders = Holders(
-        (0..load.workers)
-            .step_by(PER_HOLDER)
-            .map(|start| {
-                std::process::Command::new(&exe)
-                    .arg("hold")
-                    .arg(&dir)
-                    .arg(start.to_string())
-                    .arg((start + PER_HOLDER).min(load.workers).to_string())
-                    .arg(load.spread.to_string())
-                    .arg(load.rounds_per_second.to_string())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    );
+    let _holders: Vec<Killed> = (0..load.workers)
+        .step_by(PER_HOLDER)
+        .map(|start| {
+            let holder = std::process::Command::new(&exe)
+                .arg("hold")
+                .arg(&dir)
+                .arg(start.to_string())
+                .arg((start + PER_HOLDER).min(load.workers).to_string())
+                .arg(load.spread.to_string())
+                .arg(load.rounds_per_second.to_string())
+                .spawn()
+                .unwrap();
+            Killed(holder)
+        })
+        .collect();
     let load_started = Instant::now();
     let all_seen = format!("STATUS={} workers", load.workers);
-    let mut buf = [0u8; 4096];
-    agent
-        .notify
-        .set_read_timeout(Some(Duration::from_secs(1)))
-        .unwrap();
     loop {
-        if let Ok(n) = agent.notify.recv(&mut buf)
-            && buf[..n].starts_with(all_seen.as_bytes())
+        if let Some(message) = agent.notify.next(Duration::from_secs(1))
+            && message.starts_with(&all_seen)
         {
             break;
         }
@@ -158,12 +142,12 @@ fn run(load: &Load) {
         load.workers,
         load_started.elapsed()
     );
-    let cpu_before = support::cpu_seconds(agent.agent.id());
+    let cpu_before = cpu_seconds(agent.agent.pid());
     let started = Instant::now();
     std::thread::sleep(MEASURE);
-    let seconds = support::cpu_seconds(agent.agent.id()) - cpu_before;
+    let seconds = cpu_seconds(agent.agent.pid()) - cpu_before;
     let agent_share = seconds / started.elapsed().as_secs_f64();
-    let (rss, peak) = support::memory_kib(agent.agent.id());
+    let (rss, peak) = memory_kib(agent.agent.pid());
     println!(
         "[{}] agent with {} workers, {} updates/s, over {MEASURE:?}: CPU {:.2}% of one core, \
          RSS {:.1} MiB, peak {:.1} MiB",

@@ -1,43 +1,22 @@
 //! The agent on D-Bus: `ListWorkers` for 10,000 workers (goal: under 50 ms), and the
 //! agent's CPU while idle with and without serving the bus (goal: no extra CPU, since
 //! the agent never polls for bus traffic). Runs a private `dbus-daemon`.
+//!
+//! Run `cargo build --release --workspace` first.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
+use scoreboard_testkit::bus;
+use scoreboard_testkit::{Agent, AgentDir, Bus, Holder, binary, wait_until};
 
-#[path = "support.rs"]
-mod support;
-
-#[path = "../tests/common/mod.rs"]
-mod common;
-use common::{Bus, Holder, Killed};
-
-/// An agent watching `dir` on the given bus ("none" or "session" at `address`).
-fn agent(tmp: &std::path::Path, dir: &std::path::Path, bus: &str, address: &str) -> Killed {
-    std::fs::create_dir_all(tmp.join("services.d")).unwrap();
-    std::fs::write(
-        tmp.join("agent.toml"),
-        format!("bus = \"{bus}\"\nstate_directory = \"{}\"\n", tmp.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.join("services.d/web.toml"),
-        format!(
-            "unit = \"web\"\nnotify = \"none\"\ndirectory = \"{}\"\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    Killed(
-        Command::new(support::binary("scoreboard-agent"))
-            .arg("--config")
-            .arg(tmp.join("agent.toml"))
-            .env("DBUS_SESSION_BUS_ADDRESS", address)
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap(),
+/// An agent watching `scoreboard` on the given bus ("none" or "session" at `address`).
+fn agent(dir: &AgentDir, scoreboard: &Path, address: &str) -> Agent {
+    dir.service("web", scoreboard, "notify = \"none\"\n");
+    Agent::spawn(
+        dir.agent_command(&binary("scoreboard-agent"))
+            .env("DBUS_SESSION_BUS_ADDRESS", address),
     )
 }
 
@@ -49,30 +28,29 @@ fn cpu_ns(pid: u32) -> u64 {
 
 fn idle_cpu(bus: &str) -> f64 {
     let private = Bus::session();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("web");
-    std::fs::create_dir(&dir).unwrap();
-    let agent = agent(tmp.path(), &dir, bus, &private.address);
+    let dir = AgentDir::new(&format!("bus = \"{bus}\"\n"));
+    std::fs::create_dir(dir.path("web")).unwrap();
+    let agent = agent(&dir, &dir.path("web"), &private.address);
+    // Past its start.
     std::thread::sleep(Duration::from_secs(2));
-    let before = cpu_ns(agent.0.id());
+    let before = cpu_ns(agent.pid());
     let window = Duration::from_secs(10);
     std::thread::sleep(window);
-    (cpu_ns(agent.0.id()) - before) as f64 / window.as_secs_f64() / 1e3
+    (cpu_ns(agent.pid()) - before) as f64 / window.as_secs_f64() / 1e3
 }
 
 fn list_workers(c: &mut Criterion) {
     let private = Bus::session();
     let address = private.address.clone();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("web");
+    let dir = AgentDir::new("bus = \"session\"\n");
+    let web = dir.path("web");
     // Each holder keeps a directory descriptor and a file per worker: two of them stay
     // under a 20,000-descriptor limit.
-    let scoreboardctl = support::binary("scoreboardctl");
     let _holders = [
-        Holder::start(&scoreboardctl, &dir, 5_000, "a"),
-        Holder::start(&scoreboardctl, &dir, 5_000, "b"),
+        Holder::start(&web, 5_000, "a"),
+        Holder::start(&web, 5_000, "b"),
     ];
-    let _agent = agent(tmp.path(), &dir, "session", &address);
+    let _agent = agent(&dir, &web, &address);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,28 +59,14 @@ fn list_workers(c: &mut Criterion) {
         .block_on(zbus::connection::Builder::address(address.as_str()).build())
         .unwrap();
     let call = || {
-        runtime.block_on(async {
-            let reply = connection
-                .call_method(
-                    Some("io.scoreboard.Agent1"),
-                    "/io/scoreboard/Agent1/service/web_2eservice",
-                    Some("io.scoreboard.Agent1.Service"),
-                    "ListWorkers",
-                    &(),
-                )
-                .await?;
-            let workers: Vec<(String, String, String, f64, bool)> = reply.body().deserialize()?;
-            zbus::Result::Ok(workers.len())
-        })
+        runtime.block_on(bus::list_workers(
+            &connection,
+            "/io/scoreboard/Agent1/service/web_2eservice",
+        ))
     };
-    let started = Instant::now();
-    while call().unwrap_or(0) != 10_000 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the agent never saw 10,000 workers"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(Duration::from_secs(60), "10,000 workers listed", || {
+        call().unwrap_or(0) == 10_000
+    });
     let mut group = c.benchmark_group("dbus");
     group.sample_size(20);
     group.bench_function("list_workers_10000", |b| {

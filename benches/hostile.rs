@@ -19,19 +19,17 @@
 //! (its STATUS= follows at once). Finally, how long SIGTERM takes.
 //!
 //! `SCOREBOARD_AGENT=/path/to/scoreboard-agent` measures another build (an older one, for
-//! before/after figures); it must accept the same configuration. Needs root and setpriv.
-
-#[path = "support.rs"]
-mod support;
+//! before/after figures); it must accept the same configuration. Needs root and setpriv,
+//! and `cargo build --release --workspace` first.
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::Worker;
+use scoreboard_testkit::{
+    Agent, AgentDir, Killed, NotifySocket, Worker, binary, cpu_seconds, emptied, memory_kib,
+    open_fds, perl_as_nobody, poll_every, wait_until,
+};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -43,7 +41,7 @@ fn main() {
     }
     let binary = std::env::var_os("SCOREBOARD_AGENT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| support::binary("scoreboard-agent"));
+        .unwrap_or_else(|| binary("scoreboard-agent"));
     println!("agent: {}", binary.display());
     for scenario in [
         HARDLINKS_1MIB,
@@ -133,132 +131,70 @@ const CHURN: Scenario = Scenario {
 };
 
 fn run(binary: &Path, scenario: Scenario) {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path();
+    let metrics = tempfile::tempdir().unwrap();
+    let textfile = metrics.path().join("metrics.prom");
+    let dir = AgentDir::new(&format!(
+        "bus = \"none\"\n[metrics]\ntextfile = \"{}\"\n",
+        textfile.display()
+    ));
+    let base = dir.root();
     std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        base.join("agent.toml"),
-        format!(
-            "bus = \"none\"\nstate_directory = \"{0}\"\n[metrics]\ntextfile = \"{0}/metrics.prom\"\n",
-            base.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(base.join("services.d")).unwrap();
-    for (unit, dir) in [("evil", "evil/scoreboard"), ("good", "good")] {
-        std::fs::write(
-            base.join(format!("services.d/{unit}.toml")),
-            format!(
-                "unit = \"{unit}\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
-                base.join(dir).display()
-            ),
-        )
-        .unwrap();
-    }
     std::fs::create_dir_all(base.join("evil/scoreboard")).unwrap();
-    for dir in ["evil", "evil/scoreboard"] {
-        std::os::unix::fs::chown(base.join(dir), Some(65534), Some(65534)).unwrap();
+    for scoreboard in ["evil", "evil/scoreboard"] {
+        std::os::unix::fs::chown(base.join(scoreboard), Some(65534), Some(65534)).unwrap();
     }
     std::fs::create_dir(base.join("good")).unwrap();
-    let notify = UnixDatagram::bind(base.join("notify")).unwrap();
-    let messages = record(notify);
-    let mut agent = Killed(
-        support::with_watchdog_pid(binary)
-            .arg("--config")
-            .arg(base.join("agent.toml"))
-            .env("NOTIFY_SOCKET", base.join("notify"))
+    dir.service("evil", &base.join("evil/scoreboard"), "notify = \"none\"\n")
+        .service("good", &base.join("good"), "notify = \"none\"\n");
+    let notify = NotifySocket::bind(&base.join("notify"));
+    let messages = notify.record();
+    let mut agent = Agent::spawn(
+        dir.agent_command(binary)
+            .env("NOTIFY_SOCKET", notify.path())
             .env("WATCHDOG_USEC", "1000000")
-            .env("RUST_LOG", "error")
-            .env_remove("JOURNAL_STREAM")
-            .spawn()
-            .unwrap(),
+            .env("RUST_LOG", "error"),
     );
-    let pid = agent.0.id();
-    let mut good = Worker::start(&base.join("good"), "idle");
-    wait_for(
-        &messages,
+    let pid = agent.pid();
+    let mut good = Worker::with_status(&base.join("good"), "idle");
+    messages.wait_for(
         "STATUS=watching 2 services, 1 workers",
         Instant::now() - Duration::from_secs(5),
+        Duration::from_secs(10),
     );
 
-    let attack_started = Instant::now();
     let attackers: Vec<Killed> = (0..scenario.copies)
-        .map(|_| {
-            Killed(
-                Command::new("setpriv")
-                    .args([
-                        "--reuid=65534",
-                        "--regid=65534",
-                        "--clear-groups",
-                        "/usr/bin/perl",
-                        "-e",
-                    ])
-                    .arg(scenario.attack)
-                    .current_dir(base.join("evil/scoreboard"))
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
+        .map(|_| perl_as_nobody(&base.join("evil/scoreboard"), scenario.attack))
         .collect();
-    while !base.join("evil/ready").exists() {
-        assert!(
-            attack_started.elapsed() < Duration::from_secs(120),
-            "attacker not ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(120), "the attacker to be ready", || {
+        base.join("evil/ready").exists()
+    });
     let measure_started = Instant::now();
-    let cpu_before = support::cpu_seconds(pid);
+    let cpu_before = cpu_seconds(pid);
     let mut peak_fds = 0;
-    while measure_started.elapsed() < scenario.measure && agent.0.try_wait().unwrap().is_none() {
-        peak_fds = peak_fds.max(support::open_fds(pid));
+    while measure_started.elapsed() < scenario.measure && agent.running() {
+        peak_fds = peak_fds.max(open_fds(pid));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let alive = agent.0.try_wait().unwrap().is_none();
+    let alive = agent.running();
     let cpu = if alive {
-        (support::cpu_seconds(pid) - cpu_before) / measure_started.elapsed().as_secs_f64()
+        (cpu_seconds(pid) - cpu_before) / measure_started.elapsed().as_secs_f64()
     } else {
         f64::NAN
     };
-    let peak_rss = if alive { support::memory_kib(pid).1 } else { 0 };
+    let peak_rss = if alive { memory_kib(pid).1 } else { 0 };
     let killed = Instant::now();
-    good.0.kill().unwrap();
-    good.0.wait().unwrap();
+    good.kill9();
     // The killed worker's file left behind is what the agent reaps at once (inotify), and
     // the other service's STATUS= goes out right after: time the reap.
-    let kill_seen = loop {
-        if std::fs::read_dir(base.join("good"))
-            .unwrap()
-            .next()
-            .is_none()
-        {
-            break Some(killed.elapsed());
-        }
-        if killed.elapsed() > Duration::from_secs(30) {
-            break None;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
-    let sweep = mean_sweep(&base.join("metrics.prom"), "evil.service");
-    let (gap, pings) = worst_gap(&messages, measure_started);
+    let kill_seen = emptied(&base.join("good"), killed, Duration::from_secs(30));
+    let sweep = mean_sweep(&textfile, "evil.service");
+    let (gap, pings) = messages.watchdog_gaps(measure_started);
     drop(attackers);
     let term = Instant::now();
     let stopped = if alive {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::Signal::TERM,
-        )
-        .unwrap();
-        loop {
-            if agent.0.try_wait().unwrap().is_some() {
-                break Some(term.elapsed());
-            }
-            if term.elapsed() > Duration::from_secs(30) {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        agent.signal(rustix::process::Signal::TERM);
+        let exited = || (!agent.running()).then(|| term.elapsed());
+        poll_every(Duration::from_millis(5), Duration::from_secs(30), exited)
     } else {
         None
     };
@@ -277,66 +213,6 @@ fn run(binary: &Path, scenario: Scenario) {
     );
 }
 
-type Messages = Arc<Mutex<Vec<(Instant, String)>>>;
-
-fn record(socket: UnixDatagram) -> Messages {
-    let messages: Messages = Arc::default();
-    let sink = messages.clone();
-    std::thread::spawn(move || {
-        let mut buf = vec![0; 4096];
-        while let Ok(n) = socket.recv(&mut buf) {
-            let text = support::datagram_text(&buf[..n]);
-            sink.lock().unwrap().push((Instant::now(), text));
-        }
-    });
-    messages
-}
-
-fn wait_for(messages: &Messages, expected: &str, since: Instant) {
-    wait_for_within(messages, expected, since, Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no {expected:?}"));
-}
-
-/// How long after `since` the datagram `expected` arrived, if within `within`.
-fn wait_for_within(
-    messages: &Messages,
-    expected: &str,
-    since: Instant,
-    within: Duration,
-) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some((at, _)) = messages
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(at, text)| *at >= since && text == expected)
-        {
-            return Some(*at - since);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
-}
-
-fn worst_gap(messages: &Messages, since: Instant) -> (Duration, usize) {
-    let mut pings: Vec<Instant> = messages
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(at, text)| *at >= since && text == "WATCHDOG=1")
-        .map(|(at, _)| *at)
-        .collect();
-    pings.insert(0, since);
-    pings.push(Instant::now());
-    let worst = pings
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
-    (worst, pings.len() - 2)
-}
-
 /// Mean of `scoreboard_sweep_duration_seconds` for `unit`, from the textfile.
 fn mean_sweep(textfile: &Path, unit: &str) -> Option<Duration> {
     let text = std::fs::read_to_string(textfile).ok()?;
@@ -351,14 +227,4 @@ fn mean_sweep(textfile: &Path, unit: &str) -> Option<Duration> {
     let sum = value("scoreboard_sweep_duration_seconds_sum")?;
     let count = value("scoreboard_sweep_duration_seconds_count")?;
     (count > 0.0).then(|| Duration::from_secs_f64(sum / count))
-}
-
-/// A child killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

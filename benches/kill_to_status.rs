@@ -1,21 +1,23 @@
 //! From `kill -9` of a worker to the `STATUS=` datagram that no longer counts it, through
 //! a real agent process (inotify, sweep, notify socket). The goal is a median of 50 ms;
 //! the agent's sampling interval is the default 1 s, so this is the event path.
-
-#[path = "support.rs"]
-mod support;
+//!
+//! Run `cargo build --release --workspace` first: the workers are `scoreboard-testkit`
+//! processes.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use support::{AgentUnderTest, Worker};
+use scoreboard_testkit::{AgentUnderTest, Worker, binary};
 
 fn kill_to_status(c: &mut Criterion) {
-    let agent = AgentUnderTest::start();
-    let dir = agent.dir();
+    let agent = AgentUnderTest::start(&binary("scoreboard-agent"));
+    let dir = agent.scoreboard();
     // Two workers stay; the third is started and killed in each iteration.
-    let _stay: Vec<Worker> = (0..2).map(|_| Worker::start(&dir, "idle")).collect();
-    agent.wait_for("STATUS=2 workers: 2 idle", Duration::from_secs(10));
+    let _stay: Vec<Worker> = (0..2).map(|_| Worker::with_status(&dir, "idle")).collect();
+    agent
+        .notify
+        .expect("STATUS=2 workers: 2 idle", Duration::from_secs(10));
 
     let mut group = c.benchmark_group("agent");
     group.sample_size(20);
@@ -24,16 +26,20 @@ fn kill_to_status(c: &mut Criterion) {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;
             for _ in 0..iterations {
-                let mut victim = Worker::start(&dir, "busy GET /victim");
-                agent.wait_for("STATUS=3 workers: 2 idle, 1 busy", Duration::from_secs(10));
+                let mut victim = Worker::with_status(&dir, "busy GET /victim");
+                agent
+                    .notify
+                    .expect("STATUS=3 workers: 2 idle, 1 busy", Duration::from_secs(10));
                 // Past the 100 ms that separate two membership messages, so that what is
                 // measured is the death alone.
                 std::thread::sleep(Duration::from_millis(150));
                 let killed = Instant::now();
-                victim.0.kill().unwrap();
-                agent.wait_for("STATUS=2 workers: 2 idle", Duration::from_secs(10));
+                // Reaped after the clock stops, when `victim` is dropped.
+                victim.0.0.kill().unwrap();
+                agent
+                    .notify
+                    .expect("STATUS=2 workers: 2 idle", Duration::from_secs(10));
                 total += killed.elapsed();
-                victim.0.wait().unwrap();
             }
             total
         })

@@ -27,6 +27,5 @@ pub mod config;
 pub mod core;
 pub mod ctl;
 pub mod escape;
-pub mod fixtures;
 pub mod io;
 pub mod metrics;

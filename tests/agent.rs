@@ -2,162 +2,51 @@
 //! real notify socket (a unix datagram socket bound by the test as `NOTIFY_SOCKET`)
 //! whose datagrams are asserted exactly.
 
-use std::io::Write;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+use scoreboard_testkit::{
+    Agent, AgentDir, Killed, NotifySocket, Worker, as_root_or_skip, memory_kib, open_fds,
+    perl_as_nobody, wait_until,
+};
+
+/// A configuration with the given services, and a notify socket.
 struct Setup {
-    tmp: tempfile::TempDir,
-    notify: UnixDatagram,
+    dir: AgentDir,
+    notify: NotifySocket,
 }
 
 impl Setup {
-    /// A config dir with `agent.toml` and the given services, and a notify socket.
-    fn new(agent_toml: &str, services: &[(&str, &str)]) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = tmp.path().join("state");
-        std::fs::create_dir(&state).unwrap();
-        let agent_toml = format!("state_directory = \"{}\"\n{agent_toml}", state.display());
-        std::fs::write(tmp.path().join("agent.toml"), agent_toml).unwrap();
-        std::fs::create_dir(tmp.path().join("services.d")).unwrap();
+    /// `agent.toml` holding `settings`, and each `(file, text)` in `services.d/`, `TMP`
+    /// in it standing for the temporary directory.
+    fn new(settings: &str, services: &[(&str, &str)]) -> Setup {
+        let dir = AgentDir::new(settings);
         for (name, text) in services {
-            let text = text.replace("TMP", &tmp.path().display().to_string());
-            std::fs::write(tmp.path().join("services.d").join(name), text).unwrap();
+            let text = text.replace("TMP", &dir.root().display().to_string());
+            std::fs::write(dir.path("services.d").join(name), text).unwrap();
         }
-        let notify = UnixDatagram::bind(tmp.path().join("notify")).unwrap();
-        Setup { tmp, notify }
+        let notify = NotifySocket::bind(&dir.path("notify"));
+        Setup { dir, notify }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.tmp.path().join(relative)
+        self.dir.path(relative)
     }
 
+    /// The agent reporting to our socket, logging at debug level (printed if the test
+    /// fails), with `env` added.
     fn agent(&self, env: &[(&str, &str)]) -> Agent {
-        // systemd names the process a watchdog is for in $WATCHDOG_PID: a shell that
-        // sets it to its own pid and execs the agent does the same.
-        let mut command = Command::new("/bin/sh");
+        let mut command = self
+            .dir
+            .agent_command(Path::new(env!("CARGO_BIN_EXE_scoreboard-agent")));
         command
-            .arg("-c")
-            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_scoreboard-agent"))
-            .arg("--config")
-            .arg(self.path("agent.toml"))
-            .env("NOTIFY_SOCKET", self.path("notify"))
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
+            .env("NOTIFY_SOCKET", self.notify.path())
             .env("RUST_LOG", "debug")
-            .stderr(std::fs::File::create(self.path("agent.log")).unwrap());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        Agent(command.spawn().unwrap())
+            .envs(env.iter().copied());
+        Agent::spawn_logged(&mut command, &self.path("agent.log"))
     }
-
-    /// The next datagram, or `None` after `timeout`.
-    fn next(&self, timeout: Duration) -> Option<String> {
-        self.notify.set_read_timeout(Some(timeout)).unwrap();
-        let mut buf = [0; 4096];
-        let n = self.notify.recv(&mut buf).ok()?;
-        Some(datagram_text(&buf[..n]))
-    }
-
-    /// Reads datagrams until one equals `expected`; returns how long that took. Every
-    /// datagram seen is checked to be a well-formed single assignment.
-    fn expect(&self, expected: &str, within: Duration) -> Duration {
-        let started = Instant::now();
-        let mut seen = Vec::new();
-        while let Some(left) = within.checked_sub(started.elapsed()) {
-            let Some(message) = self.next(left) else {
-                break;
-            };
-            if message.starts_with("STATUS=") {
-                assert!(!message.contains('\n'), "an injected line in {message:?}");
-            }
-            if message == expected {
-                return started.elapsed();
-            }
-            seen.push(message);
-        }
-        panic!("no {expected:?} within {within:?}; saw {seen:#?}");
-    }
-
-    /// Asserts that nothing arrives for `quiet`.
-    fn expect_silence(&self, quiet: Duration) {
-        if let Some(message) = self.next(quiet) {
-            panic!("expected silence, got {message:?}");
-        }
-    }
-}
-
-impl Drop for Setup {
-    /// The agent's log is kept quiet unless a test fails.
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.path("agent.log")).unwrap_or_default();
-            eprintln!("--- agent log ---\n{log}--- end of agent log ---");
-        }
-    }
-}
-
-struct Agent(Child);
-
-impl Agent {
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args(["-s", signal, &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A worker process that publishes each line written to it (JSON strings allowed).
-struct Worker(Child);
-
-impl Worker {
-    fn start(dir: &Path) -> Worker {
-        let child = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
-            .arg("stdin-worker")
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        Worker(child)
-    }
-
-    fn say(&mut self, status: &str) {
-        let line = serde_json::to_string(status).unwrap();
-        writeln!(self.0.stdin.as_mut().unwrap(), "{line}").unwrap();
-    }
-
-    fn kill9(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A datagram's assignments as systemd reads them: sd-notify ends each one with a
-/// newline, which is no part of the last value.
-fn datagram_text(datagram: &[u8]) -> String {
-    let text = String::from_utf8(datagram.to_vec()).expect("systemd wants UTF-8");
-    text.strip_suffix('\n').map(str::to_owned).unwrap_or(text)
 }
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -174,30 +63,38 @@ fn summaries_follow_workers_joining_changing_dying_and_sticking() {
     let dir = setup.path("run/web/scoreboard");
     let _agent = setup.agent(&[]);
     // The directory does not exist yet: the agent waits for it.
-    setup.expect("STATUS=0 workers: none", 5 * SECOND);
+    setup.notify.expect("STATUS=0 workers: none", 5 * SECOND);
 
     let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&dir)).collect();
     for worker in &mut workers {
         worker.say("idle");
     }
-    let first = setup.expect("STATUS=3 workers: 3 idle", 5 * SECOND);
+    let first = setup.notify.expect("STATUS=3 workers: 3 idle", 5 * SECOND);
     eprintln!("three workers started: summary after {first:?}");
 
     workers[0].say("busy GET /slow");
-    setup.expect("STATUS=3 workers: 2 idle, 1 busy", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=3 workers: 2 idle, 1 busy", 2 * SECOND);
 
     let killed = Instant::now();
     workers[1].kill9();
-    setup.expect("STATUS=2 workers: 1 busy, 1 idle", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=2 workers: 1 busy, 1 idle", 2 * SECOND);
     eprintln!("kill -9 to the new STATUS datagram: {:?}", killed.elapsed());
 
     // Nothing changes: nothing is sent, until the busy worker has been busy too long.
-    setup.expect("STATUS=2 workers: 1 idle, 1 stuck", 3 * SECOND);
-    setup.expect_silence(SECOND);
+    setup
+        .notify
+        .expect("STATUS=2 workers: 1 idle, 1 stuck", 3 * SECOND);
+    setup.notify.expect_silence(SECOND);
 
     // A status trying to smuggle a second assignment in is just a status.
     workers[2].say("busy\nMAINPID=1\nREADY=1");
-    setup.expect("STATUS=2 workers: 1 busy, 1 stuck", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=2 workers: 1 busy, 1 stuck", 2 * SECOND);
 }
 
 #[test]
@@ -211,10 +108,12 @@ fn worker_text_cannot_inject_assignments_even_in_a_state_name() {
     );
     std::fs::create_dir(setup.path("jobs")).unwrap();
     let _agent = setup.agent(&[]);
-    setup.expect("STATUS=jobs.service: none", 5 * SECOND);
+    setup.notify.expect("STATUS=jobs.service: none", 5 * SECOND);
     let mut worker = Worker::start(&setup.path("jobs"));
     worker.say(r#"{"state":"running\nMAINPID=1\u0000"}"#);
-    setup.expect("STATUS=jobs.service: 1 running MAINPID=1", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=jobs.service: 1 running MAINPID=1", 2 * SECOND);
 }
 
 #[test]
@@ -230,15 +129,15 @@ fn a_directory_that_vanishes_is_picked_up_again() {
     let _agent = setup.agent(&[]);
     let mut worker = Worker::start(&dir);
     worker.say("idle");
-    setup.expect("STATUS=1 workers: 1 idle", 5 * SECOND);
+    setup.notify.expect("STATUS=1 workers: 1 idle", 5 * SECOND);
     // The service stops: its RuntimeDirectory= goes, with our scoreboard in it.
     worker.kill9();
     std::fs::remove_dir_all(setup.path("run/web")).unwrap();
-    setup.expect("STATUS=0 workers: none", 2 * SECOND);
+    setup.notify.expect("STATUS=0 workers: none", 2 * SECOND);
     // It starts again.
     let mut again = Worker::start(&dir);
     again.say("busy GET /");
-    setup.expect("STATUS=1 workers: 1 busy", 3 * SECOND);
+    setup.notify.expect("STATUS=1 workers: 1 busy", 3 * SECOND);
 }
 
 #[test]
@@ -252,9 +151,9 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
     );
     std::fs::create_dir(setup.path("web")).unwrap();
     let agent = setup.agent(&[("WATCHDOG_USEC", "600000")]);
-    assert_eq!(setup.next(5 * SECOND).as_deref(), Some("READY=1"));
+    assert_eq!(setup.notify.next(5 * SECOND).as_deref(), Some("READY=1"));
     assert_eq!(
-        setup.next(SECOND).as_deref(),
+        setup.notify.next(SECOND).as_deref(),
         Some("STATUS=watching 1 service, 0 workers")
     );
 
@@ -262,11 +161,13 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
     for worker in &mut workers {
         worker.say("idle");
     }
-    setup.expect("STATUS=watching 1 service, 2 workers", 3 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=watching 1 service, 2 workers", 3 * SECOND);
     // Pings at half the watchdog period.
-    setup.expect("WATCHDOG=1", SECOND);
+    setup.notify.expect("WATCHDOG=1", SECOND);
     let since = Instant::now();
-    setup.expect("WATCHDOG=1", SECOND);
+    setup.notify.expect("WATCHDOG=1", SECOND);
     assert!(
         since.elapsed() > Duration::from_millis(200),
         "{:?}",
@@ -282,9 +183,9 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
         ),
     )
     .unwrap();
-    agent.signal("HUP");
+    agent.signal(Signal::HUP);
     let reloading = loop {
-        let message = setup.next(2 * SECOND).expect("RELOADING=1");
+        let message = setup.notify.next(2 * SECOND).expect("RELOADING=1");
         if message.starts_with("RELOADING=1") {
             break message;
         }
@@ -293,18 +194,20 @@ fn lifecycle_ready_status_watchdog_reload_stopping() {
         .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
         .unwrap();
     assert!(usec.parse::<u64>().unwrap() > 0);
-    setup.expect("READY=1", 2 * SECOND);
-    setup.expect("STATUS=watching 2 services, 2 workers", 2 * SECOND);
+    setup.notify.expect("READY=1", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=watching 2 services, 2 workers", 2 * SECOND);
 
     // A broken file on reload: the running configuration stays.
     std::fs::write(setup.path("services.d/jobs.toml"), "unit = 42\n").unwrap();
-    agent.signal("HUP");
-    setup.expect("READY=1", 2 * SECOND);
+    agent.signal(Signal::HUP);
+    setup.notify.expect("READY=1", 2 * SECOND);
 
-    agent.signal("TERM");
-    setup.expect("STOPPING=1", 2 * SECOND);
+    agent.signal(Signal::TERM);
+    setup.notify.expect("STOPPING=1", 2 * SECOND);
     let mut agent = agent;
-    assert!(agent.0.wait().unwrap().success());
+    assert!(agent.wait().success());
 }
 
 #[test]
@@ -319,20 +222,20 @@ fn a_restarted_agent_keeps_stuck_timers() {
     let mut worker = Worker::start(&setup.path("web"));
     worker.say("busy GET /slow");
     let first = setup.agent(&[]);
-    setup.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+    setup.notify.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
     let busy_since = Instant::now();
     std::thread::sleep(Duration::from_millis(2500));
-    first.signal("TERM");
+    first.signal(Signal::TERM);
     let mut first = first;
-    assert!(first.0.wait().unwrap().success());
+    assert!(first.wait().success());
     assert!(setup.path("state/web.service.json").exists());
 
     // The new agent knows the worker has been busy for 2.5 s already: stuck 1.5 s
     // later, not 4 s later.
     let _second = setup.agent(&[]);
     let restarted = Instant::now();
-    setup.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
-    setup.expect("STATUS=1 workers: 1 stuck", 5 * SECOND);
+    setup.notify.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+    setup.notify.expect("STATUS=1 workers: 1 stuck", 5 * SECOND);
     let after_restart = restarted.elapsed();
     eprintln!(
         "stuck {:.1?} after the restart, {:.1?} after the status was set",
@@ -381,126 +284,11 @@ fn check_config_reports_errors_with_file_and_line() {
     );
 }
 
-/// Every datagram the agent sends, with when it arrived, gathered by a thread.
-struct Recorder {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Recorder {
-    fn start(setup: &Setup) -> Recorder {
-        let socket = setup.notify.try_clone().unwrap();
-        socket.set_read_timeout(None).unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0; 4096];
-            while let Ok(n) = socket.recv(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push((Instant::now(), datagram_text(&buf[..n])));
-            }
-        });
-        Recorder { seen }
-    }
-
-    /// Waits until a datagram equal to `expected` has arrived since `since`.
-    fn wait_for(&self, expected: &str, since: Instant, within: Duration) {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if self
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(at, text)| *at >= since && text == expected)
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let seen: Vec<String> = self
-            .seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .collect();
-        panic!("no {expected:?} within {within:?}; saw {seen:#?}");
-    }
-
-    /// The longest time without a watchdog ping from `since` until now (a stall after
-    /// the last ping counts too), and how many pings there were.
-    fn watchdog_gaps(&self, since: Instant) -> (Duration, usize) {
-        let mut moments: Vec<Instant> = vec![since];
-        moments.extend(
-            self.seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(at, text)| *at >= since && text == "WATCHDOG=1")
-                .map(|(at, _)| *at),
-        );
-        let pings = moments.len() - 1;
-        moments.push(Instant::now());
-        let worst = moments
-            .windows(2)
-            .map(|pair| pair[1] - pair[0])
-            .max()
-            .unwrap_or_default();
-        (worst, pings)
-    }
-}
-
-/// Root and setpriv, for tests whose attacker is a real other user; skips otherwise,
-/// except under CI=true.
-fn can_attack() -> bool {
-    let reason = if !rustix::process::geteuid().is_root() {
-        "it needs root"
-    } else if Command::new("setpriv").arg("--version").output().is_err() {
-        "setpriv (util-linux) is missing"
-    } else {
-        return true;
-    };
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "must run under CI=true, but {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    false
-}
-
-/// A shell script run as uid 65534 in `dir`; returns the child (killed on drop).
-fn attacker(dir: &Path, script: &str) -> Worker {
-    Worker(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/perl",
-                "-e",
-                script,
-            ])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 fn agent_files_and_rss(agent: &Agent) -> (usize, u64) {
-    let pid = agent.0.id();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    (fds, rss_kb)
+    let pid = agent.pid();
+    let (rss_kib, _) = memory_kib(pid);
+    assert!(rss_kib > 0, "the agent (pid {pid}) is gone");
+    (open_fds(pid), rss_kib)
 }
 
 /// The agent as root, watching a service whose directory belongs to uid 65534 and a
@@ -510,7 +298,7 @@ fn agent_files_and_rss(agent: &Agent) -> (usize, u64) {
 /// the watchdog is never starved, and SIGTERM is obeyed.
 #[test]
 fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
-    if !can_attack() {
+    if !as_root_or_skip("attacks by another user") {
         return;
     }
     let setup = Setup::new(
@@ -527,14 +315,14 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
         ],
     );
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(setup.dir.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(setup.path("evil")).unwrap();
     std::os::unix::fs::chown(setup.path("evil"), Some(65534), Some(65534)).unwrap();
     std::fs::create_dir(setup.path("victim")).unwrap();
     for n in 1..=5 {
         std::fs::write(setup.path(&format!("victim/status_{n}")), b"root's").unwrap();
     }
-    let recorder = Recorder::start(&setup);
+    let recorder = setup.notify.record();
     let agent = setup.agent(&[("WATCHDOG_USEC", "1000000")]);
     let mut good = Worker::start(&setup.path("good"));
     good.say("idle");
@@ -546,12 +334,15 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
     let watched_from = Instant::now();
 
     // 1. A symlink to root's directory where the scoreboard should be.
-    let mut planted = attacker(
+    let mut planted = perl_as_nobody(
         &setup.path("evil"),
         "symlink('../victim', 'scoreboard') or die",
     );
     planted.0.wait().unwrap();
-    std::thread::sleep(SECOND);
+    let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    wait_until(5 * SECOND, "the agent to refuse the symlink", || {
+        log().contains("symbolic link owned by uid 65534")
+    });
     // 2. Its own directory, full of what costs a reader: 100,000 symlinks, and 800 names
     //    for one locked file whose digest never matches.
     let fill = "use Fcntl ':flock'; unlink 'scoreboard'; mkdir 'scoreboard' or die; chdir 'scoreboard';\
@@ -560,15 +351,11 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
                 close $f; open($f, '<', 'status_0.tmp') or die; flock($f, LOCK_EX) or die;\
                 rename('status_0.tmp', 'status_0') or die; link('status_0', \"status_h$_\") or die for 1..800;\
                 open(my $r, '>', '../ready'); close $r; sleep 600;";
-    let _holder = attacker(&setup.path("evil"), fill);
-    let filled = Instant::now();
-    while !setup.path("evil/ready").exists() {
-        assert!(
-            filled.elapsed() < 60 * SECOND,
-            "the attacker never got ready"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _holder = perl_as_nobody(&setup.path("evil"), fill);
+    wait_until(60 * SECOND, "the attacker to be ready", || {
+        setup.path("evil/ready").exists()
+    });
+    // The attack goes on for a while, the watchdog watched all along.
     std::thread::sleep(2 * SECOND);
     // 3. The other service's worker dies: its news still arrives at once.
     let killed = Instant::now();
@@ -590,10 +377,9 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
     );
     assert!(fds < 64, "{fds} descriptors for one worker");
     assert!(rss_kb < 64 * 1024, "{rss_kb} KiB");
-    agent.signal("TERM");
+    agent.signal(Signal::TERM);
     recorder.wait_for("STOPPING=1", killed, 5 * SECOND);
-    let log = std::fs::read_to_string(setup.path("agent.log")).unwrap();
-    assert!(log.contains("symbolic link owned by uid 65534"), "{log}");
+    let log = log();
     // One warning per kind of problem per quiet period, not one per entry.
     let warnings = log.lines().filter(|l| l.contains("skipping")).count();
     assert!(warnings <= 4, "the flood was logged per entry:\n{log}");
@@ -605,7 +391,7 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
 /// stay within bounds during the churn, and it converges to the truth after it.
 #[test]
 fn churn_by_the_directory_owner_keeps_the_agent_bounded() {
-    if !can_attack() {
+    if !as_root_or_skip("attacks by another user") {
         return;
     }
     let setup = Setup::new(
@@ -616,21 +402,21 @@ fn churn_by_the_directory_owner_keeps_the_agent_bounded() {
         )],
     );
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(setup.dir.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::create_dir(setup.path("evil")).unwrap();
     std::os::unix::fs::chown(setup.path("evil"), Some(65534), Some(65534)).unwrap();
-    let recorder = Recorder::start(&setup);
+    let recorder = setup.notify.record();
     let agent = setup.agent(&[("WATCHDOG_USEC", "1000000")]);
     recorder.wait_for("READY=1", Instant::now() - SECOND, 5 * SECOND);
     let watched_from = Instant::now();
-    let churners: Vec<Worker> = (0..8)
+    let churners: Vec<Killed> = (0..8)
         .map(|n| {
             let script = format!(
                 "use Fcntl ':flock'; my $i = 0; while (1) {{ $i++; \
                  open(my $f, '>', \"status_{n}_$i.tmp\") or die; flock($f, LOCK_EX);\
                  rename(\"status_{n}_$i.tmp\", \"status_{n}_$i\"); close $f; unlink \"status_{n}_$i\"; }}"
             );
-            attacker(&setup.path("evil"), &script)
+            perl_as_nobody(&setup.path("evil"), &script)
         })
         .collect();
     let mut worst = (0, 0);

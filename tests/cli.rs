@@ -4,6 +4,7 @@ use std::fs;
 use std::process::Command;
 
 use scoreboard::Scoreboard;
+use scoreboard_testkit::AgentDir;
 
 fn scoreboardctl() -> Command {
     Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
@@ -155,37 +156,20 @@ fn demo_runs_real_workers_kills_one_and_cleans_up() {
 }
 
 /// A configuration watching `web` (directory in the temp dir) and `jobs` (absent).
-fn configured() -> (tempfile::TempDir, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let web = tmp.path().join("web");
-    fs::create_dir(&web).unwrap();
-    fs::write(tmp.path().join("agent.toml"), "bus = \"none\"\n").unwrap();
-    fs::create_dir(tmp.path().join("services.d")).unwrap();
-    fs::write(
-        tmp.path().join("services.d/web.toml"),
-        format!(
-            "unit = \"web\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
-            web.display()
-        ),
-    )
-    .unwrap();
-    fs::write(
-        tmp.path().join("services.d/jobs.toml"),
-        format!(
-            "unit = \"jobs\"\ndirectory = \"{}\"\nnotify = \"none\"\n",
-            tmp.path().join("jobs").display()
-        ),
-    )
-    .unwrap();
-    let config = tmp.path().join("agent.toml");
-    (tmp, config)
+fn configured() -> (AgentDir, std::path::PathBuf) {
+    let dir = AgentDir::new("bus = \"none\"\n");
+    fs::create_dir(dir.path("web")).unwrap();
+    dir.service("web", &dir.path("web"), "notify = \"none\"\n")
+        .service("jobs", &dir.path("jobs"), "notify = \"none\"\n");
+    let config = dir.config();
+    (dir, config)
 }
 
 #[test]
 fn status_of_a_unit_shows_states_and_the_summary_line() {
     let (tmp, config) = configured();
-    let _a = worker(&tmp.path().join("web"), "a", b"busy GET /");
-    let _b = worker(&tmp.path().join("web"), "b", b"idle");
+    let _a = worker(&tmp.path("web"), "a", b"busy GET /");
+    let _b = worker(&tmp.path("web"), "b", b"idle");
     let out = scoreboardctl()
         .args(["status", "web", "--config"])
         .arg(&config)
@@ -256,7 +240,7 @@ fn status_exit_codes_tell_not_running_from_unknown() {
 #[test]
 fn list_shows_every_watched_service() {
     let (tmp, config) = configured();
-    let _a = worker(&tmp.path().join("web"), "a", b"idle");
+    let _a = worker(&tmp.path("web"), "a", b"idle");
     let out = scoreboardctl()
         .args(["list", "--config"])
         .arg(&config)

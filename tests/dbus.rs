@@ -3,81 +3,69 @@
 //! of deaths), scoreboardctl as a client, metrics scraped over HTTP and checked by
 //! promtool, and the shipped bus policy enforced on a system-like bus.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use rustix::process::Signal;
+use scoreboard_testkit::bus::{
+    MANAGER_INTERFACE, MANAGER_PATH, NAME, SERVICE_INTERFACE as SERVICE,
+};
+use scoreboard_testkit::{
+    Agent, AgentDir, Bus, Holder, NotifySocket, as_root_or_skip, memory_kib, testkit_binary,
+    wait_until,
+};
 
-mod common;
-use common::{Bus, Holder, Killed, wait_until};
+const AGENT: &str = env!("CARGO_BIN_EXE_scoreboard-agent");
+const WEB: &str = "/io/scoreboard/Agent1/service/web_2eservice";
 
 /// An agent on a private session bus watching `web` in a temp dir.
 struct Setup {
-    tmp: tempfile::TempDir,
+    dir: AgentDir,
     bus: Bus,
-    agent: Option<Child>,
+    agent: Option<Agent>,
 }
 
 impl Setup {
-    fn new(extra_agent_toml: &str) -> Setup {
-        Setup::with_env(extra_agent_toml, &[], Bus::session())
+    fn new(settings: &str) -> Setup {
+        Setup::with_env(settings, &[], Bus::session())
     }
 
-    /// With `env` set for the agent (a notify socket, a watchdog), on `bus`.
-    fn with_env(extra_agent_toml: &str, env: &[(&str, &str)], bus: Bus) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(
-            tmp.path().join("agent.toml"),
-            format!(
-                "bus = \"session\"\ninterval = \"200ms\"\nstate_directory = \"{}\"\n{extra_agent_toml}",
-                tmp.path().display()
-            ),
-        )
-        .unwrap();
-        std::fs::create_dir_all(tmp.path().join("services.d")).unwrap();
-        std::fs::create_dir_all(tmp.path().join("web")).unwrap();
-        std::fs::write(
-            tmp.path().join("services.d/web.toml"),
-            format!(
-                "unit = \"web\"\ndirectory = \"{}\"\nnotify = \"none\"\nstuck_after = \"1h\"\n",
-                tmp.path().join("web").display()
-            ),
-        )
-        .unwrap();
-        let mut setup = Setup {
-            tmp,
+    /// With `env` set for the agent (a notify socket, a watchdog, another address for
+    /// `bus`), on `bus`.
+    fn with_env(settings: &str, env: &[(&str, &str)], bus: Bus) -> Setup {
+        let dir = AgentDir::new(&format!(
+            "bus = \"session\"\ninterval = \"200ms\"\n{settings}"
+        ));
+        std::fs::create_dir(dir.path("web")).unwrap();
+        dir.service(
+            "web",
+            &dir.path("web"),
+            "notify = \"none\"\nstuck_after = \"1h\"\n",
+        );
+        let mut command = dir.agent_command(Path::new(AGENT));
+        command
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .envs(env.iter().copied());
+        let agent = Agent::spawn_logged(&mut command, &dir.path("agent.log"));
+        let setup = Setup {
+            dir,
             bus,
-            agent: None,
+            agent: Some(agent),
         };
-        // $WATCHDOG_PID names the agent, as systemd sets it: a shell that sets it to
-        // its own pid and execs the agent.
-        let agent = Command::new("/bin/sh")
-            .arg("-c")
-            .arg("export WATCHDOG_PID=$$; exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_scoreboard-agent"))
-            .arg("--config")
-            .arg(setup.path("agent.toml"))
-            .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .spawn()
-            .unwrap();
-        setup.agent = Some(agent);
-        assert!(
-            wait_until(Duration::from_secs(10), || setup
-                .busctl(&["status", "io.scoreboard.Agent1"])
-                .status
-                .success()),
-            "the agent never took its name"
+        wait_until(
+            Duration::from_secs(10),
+            "the agent to take its name",
+            || setup.busctl(&["status", NAME]).status.success(),
         );
         setup
     }
 
     fn path(&self, relative: &str) -> PathBuf {
-        self.tmp.path().join(relative)
+        self.dir.path(relative)
     }
 
     fn busctl(&self, args: &[&str]) -> std::process::Output {
@@ -104,11 +92,19 @@ impl Setup {
             .to_owned()
     }
 
+    /// Waits until web's `Total` is `total`.
+    fn wait_for_total(&self, total: usize, within: Duration) {
+        let expected = format!("u {total}");
+        wait_until(within, format_args!("Total {expected}"), || {
+            self.property("Total") == expected
+        });
+    }
+
     fn scoreboardctl(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
             .args(args)
             .arg("--config")
-            .arg(self.path("agent.toml"))
+            .arg(self.dir.config())
             .env("DBUS_SESSION_BUS_ADDRESS", &self.bus.address)
             .output()
             .unwrap()
@@ -122,27 +118,9 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        if let Some(agent) = &mut self.agent {
-            let _ = agent.kill();
-            let _ = agent.wait();
-        }
-    }
-}
-
-const NAME: &str = "io.scoreboard.Agent1";
-const WEB: &str = "/io/scoreboard/Agent1/service/web_2eservice";
-const SERVICE: &str = "io.scoreboard.Agent1.Service";
-
-/// `count` live workers (ids w0…) held by one `scoreboardctl hold-workers` process.
+/// `count` live workers (ids w0…) in one process.
 fn hold(dir: &Path, count: usize) -> Holder {
-    Holder::start(
-        Path::new(env!("CARGO_BIN_EXE_scoreboardctl")),
-        dir,
-        count,
-        "w",
-    )
+    Holder::start(dir, count, "w")
 }
 
 #[test]
@@ -171,12 +149,7 @@ fn introspection_documents_every_member() {
     );
     // Nothing is writable.
     assert!(!xml.contains("access=\"readwrite\"") && !xml.contains("access=\"write\""));
-    let manager = setup.busctl_ok(&[
-        "introspect",
-        "--xml-interface",
-        NAME,
-        "/io/scoreboard/Agent1",
-    ]);
+    let manager = setup.busctl_ok(&["introspect", "--xml-interface", NAME, MANAGER_PATH]);
     for member in [
         "<method name=\"ListServices\">",
         "<property name=\"Services\" type=\"a(so)\"",
@@ -196,8 +169,8 @@ fn properties_and_methods_follow_workers_starting_and_dying() {
             .busctl_ok(&[
                 "call",
                 NAME,
-                "/io/scoreboard/Agent1",
-                "io.scoreboard.Agent1.Manager",
+                MANAGER_PATH,
+                MANAGER_INTERFACE,
                 "ListServices"
             ])
             .trim(),
@@ -205,9 +178,7 @@ fn properties_and_methods_follow_workers_starting_and_dying() {
     );
 
     let mut holder = hold(&setup.path("web"), 8);
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 8"));
+    setup.wait_for_total(8, Duration::from_secs(5));
     assert_eq!(setup.property("Summary"), "s \"8 workers: 6 idle, 2 busy\"");
     assert_eq!(setup.property("Counts"), "a{su} 2 \"busy\" 2 \"idle\" 6");
     assert_eq!(setup.property("Stuck"), "u 0");
@@ -230,9 +201,7 @@ fn properties_and_methods_follow_workers_starting_and_dying() {
     );
 
     holder.kill9();
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 0"));
+    setup.wait_for_total(0, Duration::from_secs(5));
     assert_eq!(setup.property("Summary"), "s \"0 workers: none\"");
 }
 
@@ -308,7 +277,7 @@ async fn a_reload_announces_added_and_removed_services() {
     let connection = setup.connection().await;
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
-        .path("/io/scoreboard/Agent1")
+        .path(MANAGER_PATH)
         .build()
         .unwrap();
     let mut stream = zbus::MessageStream::for_match_rule(rule, &connection, None)
@@ -320,14 +289,7 @@ async fn a_reload_announces_added_and_removed_services() {
     )
     .unwrap();
     std::fs::remove_file(setup.path("services.d/web.toml")).unwrap();
-    let pid = setup.agent.as_ref().unwrap().id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    setup.agent.as_ref().unwrap().signal(Signal::HUP);
     let mut seen = Vec::new();
     while seen.len() < 4 {
         let message = tokio::time::timeout(Duration::from_secs(5), stream.next())
@@ -355,8 +317,8 @@ async fn a_reload_announces_added_and_removed_services() {
     let services = setup.busctl_ok(&[
         "get-property",
         NAME,
-        "/io/scoreboard/Agent1",
-        "io.scoreboard.Agent1.Manager",
+        MANAGER_PATH,
+        MANAGER_INTERFACE,
         "Services",
     ]);
     assert_eq!(
@@ -369,9 +331,7 @@ async fn a_reload_announces_added_and_removed_services() {
 fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
     let mut setup = Setup::new("");
     let _holder = hold(&setup.path("web"), 3);
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 3"));
+    setup.wait_for_total(3, Duration::from_secs(5));
     let out = setup.scoreboardctl(&["status", "web", "--json"]);
     assert!(
         out.status.success(),
@@ -411,9 +371,7 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
     );
 
     // No agent: a clear message, and the directories read directly.
-    let mut agent = setup.agent.take().unwrap();
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    setup.agent.take().unwrap().kill9();
     let out = setup.scoreboardctl(&["status", "web", "--json"]);
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -432,19 +390,12 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
 
     // No agent, and a directory the caller may not read: it says the agent is not
     // answering before it says what the directory refused.
-    if !rustix::process::geteuid().is_root() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "must run as root in CI"
-        );
-        eprintln!("skipping the unprivileged fallback: needs root to be another user");
-    } else {
+    if as_root_or_skip("the unprivileged fallback") {
         use std::os::unix::fs::PermissionsExt;
         let mode = |path: PathBuf, mode| {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
         };
-        mode(setup.path(""), 0o755);
+        mode(setup.dir.root().to_owned(), 0o755);
         mode(setup.path("web"), 0o700);
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -522,18 +473,22 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
         textfile_path.display()
     ));
     let mut holder = hold(&setup.path("web"), 4);
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 4"));
+    setup.wait_for_total(4, Duration::from_secs(5));
     holder.kill9();
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 0"));
+    setup.wait_for_total(0, Duration::from_secs(5));
     let _again = hold(&setup.path("web"), 2);
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 2"));
-    std::thread::sleep(Duration::from_millis(300));
+    setup.wait_for_total(2, Duration::from_secs(5));
+    // The textfile is written from the registry every interval: once it shows the pool,
+    // so does the registry.
+    let latest = [
+        "scoreboard_workers{unit=\"web.service\",state=\"idle\"} 1",
+        "scoreboard_workers{unit=\"web.service\",state=\"busy\"} 1",
+        "scoreboard_reaped_total{unit=\"web.service\"} 4",
+    ];
+    wait_until(Duration::from_secs(5), "the metrics of 2 workers", || {
+        let file = std::fs::read_to_string(&textfile_path).unwrap_or_default();
+        latest.iter().all(|line| file.contains(line))
+    });
 
     // What Prometheus asks for: OpenMetrics.
     let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
@@ -584,25 +539,21 @@ fn metrics_are_scraped_over_http_and_pass_promtool() {
 /// exists only where the package made it: the end-to-end suite checks that one.)
 #[test]
 fn the_bus_policy_lets_anyone_read_and_only_root_own() {
-    if !rustix::process::geteuid().is_root() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "the policy test must run under CI=true (needs root)"
-        );
-        eprintln!("skipping the policy test: it needs root to act as root and as nobody");
+    if !as_root_or_skip("the policy test (as root and as nobody)") {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
+    let dir = AgentDir::new("bus = \"system\"\n");
     std::fs::set_permissions(
-        tmp.path(),
+        dir.root(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let socket = tmp.path().join("system_bus_socket");
+    let web = dir.path("web");
+    dir.service("web", &web, "notify = \"none\"\n");
+    let socket = dir.path("system_bus_socket");
     let policy =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/dbus/io.scoreboard.Agent1.conf");
-    let config = tmp.path().join("system.conf");
+    let config = dir.path("system.conf");
     std::fs::write(
         &config,
         format!(
@@ -636,32 +587,9 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     )
     .unwrap();
     let bus = Bus::with_config(&config);
-    std::fs::write(
-        tmp.path().join("agent.toml"),
-        format!(
-            "bus = \"system\"\nstate_directory = \"{}\"\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir(tmp.path().join("services.d")).unwrap();
-    std::fs::write(
-        tmp.path().join("services.d/web.toml"),
-        format!(
-            "unit = \"web\"\nnotify = \"none\"\ndirectory = \"{}\"\n",
-            tmp.path().join("web").display()
-        ),
-    )
-    .unwrap();
-    let agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
-            .arg("--config")
-            .arg(tmp.path().join("agent.toml"))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .unwrap(),
+    let agent = Agent::spawn(
+        dir.agent_command(Path::new(AGENT))
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address),
     );
     let as_nobody = |args: &[&str]| {
         Command::new("setpriv")
@@ -676,27 +604,27 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
             .output()
             .unwrap()
     };
-    let owned = wait_until(Duration::from_secs(10), || {
-        as_nobody(&["status", NAME]).status.success()
-    });
-    assert!(owned, "root could not own {NAME} under the policy");
+    wait_until(
+        Duration::from_secs(10),
+        "root to own the name under the policy",
+        || as_nobody(&["status", NAME]).status.success(),
+    );
     // A live worker in a directory of mode 0770, root's, group 1234.
-    let web = tmp.path().join("web");
     std::fs::create_dir(&web).unwrap();
     std::fs::set_permissions(&web, std::os::unix::fs::PermissionsExt::from_mode(0o770)).unwrap();
     std::os::unix::fs::chown(&web, Some(0), Some(1234)).unwrap();
     let _worker = live_worker(&web, b"w1", b"busy GET /?token=secret");
-    assert!(wait_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "Total u 1, read by nobody", || {
         String::from_utf8_lossy(&as_nobody(&["get-property", NAME, WEB, SERVICE, "Total"]).stdout)
             .trim()
             == "u 1"
-    }));
+    });
 
     let list = as_nobody(&[
         "call",
         NAME,
-        "/io/scoreboard/Agent1",
-        "io.scoreboard.Agent1.Manager",
+        MANAGER_PATH,
+        MANAGER_INTERFACE,
         "ListServices",
     ]);
     assert!(
@@ -756,7 +684,7 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         .arg(env!("CARGO_BIN_EXE_scoreboardctl"))
         .args(["status", "web", "--config"])
-        .arg(tmp.path().join("agent.toml"))
+        .arg(dir.config())
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .output()
         .unwrap();
@@ -830,7 +758,7 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     );
     // Still root's.
     let status = as_nobody(&["status", NAME]);
-    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("PID={}", agent.0.id())));
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("PID={}", agent.pid())));
 }
 
 /// A live worker file in `dir` named `status_<name>` holding `status`; live while the
@@ -851,21 +779,60 @@ fn live_worker(dir: &Path, name: &[u8], status: &[u8]) -> std::fs::File {
     file
 }
 
+/// web's `PropertiesChanged` signals from now on.
+async fn property_changes(connection: &zbus::Connection) -> zbus::MessageStream {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .path(WEB)
+        .member("PropertiesChanged")
+        .build()
+        .unwrap();
+    zbus::MessageStream::for_match_rule(rule, connection, None)
+        .await
+        .unwrap()
+}
+
+/// Waits for a `PropertiesChanged` whose `Counts` pass `check`.
+async fn wait_for_counts(
+    changes: &mut zbus::MessageStream,
+    what: &str,
+    check: impl Fn(&BTreeMap<String, u32>) -> bool,
+) {
+    let within = Duration::from_secs(5);
+    let seen = async {
+        while let Some(message) = changes.next().await {
+            let (_, changed, _): (String, BTreeMap<String, zbus::OwnedVariant>, Vec<String>) =
+                message.unwrap().body().deserialize().unwrap();
+            if let Some(counts) = changed.get("Counts") {
+                let counts = BTreeMap::<String, u32>::try_from(counts.clone()).unwrap();
+                if check(&counts) {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(within, seen)
+        .await
+        .unwrap_or_else(|_| panic!("no PropertiesChanged with Counts {what} within {within:?}"));
+}
+
 /// NUL bytes and names that are not UTF-8: dbus-daemon drops a peer that sends such a
 /// string, so they must never reach the bus as they are — and such a worker is still
 /// counted, listed and found by the id ListWorkers shows.
 #[tokio::test(flavor = "current_thread")]
 async fn a_workers_bytes_cannot_take_the_agent_off_the_bus() {
     let setup = Setup::new("");
+    let connection = setup.connection().await;
+    let mut changes = property_changes(&connection).await;
     let dir = setup.path("web");
     let _nul = live_worker(&dir, b"w1", b"busy\0x GET /\0");
     let _odd = live_worker(&dir, b"\xff\n", b"idle\0");
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 2"));
-    // Several intervals of PropertiesChanged with those states.
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let connection = setup.connection().await;
+    setup.wait_for_total(2, Duration::from_secs(5));
+    // The agent has sent PropertiesChanged with those states, and the bus passed it on.
+    wait_for_counts(&mut changes, "holding the NUL state", |counts| {
+        counts.contains_key("busy\\x00x")
+    })
+    .await;
     let service = scoreboard_agent::bus::ServiceProxy::builder(&connection)
         .path(WEB)
         .build()
@@ -893,30 +860,14 @@ async fn a_workers_bytes_cannot_take_the_agent_off_the_bus() {
 /// flood is told LimitsExceeded past its budget, and others are answered normally.
 #[test]
 fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
-    if !rustix::process::geteuid().is_root() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "must run under CI=true"
-        );
-        eprintln!("skipping the flood test: it needs root to flood as another user");
+    if !as_root_or_skip("the flood test (it floods as another user)") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let notify = std::os::unix::net::UnixDatagram::bind(tmp.path().join("notify")).unwrap();
-    let notify_path = tmp.path().join("notify").display().to_string();
+    let notify = NotifySocket::bind(&tmp.path().join("notify"));
     // Read from the start: an agent whose datagrams nobody reads would block sending.
-    let pings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = pings.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0; 4096];
-        while let Ok(n) = notify.recv(&mut buf) {
-            // sd-notify ends each assignment with a newline.
-            if &buf[..n] == b"WATCHDOG=1\n" {
-                sink.lock().unwrap().push(Instant::now());
-            }
-        }
-    });
+    let recorder = notify.record();
+    let notify_path = notify.path().display().to_string();
     let setup = Setup::with_env(
         "",
         &[
@@ -927,16 +878,14 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     );
     // uid 65534 may read this scoreboard: the flood gets real answers, then refusals.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(setup.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pid = setup.agent.as_ref().unwrap().id();
+    std::fs::set_permissions(setup.dir.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid = setup.agent.as_ref().unwrap().pid();
     let _holder = hold(&setup.path("web"), 3000);
-    assert!(wait_until(Duration::from_secs(10), || setup
-        .property("Total")
-        == "u 3000"));
+    setup.wait_for_total(3000, Duration::from_secs(10));
     let started = Instant::now();
     let flood = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_scoreboardctl"))
+        .arg(testkit_binary())
         .args(["test-flood", "--session", "--path", WEB, "--seconds", "5"])
         .env("DBUS_SESSION_BUS_ADDRESS", &setup.bus.address)
         .stdout(Stdio::piped())
@@ -948,7 +897,7 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
         .args(["--reuid=1", "--regid=1", "--clear-groups", "dbus-send"])
         .arg(format!("--bus={}", setup.bus.address))
         .args(["--print-reply", &format!("--dest={NAME}"), WEB])
-        .arg("io.scoreboard.Agent1.Service.GetWorker")
+        .arg(format!("{SERVICE}.GetWorker"))
         .arg("string:w7")
         .output()
         .unwrap();
@@ -959,22 +908,14 @@ fn a_flood_of_calls_neither_starves_nor_bloats_the_agent() {
     );
     let mut peak_rss_kib = 0u64;
     while started.elapsed() < Duration::from_secs(5) {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let rss: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap();
+        let (rss, _) = memory_kib(pid);
+        assert!(rss > 0, "the agent is gone");
         peak_rss_kib = peak_rss_kib.max(rss);
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = flood.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pings: Vec<Instant> = pings.lock().unwrap().clone();
-    let mut moments = vec![started];
-    moments.extend(pings.iter().copied().filter(|at| *at >= started));
-    moments.push(Instant::now());
-    let worst = moments.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    let (worst, _) = recorder.watchdog_gaps(started);
     eprintln!("flood: {report}; agent peak RSS {peak_rss_kib} KiB; worst watchdog gap {worst:?}");
     assert!(
         worst < Duration::from_secs(2),
@@ -1022,27 +963,15 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     )
     .unwrap();
     let bus = Bus::with_config(&config);
+    // Without the daemon's guid, which a new daemon at the same address changes.
     let address = format!("unix:path={}", socket.display());
-    let log = tmp.path().join("agent.log");
-    let mut setup = Setup::with_env("", &[("RUST_LOG", "info")], bus);
-    // Setup made its own agent on the first bus; this one logs to a file we read.
-    if let Some(mut first) = setup.agent.take() {
-        let _ = first.kill();
-        let _ = first.wait();
-    }
-    let _agent = Killed(
-        Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
-            .arg("--config")
-            .arg(setup.path("agent.toml"))
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let mut setup = Setup::with_env(
+        "",
+        &[("RUST_LOG", "info"), ("DBUS_SESSION_BUS_ADDRESS", &address)],
+        bus,
     );
     let _holder = hold(&setup.path("web"), 5);
-    let total = |address: &str| {
+    let total = || {
         let out = Command::new("busctl")
             .arg(format!("--address={address}"))
             .args(["get-property", NAME, WEB, SERVICE, "Total"])
@@ -1050,19 +979,26 @@ fn the_agent_comes_back_to_a_restarted_bus() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
-    assert!(wait_until(Duration::from_secs(10), || total(&address) == "u 5"));
+    wait_until(Duration::from_secs(10), "Total u 5", || total() == "u 5");
 
-    // The daemon dies; a new one listens at the same address.
+    // The daemon dies; once the agent has noticed, a new one listens at the same address.
+    let log = setup.path("agent.log");
+    let log = || std::fs::read_to_string(&log).unwrap();
     drop(std::mem::replace(&mut setup.bus, Bus::session()));
     let _ = std::fs::remove_file(&socket);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(Duration::from_secs(5), "the agent to lose the bus", || {
+        log().contains("lost the Session bus connection")
+    });
     let restarted = Instant::now();
     setup.bus = Bus::with_config(&config);
-    let back = wait_until(Duration::from_secs(10), || total(&address) == "u 5");
+    wait_until(
+        Duration::from_secs(10),
+        "the agent back on the new bus",
+        || total() == "u 5",
+    );
     let took = restarted.elapsed();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(back, "the agent did not come back to the bus:\n{text}");
     eprintln!("the bus restarted: the agent's objects were back in {took:?}");
+    let text = log();
     assert_eq!(
         text.matches("lost the Session bus connection").count(),
         1,
@@ -1081,6 +1017,8 @@ fn the_agent_comes_back_to_a_restarted_bus() {
 #[tokio::test(flavor = "current_thread")]
 async fn huge_statuses_and_states_stay_within_the_bus_limits() {
     let setup = Setup::new("");
+    let connection = setup.connection().await;
+    let mut changes = property_changes(&connection).await;
     let dir = setup.path("web");
     let _held: Vec<std::fs::File> = (0..12)
         .map(|n| {
@@ -1089,11 +1027,11 @@ async fn huge_statuses_and_states_stay_within_the_bus_limits() {
             live_worker(&dir, format!("w{n}").as_bytes(), &status)
         })
         .collect();
-    assert!(wait_until(Duration::from_secs(5), || setup
-        .property("Total")
-        == "u 12"));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let connection = setup.connection().await;
+    setup.wait_for_total(12, Duration::from_secs(5));
+    wait_for_counts(&mut changes, "of 12 workers", |counts| {
+        counts.values().sum::<u32>() == 12
+    })
+    .await;
     let service = scoreboard_agent::bus::ServiceProxy::builder(&connection)
         .path(WEB)
         .build()
@@ -1109,7 +1047,7 @@ async fn huge_statuses_and_states_stay_within_the_bus_limits() {
     let read = workers.iter().find(|w| !w.status.is_empty()).unwrap();
     let one = service.get_worker(&read.id).await.unwrap();
     assert!(one.status.ends_with('…'));
-    // Still on the bus, name and all, after several PropertiesChanged with those states.
+    // Still on the bus, name and all, after PropertiesChanged with those states.
     assert!(setup.busctl(&["status", NAME]).status.success());
     assert_eq!(setup.property("Total"), "u 12");
 }

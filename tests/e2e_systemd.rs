@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use scoreboard_testkit::{poll, testkit_binary};
+
 fn main() {
     let Some(packages) = preconditions() else {
         return;
@@ -278,7 +280,7 @@ exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let pid = wait_for(Duration::from_secs(10), || {
+        let pid = poll(Duration::from_secs(10), || {
             let children =
                 std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
                     .ok()?;
@@ -295,7 +297,7 @@ exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
             _scratch: scratch,
         };
         // Until systemd has made its private socket, systemctl cannot reach it.
-        let state = wait_for(Duration::from_secs(30), || {
+        let state = poll(Duration::from_secs(30), || {
             let state = system.sh("systemctl is-system-running --wait 2>/dev/null");
             (!state.trim().is_empty()).then_some(state)
         })
@@ -317,6 +319,12 @@ exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
         let installed = Instant::now();
         system.must(&format!("dpkg -i {}", system.deb.display()));
         eprintln!("dpkg -i took {:.1?}", installed.elapsed());
+        // The workers and the flood client the scenarios run, which the packages do not
+        // ship: into the overlaid /usr, where systemd's units and user nobody can run it.
+        system.must(&format!(
+            "install -D -m 0755 {} {TESTKIT}",
+            testkit_binary().display()
+        ));
         system
     }
 
@@ -355,17 +363,16 @@ exec env container=other /lib/systemd/systemd --system --unit=basic.target"#,
     fn expect_status(&self, unit: &str, expected: &str, within: Duration) -> Duration {
         let started = Instant::now();
         let mut last = String::new();
-        while started.elapsed() < within {
+        let reached = poll(within, || {
             last = self.property(unit, "StatusText");
-            if last == expected {
-                return started.elapsed();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "{unit}: no Status {expected:?} within {within:?} (last {last:?})\n{}",
-            self.sh("journalctl -u scoreboard-agent --no-pager -n 30")
-        );
+            (last == expected).then(|| started.elapsed())
+        });
+        reached.unwrap_or_else(|| {
+            panic!(
+                "{unit}: no Status {expected:?} within {within:?} (last {last:?})\n{}",
+                self.sh("journalctl -u scoreboard-agent --no-pager -n 30")
+            )
+        })
     }
 
     fn set_statuses(&self, statuses: &[&str]) {
@@ -452,21 +459,13 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 
-fn wait_for<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+/// `scoreboard-testkit` inside the throwaway system (the units below name it too).
+const TESTKIT: &str = "/usr/local/bin/scoreboard-testkit";
 
 const DEMO_UNIT: &str = "[Unit]
 Description=Demo worker pool
 [Service]
-ExecStart=/usr/bin/scoreboardctl test-pool --workers 3 --dir /run/demo/scoreboard --control /run/demo-control
+ExecStart=/usr/local/bin/scoreboard-testkit test-pool --workers 3 --dir /run/demo/scoreboard --control /run/demo-control
 RuntimeDirectory=demo
 # The agent reads the workers' files through the default ACL `enable` grants it,
 # whatever their umask: the tightest one here.
@@ -475,6 +474,22 @@ UMask=0077
 
 fn installed(system: &System) {
     assert_eq!(system.property("scoreboard-agent", "ActiveState"), "active");
+    // The test helpers are scoreboard-testkit's, not the shipped CLI's.
+    for helper in [
+        "test-pool",
+        "test-pool-worker",
+        "hold-workers",
+        "stdin-worker",
+        "test-flood",
+    ] {
+        let out = system.run(&format!("scoreboardctl {helper} --help"));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "scoreboardctl {helper}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     assert_eq!(
         system.property("scoreboard-agent", "UnitFileState"),
         "enabled"
@@ -554,7 +569,7 @@ fn agent_identity(system: &System) -> String {
         assert_eq!(field(set), SYS_ADMIN, "{set}:\n{proc_status}");
     }
     // The bus gives the name to the agent's user.
-    let owner = wait_for(Duration::from_secs(5), || {
+    let owner = poll(Duration::from_secs(5), || {
         let owner = system.sh("busctl --system status io.scoreboard.Agent1");
         owner
             .lines()
@@ -692,7 +707,7 @@ fn restart_agent(system: &System) {
         .unwrap();
     system.must(&format!("kill -9 {old}"));
     let back = Instant::now();
-    let new = wait_for(Duration::from_secs(10), || {
+    let new = poll(Duration::from_secs(10), || {
         let pid = system.property("scoreboard-agent", "MainPID");
         (pid != old && pid != "0" && system.property("scoreboard-agent", "ActiveState") == "active")
             .then_some(pid)
@@ -717,7 +732,7 @@ fn watchdog(system: &System) {
     let old = system.property("scoreboard-agent", "MainPID");
     system.must(&format!("kill -STOP {old}"));
     let stopped = Instant::now();
-    let new = wait_for(Duration::from_secs(40), || {
+    let new = poll(Duration::from_secs(40), || {
         let pid = system.property("scoreboard-agent", "MainPID");
         (pid != old && pid != "0" && system.property("scoreboard-agent", "ActiveState") == "active")
             .then_some(pid)
@@ -918,7 +933,7 @@ fn bus_restart(system: &System) {
     let restarting = Instant::now();
     system.must("systemctl restart dbus.service");
     let restarted = restarting.elapsed();
-    let back = wait_for(Duration::from_secs(10), || {
+    let back = poll(Duration::from_secs(10), || {
         system.bus_name_owned().then_some(restarting.elapsed())
     })
     .unwrap_or_else(|| {
@@ -996,7 +1011,7 @@ fn bus_restart(system: &System) {
     );
     let starting = Instant::now();
     system.must("systemctl start dbus.socket dbus.service");
-    let back = wait_for(Duration::from_secs(10), || {
+    let back = poll(Duration::from_secs(10), || {
         system.bus_name_owned().then_some(starting.elapsed())
     })
     .unwrap_or_else(|| {
@@ -1023,7 +1038,7 @@ fn bus_restart(system: &System) {
 /// The agent's log after `cursor` holds exactly one "lost the … bus connection" and
 /// then one "reconnected …" line (waited for); returns them.
 fn expect_one_reconnect(system: &System, cursor: &str) -> (String, String) {
-    let log = wait_for(Duration::from_secs(5), || {
+    let log = poll(Duration::from_secs(5), || {
         let log = system.agent_log_since(cursor);
         log.contains("reconnected to the").then_some(log)
     })
@@ -1052,7 +1067,7 @@ User=nobody
 Group=nogroup
 RuntimeDirectory=big
 # hold-workers holds its workers until its stdin closes: never, here.
-ExecStart=/bin/sh -c 'sleep infinity | /usr/bin/scoreboardctl hold-workers --dir /run/big/scoreboard --count 3000'
+ExecStart=/bin/sh -c 'sleep infinity | /usr/local/bin/scoreboard-testkit hold-workers --dir /run/big/scoreboard --count 3000'
 ";
 
 fn bus_flood(system: &System) {
@@ -1076,10 +1091,10 @@ fn bus_flood(system: &System) {
     let cursor = system.journal_cursor();
     let (_, peak_before) = system.agent_rss_kib();
     // nobody owns big's directory, so may read its workers: the budgets alone hold it.
-    let mut flood = system.spawn(
-        "setpriv --reuid=nobody --regid=nogroup --clear-groups scoreboardctl test-flood \
+    let mut flood = system.spawn(&format!(
+        "setpriv --reuid=nobody --regid=nogroup --clear-groups {TESTKIT} test-flood \
          --path /io/scoreboard/Agent1/service/big_2eservice --clients 4 --in-flight 120 --seconds 20",
-    );
+    ));
     let flooding = Instant::now();
     let mut rss_max = 0;
     let sample = |rss_max: &mut u64| {
@@ -1183,7 +1198,7 @@ fn bus_flood(system: &System) {
     assert!(rss_max <= 64 * 1024, "VmRSS {rss_max} KiB");
     assert!(peak <= 64 * 1024, "VmHWM {peak} KiB");
     // It still answers, within the budgets again a second later.
-    let workers = wait_for(Duration::from_secs(3), || {
+    let workers = poll(Duration::from_secs(3), || {
         let workers = system.sh(
             "busctl --system call io.scoreboard.Agent1 /io/scoreboard/Agent1/service/big_2eservice \
              io.scoreboard.Agent1.Service ListWorkers | head -c 16",
@@ -1257,7 +1272,7 @@ fn planted_symlink(system: &System) {
         "mkdir -m 0755 /root-victim && for i in 1 2 3 4 5; do echo root > /root-victim/status_$i; done",
     );
     // The agent watches /run/evil/scoreboard (empty) by now.
-    let watched = wait_for(Duration::from_secs(5), || {
+    let watched = poll(Duration::from_secs(5), || {
         let list = system.sh("scoreboardctl list --json");
         list.contains("evil.service").then_some(())
     });
@@ -1394,7 +1409,7 @@ fn rpm_install(system: &System) {
     system.must(&format!("{RPM} -q scoreboard-agent"));
     let user = system.must("getent passwd scoreboard");
     system.must("systemctl daemon-reload");
-    let active = wait_for(Duration::from_secs(10), || {
+    let active = poll(Duration::from_secs(10), || {
         (system.property("scoreboard-agent", "ActiveState") == "active").then_some(())
     });
     assert!(

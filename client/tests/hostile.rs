@@ -7,30 +7,17 @@
 //! setpriv; skips with a reason otherwise, except under `CI=true`.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use scoreboard::{DirReader, ReadOptions, Scoreboard, SkipReason, frame, read_dir};
+use scoreboard_testkit::{Killed, as_root_or_skip};
 
 const ATTACKER: u32 = 65534;
 
 fn can_run() -> bool {
-    let reason = if !rustix::process::geteuid().is_root() {
-        "they need root"
-    } else if Command::new("setpriv").arg("--version").output().is_err() {
-        "setpriv (util-linux) is missing"
-    } else {
-        return true;
-    };
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "hostile-user tests must run under CI=true, but {reason}"
-    );
-    eprintln!("skipping hostile-user tests: {reason}");
-    false
+    as_root_or_skip("hostile-user tests")
 }
 
 /// A world-traversable root-owned base; `svc` owned by the attacker, as a service's
@@ -164,7 +151,9 @@ fn a_users_directory_may_not_lead_into_roots() {
 
 /// An attacker process holding the lock of `svc/status_0` (framed `status`, so it
 /// looks live) and `links` more names for it, until dropped.
-struct LinkedHolder(Child);
+struct LinkedHolder {
+    _attacker: Killed,
+}
 
 impl LinkedHolder {
     fn start(scene: &Scene, status: &[u8], links: usize) -> LinkedHolder {
@@ -181,25 +170,13 @@ impl LinkedHolder {
              $| = 1; print \"ready\\n\"; sleep 600;\n",
             framed = framed.display().to_string()
         );
-        let mut child = as_attacker("/usr/bin/perl")
-            .args(["-e", &script])
-            .current_dir(&scene.base)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-        LinkedHolder(child)
-    }
-}
-
-impl Drop for LinkedHolder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        LinkedHolder {
+            _attacker: Killed::spawn_ready(
+                as_attacker("/usr/bin/perl")
+                    .args(["-e", &script])
+                    .current_dir(&scene.base),
+            ),
+        }
     }
 }
 

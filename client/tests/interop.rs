@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scoreboard::{Scoreboard, WriteMode, read_dir};
-use support::{fork, next_command, wait_until};
+use scoreboard_testkit::wait_until;
+use support::{fork, next_command};
 
 fn main() {
     let Some(lib) = perl_module() else { return };
@@ -225,9 +226,9 @@ fn rust_writers_read_by_perl() {
     let mut mapped = spawn(WriteMode::Mapped);
     let mut pwrite = spawn(WriteMode::Pwrite);
     let (m_id, p_id) = (mapped.pid.to_string(), pwrite.pid.to_string());
-    assert!(wait_until(Duration::from_secs(5), || rust_read_all(&dir)
-        .len()
-        == 2));
+    wait_until(Duration::from_secs(5), "both Rust writers", || {
+        rust_read_all(&dir).len() == 2
+    });
     assert_eq!(
         perl_read_all(&dir),
         BTreeMap::from([
@@ -243,13 +244,17 @@ fn rust_writers_read_by_perl() {
     );
     mapped.send(b'i');
     pwrite.send(b'i');
-    assert!(wait_until(Duration::from_secs(5), || perl_read_all(&dir)
-        .values()
-        .all(|s| s == "idle")));
+    wait_until(
+        Duration::from_secs(5),
+        "both idle, as Perl reads them",
+        || perl_read_all(&dir).values().all(|s| s == "idle"),
+    );
     mapped.send(b'b');
-    assert!(wait_until(Duration::from_secs(5), || perl_read_all(&dir)
-        [&m_id]
-        == "busy Mapped"));
+    wait_until(
+        Duration::from_secs(5),
+        "busy Mapped, as Perl reads it",
+        || perl_read_all(&dir)[&m_id] == "busy Mapped",
+    );
 
     // Perl's flock sees our lock (it did not reap a live file above) and sees it go.
     mapped.kill(libc::SIGKILL);
@@ -280,7 +285,12 @@ fn rust_writers_survive_tmp_reaping() {
     )
     .spawn()
     .unwrap();
-    std::thread::sleep(Duration::from_millis(100)); // let perl start reaping
+    // Perl reaps: a dead worker's file (nobody holds its lock) goes.
+    let dead = dir.join("status_dead");
+    std::fs::write(&dead, b"").unwrap();
+    wait_until(Duration::from_secs(5), "the 0.08 reader to reap", || {
+        !dead.exists()
+    });
     let mut writer = fork(move |_| {
         let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let id = counter.clone();

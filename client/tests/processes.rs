@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use scoreboard::{Scoreboard, WriteMode, read_dir};
-use support::{Child, fork, next_command, wait_until};
+use scoreboard_testkit::wait_until;
+use support::{Child, fork, next_command};
 
 fn main() {
     support::run(&[
@@ -62,7 +63,11 @@ fn upstream_fork_scenario() {
     let mut second = spawn_child(&mut scoreboard, "second");
     let (first_id, second_id) = (first.pid.to_string(), second.pid.to_string());
 
-    assert!(wait_until(Duration::from_secs(5), || statuses(dir).len() == 3));
+    wait_until(
+        Duration::from_secs(5),
+        "parent and children published",
+        || statuses(dir).len() == 3,
+    );
     let all = scoreboard.read_all().unwrap();
     let seen: BTreeMap<_, _> = all
         .workers
@@ -77,9 +82,11 @@ fn upstream_fork_scenario() {
     assert_eq!(seen[&second_id], "second started");
 
     first.send(b'u');
-    assert!(wait_until(Duration::from_secs(5), || statuses(dir)
-        .get(&first_id)
-        .is_some_and(|s| s == "first updated")));
+    wait_until(Duration::from_secs(5), "the first child's update", || {
+        statuses(dir)
+            .get(&first_id)
+            .is_some_and(|s| s == "first updated")
+    });
 
     for (child, id, signal) in [
         (&mut first, &first_id, libc::SIGTERM),
@@ -214,10 +221,10 @@ fn hammer() {
         })
         .collect();
     let steady_ids: Vec<String> = steady.iter().map(|c| c.pid.to_string()).collect();
-    assert!(wait_until(Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "every steady writer", || {
         let seen = statuses(&dir);
         steady_ids.iter().all(|id| seen.contains_key(id))
-    }));
+    });
 
     let mut readers: Vec<Child> = (0..2)
         .map(|_| {

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config;
 use scoreboard_agent::ctl::{self, demo, enable, render as view};
-use scoreboard_agent::{escape, fixtures};
+use scoreboard_agent::escape;
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {
@@ -107,57 +107,6 @@ enum Command {
         dir: PathBuf,
         #[arg(long)]
         seed: u64,
-    },
-    /// A service's main process for tests: N workers taking statuses from a control file.
-    #[command(hide = true)]
-    TestPool {
-        #[arg(long)]
-        workers: usize,
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        control: PathBuf,
-    },
-    /// One worker of `test-pool`.
-    #[command(hide = true)]
-    TestPoolWorker {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        control: PathBuf,
-        #[arg(long)]
-        index: usize,
-    },
-    /// Holds COUNT live workers (ids w0, w1, …) in one process until stdin closes, for
-    /// tests and benchmarks that need many workers and one kill to end them all.
-    #[command(hide = true)]
-    HoldWorkers {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        count: usize,
-        /// Worker ids are this followed by 0, 1, …
-        #[arg(long, default_value = "w")]
-        prefix: String,
-    },
-    /// A worker for tests: publishes each line of stdin as its status, exits at EOF.
-    #[command(hide = true)]
-    StdinWorker { dir: PathBuf },
-    /// A hostile bus client for tests: keeps many ListWorkers calls in flight.
-    #[command(hide = true)]
-    TestFlood {
-        /// The service object's path.
-        #[arg(long)]
-        path: String,
-        #[arg(long, default_value_t = 4)]
-        clients: usize,
-        #[arg(long, default_value_t = 120)]
-        in_flight: usize,
-        #[arg(long, default_value_t = 20)]
-        seconds: u64,
-        /// The session bus instead of the system bus.
-        #[arg(long)]
-        session: bool,
     },
 }
 
@@ -307,48 +256,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DemoWorker { dir, seed } => {
             demo::worker(&dir, seed)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::TestPool {
-            workers,
-            dir,
-            control,
-        } => {
-            let exe =
-                std::env::current_exe().context("finding this executable to spawn workers")?;
-            fixtures::test_pool(&exe, workers, &dir, &control)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::TestPoolWorker {
-            dir,
-            control,
-            index,
-        } => {
-            fixtures::test_pool_worker(&dir, &control, index)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::HoldWorkers { dir, count, prefix } => {
-            fixtures::hold_workers(&dir, count, &prefix)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::TestFlood {
-            path,
-            clients,
-            in_flight,
-            seconds,
-            session,
-        } => {
-            let bus = if session {
-                config::Bus::Session
-            } else {
-                config::Bus::System
-            };
-            let report = block_on(fixtures::flood(bus, &path, clients, in_flight, seconds))??;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::StdinWorker { dir } => {
-            fixtures::stdin_worker(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }

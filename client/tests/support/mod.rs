@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A forked child and a pipe to send it one-byte commands.
 pub struct Child {
@@ -82,18 +82,6 @@ pub fn next_command(commands: &mut dyn Read) -> Option<u8> {
         Ok(1) => Some(byte[0]),
         _ => None,
     }
-}
-
-/// Polls `condition` until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    condition()
 }
 
 /// A tiny harness: runs named scenarios in order, printing like libtest, and honours a
