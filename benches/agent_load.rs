@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use scoreboard::{DirReader, ReadOptions, Scoreboard};
 use scoreboard_testkit::{AgentUnderTest, Killed, binary, cpu_seconds, memory_kib};
 
-const MEASURE: Duration = Duration::from_secs(10);
+const MEASURE: Duration = Duration::from_secs(20);
 
 struct Load {
     name: &'static str,
@@ -142,9 +142,25 @@ fn run(load: &Load) {
         load.workers,
         load_started.elapsed()
     );
+    // The floor: a bare DirReader sweeping the same directory under the same load, at
+    // the agent's pace (once a second: caches as cold as the agent finds them), timed on
+    // this thread's CPU clock — in the same window as the agent is measured, so that
+    // both see the same machine.
+    let mut reader = DirReader::open(&dir, ReadOptions::default()).unwrap();
+    reader.sweep().unwrap(); // opens every file once, as the agent did at start
+    let mut reading = Duration::ZERO;
+    let mut sweeps = 0u32;
     let cpu_before = cpu_seconds(agent.agent.pid());
     let started = Instant::now();
-    std::thread::sleep(MEASURE);
+    while started.elapsed() < MEASURE {
+        let before = thread_cpu();
+        let snapshot = reader.sweep().unwrap();
+        reading += thread_cpu() - before;
+        assert_eq!(snapshot.workers.len(), load.workers);
+        sweeps += 1;
+        let next = started + Duration::from_secs(u64::from(sweeps));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
     let seconds = cpu_seconds(agent.agent.pid()) - cpu_before;
     let agent_share = seconds / started.elapsed().as_secs_f64();
     let (rss, peak) = memory_kib(agent.agent.pid());
@@ -158,23 +174,6 @@ fn run(load: &Load) {
         rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
-
-    // The floor: a bare DirReader sweeping the same directory under the same load, at
-    // the agent's pace (once a second: caches as cold as the agent finds them), timed
-    // on this thread's CPU clock.
-    let mut reader = DirReader::open(&dir, ReadOptions::default()).unwrap();
-    reader.sweep().unwrap(); // opens every file once, as the agent did at start
-    let mut reading = Duration::ZERO;
-    let mut sweeps = 0u32;
-    let floor_started = Instant::now();
-    while floor_started.elapsed() < Duration::from_secs(8) {
-        let before = thread_cpu();
-        let snapshot = reader.sweep().unwrap();
-        reading += thread_cpu() - before;
-        assert_eq!(snapshot.workers.len(), load.workers);
-        sweeps += 1;
-        std::thread::sleep(Duration::from_secs(1));
-    }
     let floor_per_worker = reading.as_secs_f64() / f64::from(sweeps) / load.workers as f64;
     // The agent sweeps once per 1 s interval.
     let agent_per_worker = agent_share / load.workers as f64;
