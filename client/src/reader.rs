@@ -126,7 +126,20 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// A short stable name for the kind of problem, for metrics labels and counters.
+    /// Every value [`SkipReason::kind`] can return, so that a counter per kind can be
+    /// set up at 0 before the first entry of that kind is ever skipped.
+    pub const KINDS: &'static [&'static str] = &[
+        "not_regular_file",
+        "too_long",
+        "torn",
+        "hard_linked",
+        "too_many_files",
+        "over_byte_budget",
+        "io",
+    ];
+
+    /// A short stable name for the kind of problem, for metrics labels and counters:
+    /// one of [`SkipReason::KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
             SkipReason::NotRegularFile(_) => "not_regular_file",
@@ -922,6 +935,42 @@ impl std::hash::Hasher for InoHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `KINDS` lists exactly what `kind` returns. The match below has no wildcard: a new
+    /// variant does not compile until it is listed here, and then must be in `KINDS`.
+    #[test]
+    fn kinds_lists_every_kind_once() {
+        fn example(index: usize) -> Option<SkipReason> {
+            let reason = match index {
+                0 => SkipReason::NotRegularFile("symlink"),
+                1 => SkipReason::TooLong { len: 2, max: 1 },
+                2 => SkipReason::Torn,
+                3 => SkipReason::HardLinked { links: 2 },
+                4 => SkipReason::TooManyFiles { max: 1 },
+                5 => SkipReason::OverByteBudget { max: 1 },
+                6 => SkipReason::Io {
+                    operation: "open",
+                    error: io::Error::other("test"),
+                },
+                _ => return None,
+            };
+            // Exhaustive, so that adding a variant fails here first.
+            match &reason {
+                SkipReason::NotRegularFile(_)
+                | SkipReason::TooLong { .. }
+                | SkipReason::Torn
+                | SkipReason::HardLinked { .. }
+                | SkipReason::TooManyFiles { .. }
+                | SkipReason::OverByteBudget { .. }
+                | SkipReason::Io { .. } => Some(reason),
+            }
+        }
+        let kinds: Vec<&str> = (0..)
+            .map_while(example)
+            .map(|reason| reason.kind())
+            .collect();
+        assert_eq!(kinds, SkipReason::KINDS);
+    }
 
     /// All torn frames of a pass together pause at most the budget; past it a torn frame
     /// gets only the immediate re-reads.

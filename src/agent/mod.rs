@@ -104,6 +104,7 @@ pub async fn run(
     }
     agent.lifecycle(&Message::Stopping);
     agent.save_state();
+    agent.remove_metrics_textfile();
     info!("stopping");
     Ok(())
 }
@@ -147,6 +148,10 @@ impl Agent {
             .iter()
             .map(|service| Watched::new(service.clone(), signals))
             .collect();
+        let metrics = Arc::new(Metrics::new());
+        for service in &config.services {
+            metrics.watch(&service.unit);
+        }
         Ok(Agent {
             services,
             timers: Timers::new(Instant::now(), config.interval, notify::watchdog_interval()),
@@ -155,7 +160,7 @@ impl Agent {
             bus: None,
             warnings: RateLimit::new(WARNING_QUIET),
             own_status: None,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             config,
         })
     }
@@ -395,6 +400,17 @@ impl Agent {
             && self.warnings.allow("textfile", now)
         {
             warn!("writing the metrics textfile {}: {e}", path.display());
+        }
+    }
+
+    /// A clean stop takes the textfile away: node_exporter would otherwise serve its
+    /// last values for as long as it runs. (After a crash it stays, and
+    /// `scoreboard_last_sweep_timestamp_seconds` shows how old it is.)
+    fn remove_metrics_textfile(&self) {
+        if let Some(path) = &self.config.metrics.textfile
+            && let Err(e) = metrics::remove_textfile(path)
+        {
+            warn!("removing the metrics textfile {}: {e}", path.display());
         }
     }
 

@@ -52,9 +52,24 @@ impl Agent {
         };
         for gone in &mut old {
             gone.unwatch(shell.watcher);
-            shell.metrics.forget(gone.unit());
+            if config.services.iter().any(|s| s.unit == gone.unit()) {
+                // Changed settings: the unit stays, its counters too; its workers are
+                // read again by the new settings.
+                shell.metrics.forget(gone.unit());
+            } else {
+                shell.metrics.unwatch(gone.unit());
+                info!(unit = %gone.unit(), "no longer watched");
+            }
             state::remove(&self.config.state_directory, gone.unit());
-            info!(unit = %gone.unit(), "no longer watched");
+        }
+        for index in &added {
+            shell.metrics.watch(self.services[*index].unit());
+        }
+        if config.metrics.textfile != self.config.metrics.textfile
+            && let Some(old) = &self.config.metrics.textfile
+            && let Err(e) = crate::metrics::remove_textfile(old)
+        {
+            warn!("removing the old metrics textfile {}: {e}", old.display());
         }
         if let Some(bus) = &self.bus {
             // A changed service is removed and added again, with its new settings.

@@ -4,7 +4,7 @@
 
 use std::os::fd::AsFd as _;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use scoreboard::{DirReader, Progress, ReadOptions, Snapshot};
 use tracing::{debug, info, warn};
@@ -140,6 +140,7 @@ impl Watched {
             &summary,
             snapshot.reaped.len(),
             &snapshot.skip_counts,
+            SystemTime::now(),
         );
         for id in &changes.added {
             debug!(unit = %unit, worker = %Escaped::str(id), "worker joined");
@@ -172,9 +173,10 @@ impl Watched {
                 true
             }
             Err(e) => {
-                if e.kind() != std::io::ErrorKind::NotFound
-                    && shell.warnings.allow_hashed(("open", unit), now)
-                {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // Not there (yet): an empty pool, known as of now.
+                    shell.metrics.no_directory(unit, SystemTime::now());
+                } else if shell.warnings.allow_hashed(("open", unit), now) {
                     warn!(unit = %unit, "{e}; not reading it");
                 }
                 false

@@ -7,11 +7,20 @@
 //! [`MAX_STATE_LABEL`] bytes, and a unit has at most [`MAX_STATES_PER_UNIT`] state
 //! series plus [`OTHER_STATE`], so what a service's user writes cannot grow the
 //! exposition without bound.
+//!
+//! Every family but the per-state gauge has its series for a unit from the moment the
+//! unit is watched ([`Metrics::watch`]), counters at 0 and a `kind` series for each of
+//! [`scoreboard::SkipReason::KINDS`], so that `rate()`, `increase()` and alerts see the
+//! first increment; [`Metrics::unwatch`] takes them all away. `scoreboard_pool_workers`
+//! is the whole pool: the `scoreboard_workers` of every state plus
+//! `scoreboard_stuck_workers` add up to it, also when every worker is stuck and no
+//! state series is left.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,7 +69,7 @@ pub struct StateLabels {
 pub struct ErrorLabels {
     /// The systemd unit.
     pub unit: String,
-    /// What went wrong: not_regular_file, torn, too_long, non_utf8_name, io.
+    /// What went wrong: one of [`scoreboard::SkipReason::KINDS`].
     pub kind: String,
 }
 
@@ -73,6 +82,8 @@ pub struct Metrics {
     read_errors: Family<ErrorLabels, Counter>,
     sweep_duration: Family<UnitLabel, Histogram>,
     notify_errors: Family<UnitLabel, Counter>,
+    pool: Family<UnitLabel, Gauge>,
+    last_sweep: Family<UnitLabel, Gauge<f64, AtomicU64>>,
     /// States last exported per unit, so a state nobody is in any more disappears.
     states: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
@@ -100,10 +111,17 @@ impl Metrics {
             sweep_histogram as fn() -> Histogram,
         );
         let notify_errors = Family::<UnitLabel, Counter>::default();
+        let pool = Family::<UnitLabel, Gauge>::default();
+        let last_sweep = Family::<UnitLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "scoreboard_workers",
             "Live workers by unit and state (stuck ones excluded)",
             workers.clone(),
+        );
+        registry.register(
+            "scoreboard_pool_workers",
+            "Live workers by unit: the workers of every state plus the stuck ones",
+            pool.clone(),
         );
         registry.register(
             "scoreboard_stuck_workers",
@@ -131,6 +149,12 @@ impl Metrics {
             "STATUS= datagrams that could not be sent",
             notify_errors.clone(),
         );
+        registry.register_with_unit(
+            "scoreboard_last_sweep_timestamp",
+            "When the unit's directory was last read through, or found absent (Unix time)",
+            Unit::Seconds,
+            last_sweep.clone(),
+        );
         Metrics {
             registry,
             workers,
@@ -139,11 +163,58 @@ impl Metrics {
             read_errors,
             sweep_duration,
             notify_errors,
+            pool,
+            last_sweep,
             states: Mutex::default(),
         }
     }
 
-    /// Records one sweep of `unit`'s directory.
+    /// A unit now watched: every family but the per-state gauge gets its series at 0
+    /// (read errors one per kind the client crate reports), so that counters are there
+    /// before their first increment. Series the unit has already are left as they are.
+    pub fn watch(&self, unit: &str) {
+        let label = UnitLabel {
+            unit: unit.to_owned(),
+        };
+        // A series exists once asked for; the guard is dropped at once.
+        drop(self.stuck.get_or_create(&label));
+        drop(self.pool.get_or_create(&label));
+        drop(self.reaped.get_or_create(&label));
+        drop(self.notify_errors.get_or_create(&label));
+        drop(self.sweep_duration.get_or_create(&label));
+        for kind in scoreboard::SkipReason::KINDS {
+            drop(self.read_errors.get_or_create(&ErrorLabels {
+                unit: unit.to_owned(),
+                kind: (*kind).to_owned(),
+            }));
+        }
+    }
+
+    /// A unit no longer watched: every series of it goes away.
+    pub fn unwatch(&self, unit: &str) {
+        self.forget(unit);
+        let label = UnitLabel {
+            unit: unit.to_owned(),
+        };
+        self.stuck.remove(&label);
+        self.pool.remove(&label);
+        self.reaped.remove(&label);
+        self.notify_errors.remove(&label);
+        self.sweep_duration.remove(&label);
+        self.last_sweep.remove(&label);
+        for kind in scoreboard::SkipReason::KINDS {
+            self.read_errors.remove(&ErrorLabels {
+                unit: unit.to_owned(),
+                kind: (*kind).to_owned(),
+            });
+        }
+        self.states
+            .lock()
+            .expect("never poisoned: no panics while held")
+            .remove(unit);
+    }
+
+    /// Records one sweep of `unit`'s directory, completed at `wall`.
     pub fn sweep(
         &self,
         unit: &str,
@@ -151,10 +222,12 @@ impl Metrics {
         summary: &Summary,
         reaped: usize,
         errors: &std::collections::BTreeMap<&'static str, usize>,
+        wall: SystemTime,
     ) {
         let label = UnitLabel {
             unit: unit.to_owned(),
         };
+        self.swept_at(&label, wall);
         self.sweep_duration
             .get_or_create(&label)
             .observe(took.as_secs_f64());
@@ -171,6 +244,26 @@ impl Metrics {
         self.set_counts(unit, summary);
     }
 
+    /// A pass that found no directory at `wall` (the service is not running): no
+    /// workers, and the unit's data is as fresh as after a sweep.
+    pub fn no_directory(&self, unit: &str, wall: SystemTime) {
+        self.forget(unit);
+        self.swept_at(
+            &UnitLabel {
+                unit: unit.to_owned(),
+            },
+            wall,
+        );
+    }
+
+    fn swept_at(&self, label: &UnitLabel, wall: SystemTime) {
+        let seconds = wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.last_sweep.get_or_create(label).set(seconds);
+    }
+
     /// Sets the per-state gauges, dropping states that no worker is in any more. The
     /// labels are cut to [`MAX_STATE_LABEL`] bytes, at most [`MAX_STATES_PER_UNIT`] of them
     /// per unit, the rest under [`OTHER_STATE`].
@@ -179,6 +272,7 @@ impl Metrics {
             unit: unit.to_owned(),
         };
         self.stuck.get_or_create(&label).set(summary.stuck as i64);
+        self.pool.get_or_create(&label).set(summary.total as i64);
         let series = state_series(&summary.counts);
         let now: BTreeSet<String> = series.keys().cloned().collect();
         let mut states = self
@@ -202,7 +296,8 @@ impl Metrics {
         *before = now;
     }
 
-    /// Forgets a unit that is no longer watched.
+    /// The unit has no workers now (its directory went away): its per-state series go,
+    /// its pool and stuck gauges are 0; counters are kept.
     pub fn forget(&self, unit: &str) {
         self.set_counts(
             unit,
@@ -212,9 +307,6 @@ impl Metrics {
                 stuck: 0,
             },
         );
-        self.stuck.remove(&UnitLabel {
-            unit: unit.to_owned(),
-        });
     }
 
     /// Counts a STATUS= datagram that could not be sent.
@@ -247,6 +339,16 @@ impl Metrics {
         tmp.push(".tmp");
         std::fs::write(&tmp, self.encode_prometheus_text())?;
         std::fs::rename(&tmp, path)
+    }
+}
+
+/// Removes the textfile written to `path` (when the agent stops cleanly, or writes it
+/// elsewhere from now on), so that node_exporter does not serve its last values as if
+/// they were current. A file already gone is not an error.
+pub fn remove_textfile(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -329,6 +431,7 @@ mod tests {
             &summary(&[("busy", 8), ("idle", 3)], 1),
             2,
             &[("torn", 1)].into(),
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_500),
         );
         metrics.notify_error("web.service");
         let text = metrics.encode();
@@ -340,6 +443,8 @@ mod tests {
             "scoreboard_read_errors_total{unit=\"web.service\",kind=\"torn\"} 1",
             "scoreboard_notify_errors_total{unit=\"web.service\"} 1",
             "scoreboard_sweep_duration_seconds_count{unit=\"web.service\"} 1",
+            "scoreboard_pool_workers{unit=\"web.service\"} 12",
+            "scoreboard_last_sweep_timestamp_seconds{unit=\"web.service\"} 1764000000.5",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
@@ -355,6 +460,7 @@ mod tests {
             &summary(&[("idle", 1)], 0),
             1,
             &Default::default(),
+            SystemTime::now(),
         );
         let text = metrics.encode_prometheus_text();
         assert!(
@@ -488,5 +594,149 @@ mod tests {
         assert_eq!(series.len(), MAX_STATES_PER_UNIT + 1);
         assert_eq!(series[OTHER_STATE], 3);
         assert_eq!(series.values().sum::<usize>(), 10 * MAX_STATES_PER_UNIT + 3);
+    }
+
+    fn unit_lines(text: &str, unit: &str) -> Vec<String> {
+        let label = format!("unit=\"{unit}\"");
+        text.lines()
+            .filter(|line| !line.starts_with('#') && line.contains(&label))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_watched_unit_has_every_counter_at_zero_before_anything_happens() {
+        let metrics = Metrics::new();
+        metrics.watch("web.service");
+        let text = metrics.encode_prometheus_text();
+        let mut expected = vec![
+            "scoreboard_pool_workers{unit=\"web.service\"} 0".to_owned(),
+            "scoreboard_stuck_workers{unit=\"web.service\"} 0".to_owned(),
+            "scoreboard_reaped_total{unit=\"web.service\"} 0".to_owned(),
+            "scoreboard_notify_errors_total{unit=\"web.service\"} 0".to_owned(),
+            "scoreboard_sweep_duration_seconds_count{unit=\"web.service\"} 0".to_owned(),
+        ];
+        for kind in scoreboard::SkipReason::KINDS {
+            expected.push(format!(
+                "scoreboard_read_errors_total{{unit=\"web.service\",kind=\"{kind}\"}} 0"
+            ));
+        }
+        for line in &expected {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "{line} missing from\n{text}"
+            );
+        }
+        // No state series and no sweep time until a pass says so.
+        assert!(!text.contains("scoreboard_workers{"), "{text}");
+        assert!(
+            !text.contains("scoreboard_last_sweep_timestamp_seconds{"),
+            "{text}"
+        );
+
+        // Watching again (a reload keeping the unit) keeps what was counted.
+        metrics.notify_error("web.service");
+        metrics.watch("web.service");
+        assert!(
+            metrics
+                .encode()
+                .contains("scoreboard_notify_errors_total{unit=\"web.service\"} 1\n")
+        );
+    }
+
+    #[test]
+    fn an_unwatched_unit_leaves_no_series() {
+        let metrics = Metrics::new();
+        metrics.watch("web.service");
+        metrics.watch("db.service");
+        metrics.sweep(
+            "web.service",
+            Duration::from_micros(300),
+            &summary(&[("busy", 2)], 1),
+            1,
+            &[("torn", 1)].into(),
+            SystemTime::now(),
+        );
+        metrics.unwatch("web.service");
+        let text = metrics.encode();
+        assert_eq!(unit_lines(&text, "web.service"), Vec::<String>::new());
+        assert!(!unit_lines(&text, "db.service").is_empty());
+        // Watched again later: from 0.
+        metrics.watch("web.service");
+        assert!(
+            metrics
+                .encode()
+                .contains("scoreboard_reaped_total{unit=\"web.service\"} 0\n")
+        );
+    }
+
+    #[test]
+    fn the_pool_is_every_state_plus_the_stuck_ones_even_when_all_are_stuck() {
+        let metrics = Metrics::new();
+        metrics.watch("web.service");
+        metrics.set_counts("web.service", &summary(&[("busy", 2), ("idle", 1)], 1));
+        let text = metrics.encode();
+        assert!(
+            text.contains("scoreboard_pool_workers{unit=\"web.service\"} 4\n"),
+            "{text}"
+        );
+        let states: usize = state_lines(&text, "web.service")
+            .iter()
+            .map(|l| sample_value(l))
+            .sum();
+        assert_eq!(states + 1, 4);
+
+        metrics.set_counts("web.service", &summary(&[], 3));
+        let text = metrics.encode();
+        assert_eq!(state_lines(&text, "web.service"), Vec::<String>::new());
+        assert!(
+            text.contains("scoreboard_stuck_workers{unit=\"web.service\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("scoreboard_pool_workers{unit=\"web.service\"} 3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_gone_directory_is_an_empty_pool_and_still_a_fresh_one() {
+        let metrics = Metrics::new();
+        metrics.watch("web.service");
+        metrics.set_counts("web.service", &summary(&[("busy", 2)], 1));
+        metrics.no_directory(
+            "web.service",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000),
+        );
+        let text = metrics.encode();
+        assert_eq!(state_lines(&text, "web.service"), Vec::<String>::new());
+        for line in [
+            "scoreboard_pool_workers{unit=\"web.service\"} 0\n",
+            "scoreboard_stuck_workers{unit=\"web.service\"} 0\n",
+            "scoreboard_last_sweep_timestamp_seconds{unit=\"web.service\"} 1764000000.0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_textfile_is_written_whole_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scoreboard.prom");
+        let metrics = Metrics::new();
+        metrics.watch("web.service");
+        metrics.write_textfile(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            metrics.encode_prometheus_text()
+        );
+        remove_textfile(&path).unwrap();
+        assert!(!path.exists());
+        remove_textfile(&path).unwrap(); // already gone: fine
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing left beside it"
+        );
     }
 }
