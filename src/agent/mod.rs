@@ -290,16 +290,14 @@ impl Agent {
         };
         let mode = watched.service.notify;
         let unit = unit.to_owned();
-        let message = Message::Status(text);
+        // A line is at most 256 bytes and goes out at most ten times a second.
+        let message = Message::Status(text.clone());
         let result = match mode {
             NotifyMode::None => Ok(()),
             NotifyMode::Itself => notify::own(&message),
             NotifyMode::MainPid => self
                 .systemd_socket()
                 .and_then(|socket| socket.send_as(&message, pid)),
-        };
-        let Message::Status(text) = message else {
-            unreachable!("built above")
         };
         match result {
             Ok(()) => {
