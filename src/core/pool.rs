@@ -442,6 +442,49 @@ impl Pool {
         })
     }
 
+    /// Since when every worker has been stuck (the last one to get stuck got stuck
+    /// then), or `None` when some worker is not stuck or there are none.
+    pub fn all_stuck_since(&self, now: Instant) -> Option<Instant> {
+        let after = self.stuck_after?;
+        let cutoff = self.stuck_cutoff(now)?;
+        // Idle workers are never stuck, so all stuck means all waiting; the waiting set is
+        // ordered by change time, its last entry changed last.
+        let (last_changed, _) = self.waiting.last()?;
+        (self.waiting.len() == self.workers.len() && *last_changed <= cutoff)
+            .then(|| *last_changed + after)
+    }
+
+    /// The workers stuck for at least `at_least` at `now`: id, how long the status has
+    /// stood, the status (lossy UTF-8). Costs the number of such workers.
+    pub fn stuck_for(
+        &self,
+        at_least: Duration,
+        now: Instant,
+    ) -> impl Iterator<Item = (&str, Duration, String)> {
+        let stuck = self.stuck_cutoff(now).is_some();
+        let cutoff = now.checked_sub(at_least);
+        self.waiting
+            .iter()
+            .take_while(move |(at, _)| stuck && cutoff.is_some_and(|cutoff| *at <= cutoff))
+            .filter_map(move |(at, id)| {
+                let tracked = self.workers.get(id)?;
+                self.is_stuck(tracked, now).then(|| {
+                    (
+                        id.as_str(),
+                        now.saturating_duration_since(*at),
+                        String::from_utf8_lossy(&tracked.status).into_owned(),
+                    )
+                })
+            })
+    }
+
+    /// Whether the worker `id` is there and stuck at `now`.
+    pub fn is_stuck_worker(&self, id: &str, now: Instant) -> bool {
+        self.workers
+            .get(id)
+            .is_some_and(|tracked| self.is_stuck(tracked, now))
+    }
+
     /// When the next worker becomes stuck if nothing changes, so the summary can be
     /// re-sent then rather than at the next sampling tick. A time past what an `Instant`
     /// can hold is never: the configuration bounds `stuck_after`, but the core does not

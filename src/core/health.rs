@@ -1,0 +1,542 @@
+//! Health actions, decided without I/O: when a service's pool is wedged (every worker
+//! stuck, or no worker at all, for `wedged_after` while the unit is active), ask systemd
+//! to apply the unit's own watchdog handling; when a worker has been stuck for
+//! `kill_stuck_after`, signal it (TERM, then KILL after `kill_grace`).
+//!
+//! The core only decides. Whether a worker id is really a signallable process of the
+//! unit — alive, in the unit's control group, holding the worker's file — is the shell's
+//! check, made on a pidfd between the check and the signal; the core never names a pid it
+//! has not parsed from the id.
+//!
+//! Not wired into the agent yet (issue 12 is in progress): this is its pure part.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::core::pool::Pool;
+
+/// A service's health settings; every action is off unless configured.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthRules {
+    /// Every worker stuck (or none at all) this long while the unit is active: wedged.
+    pub wedged_after: Option<Duration>,
+    /// A worker stuck this long is signalled.
+    pub kill_stuck_after: Option<Duration>,
+    /// How long after the first signal a worker still there gets SIGKILL.
+    pub kill_grace: Duration,
+    /// Say what would be done, do nothing.
+    pub report_only: bool,
+}
+
+/// What systemd says about the unit, as last learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnitLife {
+    /// The unit's main process (0: none).
+    pub main_pid: u32,
+    /// When the unit last became active (`ActiveEnterTimestampMonotonic`), on the
+    /// monotonic clock `Instant` uses; `None` while it is not active.
+    pub active_since: Option<Instant>,
+}
+
+/// Which signal a stuck worker gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escalation {
+    /// The first, polite one (the configured `kill_signal`).
+    First,
+    /// `SIGKILL`, after `kill_grace`.
+    Kill,
+}
+
+/// One thing to do (or, in report-only mode, to say).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// `WATCHDOG=trigger` on behalf of the main process `pid`.
+    TriggerWatchdog {
+        /// The main process spoken for.
+        pid: u32,
+        /// Why: every worker stuck, or none at all.
+        why: Wedge,
+        /// How long the pool has been wedged.
+        wedged_for: Duration,
+    },
+    /// Signal the worker whose id is the pid `pid`.
+    Signal {
+        /// The worker id.
+        worker: String,
+        /// The pid parsed from it.
+        pid: i32,
+        /// Which signal.
+        escalation: Escalation,
+        /// How long its status has stood.
+        stood: Duration,
+        /// Its last status (lossy UTF-8).
+        status: String,
+    },
+    /// A worker stuck past `kill_stuck_after` whose id is not a pid: said, never acted on.
+    NotAPid {
+        /// The worker id.
+        worker: String,
+        /// How long its status has stood.
+        stood: Duration,
+    },
+}
+
+/// How a pool is wedged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wedge {
+    /// Every one of this many workers is stuck.
+    AllStuck(usize),
+    /// There are no workers at all.
+    Empty,
+}
+
+/// A signal sent to a worker and not yet answered by its going away.
+#[derive(Debug, Clone, Copy)]
+struct Signalled {
+    pid: i32,
+    at: Instant,
+    killed: bool,
+}
+
+/// One service's health bookkeeping.
+#[derive(Debug)]
+pub struct Health {
+    rules: HealthRules,
+    /// Since when the pool has had no workers, as this agent saw it: a fresh agent
+    /// waits `wedged_after` before calling an empty pool wedged.
+    empty_since: Option<Instant>,
+    /// The start of the unit (its `active_since`) for which the watchdog was triggered:
+    /// at most once per start.
+    triggered_for: Option<Instant>,
+    signalled: HashMap<String, Signalled>,
+}
+
+impl Health {
+    /// Bookkeeping for a service with `rules`.
+    pub fn new(rules: HealthRules) -> Health {
+        Health {
+            rules,
+            empty_since: None,
+            triggered_for: None,
+            signalled: HashMap::new(),
+        }
+    }
+
+    /// Whether anything is configured at all.
+    pub fn enabled(&self) -> bool {
+        self.rules.wedged_after.is_some() || self.rules.kill_stuck_after.is_some()
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &HealthRules {
+        &self.rules
+    }
+
+    /// A start of the unit for which the watchdog was already triggered, remembered
+    /// across an agent restart.
+    pub fn remember_triggered(&mut self, active_since: Instant) {
+        self.triggered_for = Some(active_since);
+    }
+
+    /// The start for which the watchdog was last triggered, to save.
+    pub fn triggered_for(&self) -> Option<Instant> {
+        self.triggered_for
+    }
+
+    /// What to do now about the pool (after a whole pass: `swept` says the pool is the
+    /// directory's truth, not a first partial look).
+    pub fn decide(
+        &mut self,
+        pool: &Pool,
+        life: Option<UnitLife>,
+        swept: bool,
+        now: Instant,
+    ) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        if pool.is_empty() {
+            if swept {
+                self.empty_since.get_or_insert(now);
+            }
+        } else {
+            self.empty_since = None;
+        }
+        if let Some(decision) = self.wedge(pool, life, now) {
+            decisions.push(decision);
+        }
+        self.stuck_workers(pool, now, &mut decisions);
+        decisions
+    }
+
+    fn wedge(&mut self, pool: &Pool, life: Option<UnitLife>, now: Instant) -> Option<Decision> {
+        let after = self.rules.wedged_after?;
+        let life = life?;
+        let active_since = life.active_since?;
+        if life.main_pid == 0 || self.triggered_for == Some(active_since) {
+            return None;
+        }
+        let (why, since) = if pool.is_empty() {
+            (Wedge::Empty, self.empty_since?)
+        } else {
+            (Wedge::AllStuck(pool.len()), pool.all_stuck_since(now)?)
+        };
+        // Judged only within this start of the unit, and only once per start.
+        let since = since.max(active_since);
+        let wedged_for = now.saturating_duration_since(since);
+        if wedged_for < after {
+            return None;
+        }
+        self.triggered_for = Some(active_since);
+        Some(Decision::TriggerWatchdog {
+            pid: life.main_pid,
+            why,
+            wedged_for,
+        })
+    }
+
+    fn stuck_workers(&mut self, pool: &Pool, now: Instant, decisions: &mut Vec<Decision>) {
+        let Some(after) = self.rules.kill_stuck_after else {
+            return;
+        };
+        // Workers signalled before and gone (or moved on) are forgotten.
+        self.signalled.retain(|id, _| pool.is_stuck_worker(id, now));
+        for (id, stood, status) in pool.stuck_for(after, now) {
+            let Some(pid) = pid_of(id) else {
+                if !self.signalled.contains_key(id) {
+                    // Said once: remembered as if signalled, with no pid.
+                    self.signalled.insert(
+                        id.to_owned(),
+                        Signalled {
+                            pid: 0,
+                            at: now,
+                            killed: true,
+                        },
+                    );
+                    decisions.push(Decision::NotAPid {
+                        worker: id.to_owned(),
+                        stood,
+                    });
+                }
+                continue;
+            };
+            let escalation = match self.signalled.get_mut(id) {
+                None => {
+                    self.signalled.insert(
+                        id.to_owned(),
+                        Signalled {
+                            pid,
+                            at: now,
+                            killed: false,
+                        },
+                    );
+                    Escalation::First
+                }
+                Some(sent)
+                    if !sent.killed
+                        && sent.pid == pid
+                        && now.saturating_duration_since(sent.at) >= self.rules.kill_grace =>
+                {
+                    sent.killed = true;
+                    Escalation::Kill
+                }
+                Some(_) => continue,
+            };
+            decisions.push(Decision::Signal {
+                worker: id.to_owned(),
+                pid,
+                escalation,
+                stood,
+                status,
+            });
+        }
+    }
+}
+
+/// The pid a worker id names, if it is one (Parallel::Scoreboard's default id is the
+/// worker's pid): a decimal number from 2 up, without sign or leading zeros, within
+/// `pid_t`. Nothing else is ever signalled.
+pub fn pid_of(id: &str) -> Option<i32> {
+    if id.is_empty() || id.starts_with('0') || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse::<i32>().ok().filter(|pid| *pid > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_SUMMARY, NotifyMode, Service, StateRule};
+    use scoreboard::{Snapshot, Worker};
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn pool(stuck_after: u64) -> Pool {
+        Pool::new(&Service {
+            source: "web.toml".into(),
+            unit: "web.service".into(),
+            directory: "/run/web/scoreboard".into(),
+            state: StateRule::FirstWord,
+            idle_states: vec!["idle".into()],
+            stuck_after: Some(Duration::from_secs(stuck_after)),
+            summary: DEFAULT_SUMMARY.into(),
+            notify: NotifyMode::MainPid,
+            max_workers: scoreboard::DEFAULT_MAX_WORKERS,
+            max_status_bytes: 1 << 20,
+        })
+    }
+
+    fn observe(pool: &mut Pool, workers: &[(&str, &str)], now: Instant) {
+        let mut snapshot = Snapshot {
+            workers: workers
+                .iter()
+                .map(|(id, status)| Worker {
+                    id: id.to_string(),
+                    status: status.as_bytes().to_vec(),
+                    read_at: now,
+                })
+                .collect(),
+            ..Snapshot::default()
+        };
+        pool.observe(&mut snapshot, now);
+    }
+
+    fn rules() -> HealthRules {
+        HealthRules {
+            wedged_after: Some(3 * SECOND),
+            kill_stuck_after: None,
+            kill_grace: 10 * SECOND,
+            report_only: false,
+        }
+    }
+
+    fn life(t0: Instant) -> Option<UnitLife> {
+        Some(UnitLife {
+            main_pid: 100,
+            active_since: Some(t0),
+        })
+    }
+
+    #[test]
+    fn a_pool_all_stuck_for_wedged_after_triggers_the_watchdog_once_per_start() {
+        let t0 = Instant::now();
+        let mut pool = pool(5);
+        let workers = [("101", "busy a"), ("102", "busy b"), ("103", "busy c")];
+        observe(&mut pool, &workers, t0);
+        let mut health = Health::new(rules());
+        // All stuck from t0 + 5 s; wedged 3 s later.
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 7 * SECOND)
+                .is_empty()
+        );
+        let decisions = health.decide(&pool, life(t0), true, t0 + 8 * SECOND);
+        assert_eq!(
+            decisions,
+            [Decision::TriggerWatchdog {
+                pid: 100,
+                why: Wedge::AllStuck(3),
+                wedged_for: 3 * SECOND
+            }]
+        );
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 60 * SECOND)
+                .is_empty()
+        );
+        // The unit restarted (a new start): judged afresh, from that start.
+        let t1 = t0 + 61 * SECOND;
+        assert!(
+            health
+                .decide(&pool, life(t1), true, t1 + 2 * SECOND)
+                .is_empty()
+        );
+        assert_eq!(
+            health.decide(&pool, life(t1), true, t1 + 3 * SECOND).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn one_live_worker_or_an_idle_pool_is_never_wedged() {
+        let t0 = Instant::now();
+        let mut pool = pool(5);
+        observe(&mut pool, &[("101", "busy a"), ("102", "idle")], t0);
+        let mut health = Health::new(rules());
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 600 * SECOND)
+                .is_empty()
+        );
+        let mut idle = self::pool(5);
+        observe(&mut idle, &[("101", "idle"), ("102", "idle")], t0);
+        assert!(
+            health
+                .decide(&idle, life(t0), true, t0 + 600 * SECOND)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_empty_pool_is_wedged_only_after_this_agent_saw_it_empty_that_long() {
+        let t0 = Instant::now();
+        let pool = pool(5);
+        let mut health = Health::new(rules());
+        // Not before a whole pass has seen the directory.
+        assert!(health.decide(&pool, life(t0), false, t0).is_empty());
+        let t1 = t0 + 100 * SECOND;
+        assert!(health.decide(&pool, life(t0), true, t1).is_empty());
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t1 + 2 * SECOND)
+                .is_empty()
+        );
+        assert_eq!(
+            health.decide(&pool, life(t0), true, t1 + 3 * SECOND),
+            [Decision::TriggerWatchdog {
+                pid: 100,
+                why: Wedge::Empty,
+                wedged_for: 3 * SECOND
+            }]
+        );
+    }
+
+    #[test]
+    fn nothing_is_triggered_for_an_inactive_unit_or_without_a_main_process() {
+        let t0 = Instant::now();
+        let pool = pool(5);
+        let mut health = Health::new(rules());
+        let later = t0 + 600 * SECOND;
+        health.decide(&pool, None, true, t0);
+        assert!(health.decide(&pool, None, true, later).is_empty());
+        let inactive = Some(UnitLife {
+            main_pid: 100,
+            active_since: None,
+        });
+        assert!(health.decide(&pool, inactive, true, later).is_empty());
+        let no_main = Some(UnitLife {
+            main_pid: 0,
+            active_since: Some(t0),
+        });
+        assert!(health.decide(&pool, no_main, true, later).is_empty());
+    }
+
+    #[test]
+    fn a_restarted_agent_does_not_trigger_twice_for_the_same_start() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(&mut pool, &[("101", "busy")], t0);
+        let mut before = Health::new(rules());
+        assert_eq!(
+            before.decide(&pool, life(t0), true, t0 + 4 * SECOND).len(),
+            1
+        );
+        let mut after = Health::new(rules());
+        after.remember_triggered(before.triggered_for().unwrap());
+        assert!(
+            after
+                .decide(&pool, life(t0), true, t0 + 5 * SECOND)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn stuck_workers_get_the_signal_then_sigkill_after_the_grace() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(
+            &mut pool,
+            &[("101", "busy slow"), ("102", "idle"), ("103", "busy")],
+            t0,
+        );
+        // 103 finishes at t0 + 1.5 s; 101 does not.
+        observe(
+            &mut pool,
+            &[("101", "busy slow"), ("102", "idle"), ("103", "idle")],
+            t0 + 1500 * Duration::from_millis(1),
+        );
+        let mut health = Health::new(HealthRules {
+            wedged_after: None,
+            kill_stuck_after: Some(2 * SECOND),
+            kill_grace: 10 * SECOND,
+            report_only: false,
+        });
+        assert!(health.decide(&pool, life(t0), true, t0 + SECOND).is_empty());
+        let first = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
+        assert_eq!(
+            first,
+            [Decision::Signal {
+                worker: "101".into(),
+                pid: 101,
+                escalation: Escalation::First,
+                stood: 2 * SECOND,
+                status: "busy slow".into()
+            }]
+        );
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 5 * SECOND)
+                .is_empty()
+        );
+        let kill = health.decide(&pool, life(t0), true, t0 + 12 * SECOND);
+        assert!(matches!(
+            kill.as_slice(),
+            [Decision::Signal {
+                escalation: Escalation::Kill,
+                pid: 101,
+                ..
+            }]
+        ));
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 60 * SECOND)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_stuck_worker_whose_id_is_not_a_pid_is_reported_once_never_signalled() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(
+            &mut pool,
+            &[("web-1", "busy"), ("0042", "busy"), ("1", "busy")],
+            t0,
+        );
+        let mut health = Health::new(HealthRules {
+            wedged_after: None,
+            kill_stuck_after: Some(SECOND),
+            kill_grace: SECOND,
+            report_only: false,
+        });
+        let decisions = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
+        assert_eq!(decisions.len(), 3);
+        assert!(
+            decisions
+                .iter()
+                .all(|d| matches!(d, Decision::NotAPid { .. }))
+        );
+        assert!(
+            health
+                .decide(&pool, life(t0), true, t0 + 9 * SECOND)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_plain_decimal_pids_from_two_up_are_pids() {
+        assert_eq!(pid_of("4242"), Some(4242));
+        for id in [
+            "",
+            "0",
+            "1",
+            "-5",
+            "+5",
+            "007",
+            "12a",
+            "99999999999",
+            " 12",
+            "١٢",
+        ] {
+            assert_eq!(pid_of(id), None, "{id:?}");
+        }
+    }
+}
