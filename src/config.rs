@@ -80,6 +80,103 @@ pub struct Service {
     /// At most this many status bytes are read from the directory per sweep
     /// (`max_status_bytes`).
     pub max_status_bytes: usize,
+    /// Health actions: all off unless set.
+    pub actions: Actions,
+}
+
+/// A service's health actions (`wedged_after`, `kill_stuck_after`, `kill_signal`,
+/// `kill_grace`, `actions`): off unless one of the two thresholds is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actions {
+    /// Every worker stuck, or none at all, this long while the unit is active: the pool
+    /// is wedged, and the unit's watchdog is triggered.
+    pub wedged_after: Option<Duration>,
+    /// A worker stuck this long is signalled (only if its id is a pid of the unit that
+    /// holds its file).
+    pub kill_stuck_after: Option<Duration>,
+    /// The first signal; SIGKILL follows after `kill_grace`.
+    pub kill_signal: KillSignal,
+    /// How long a signalled worker has before SIGKILL.
+    pub kill_grace: Duration,
+    /// Act, or only say what would be done (`actions = "report"`).
+    pub mode: ActionMode,
+}
+
+impl Default for Actions {
+    fn default() -> Self {
+        Actions {
+            wedged_after: None,
+            kill_stuck_after: None,
+            kill_signal: KillSignal::Term,
+            kill_grace: DEFAULT_KILL_GRACE,
+            mode: ActionMode::Act,
+        }
+    }
+}
+
+impl Actions {
+    /// Whether any action is configured.
+    pub fn enabled(&self) -> bool {
+        self.wedged_after.is_some() || self.kill_stuck_after.is_some()
+    }
+}
+
+/// The default `kill_grace`.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// `actions`: whether the agent acts on what it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionMode {
+    /// Do it (the default once a threshold is set).
+    Act,
+    /// Dry run: log and show what would be done, do nothing.
+    Report,
+}
+
+/// `kill_signal`: the signals a worker may be asked to stop with. SIGKILL always
+/// follows after the grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum KillSignal {
+    /// SIGTERM (the default).
+    #[serde(rename = "TERM")]
+    Term,
+    /// SIGINT.
+    #[serde(rename = "INT")]
+    Int,
+    /// SIGQUIT.
+    #[serde(rename = "QUIT")]
+    Quit,
+    /// SIGHUP.
+    #[serde(rename = "HUP")]
+    Hup,
+    /// SIGUSR1.
+    #[serde(rename = "USR1")]
+    Usr1,
+    /// SIGUSR2.
+    #[serde(rename = "USR2")]
+    Usr2,
+    /// SIGABRT (a core dump of the stuck worker, where enabled).
+    #[serde(rename = "ABRT")]
+    Abrt,
+    /// SIGKILL at once.
+    #[serde(rename = "KILL")]
+    Kill,
+}
+
+impl fmt::Display for KillSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KillSignal::Term => "TERM",
+            KillSignal::Int => "INT",
+            KillSignal::Quit => "QUIT",
+            KillSignal::Hup => "HUP",
+            KillSignal::Usr1 => "USR1",
+            KillSignal::Usr2 => "USR2",
+            KillSignal::Abrt => "ABRT",
+            KillSignal::Kill => "KILL",
+        })
+    }
 }
 
 /// Which message bus the agent talks on.
@@ -138,6 +235,28 @@ struct RawService {
     notify: Option<NotifyMode>,
     max_workers: Option<Bounded<1, 1_000_000>>,
     max_status_bytes: Option<Bounded<4096, { 1 << 30 }>>,
+    wedged_after: Option<StuckAfter>,
+    kill_stuck_after: Option<StuckAfter>,
+    kill_signal: Option<KillSignal>,
+    kill_grace: Option<KillGrace>,
+    actions: Option<ActionMode>,
+}
+
+/// The range of `kill_grace`: a worker gets at least a second to stop, at most an hour.
+pub const KILL_GRACE_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(60 * 60));
+
+/// `kill_grace`: a duration in [`KILL_GRACE_RANGE`].
+#[derive(Debug, Clone, Copy)]
+struct KillGrace(Duration);
+
+impl<'de> Deserialize<'de> for KillGrace {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text, KILL_GRACE_RANGE)
+            .map(KillGrace)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A count within `MIN..=MAX`, said in the error when it is not.
@@ -487,6 +606,16 @@ impl Config {
                 path.display()
             );
         }
+        if bus == Bus::None
+            && let Some(service) = services.iter().find(|s| s.actions.enabled())
+        {
+            bail!(
+                "{}: health actions need the bus to learn {}'s main process and control group, but {} sets bus = \"none\"",
+                service.source.display(),
+                service.unit,
+                path.display()
+            );
+        }
         Ok(Config {
             path: path.to_owned(),
             interval: raw.interval.map_or(DEFAULT_INTERVAL, |d| d.0),
@@ -527,12 +656,38 @@ fn load_service(path: &Path) -> anyhow::Result<Service> {
             directory
         }
     };
+    let actions = Actions {
+        wedged_after: raw.wedged_after.map(|d| d.0),
+        kill_stuck_after: raw.kill_stuck_after.map(|d| d.0),
+        kill_signal: raw.kill_signal.unwrap_or(KillSignal::Term),
+        kill_grace: raw.kill_grace.map_or(DEFAULT_KILL_GRACE, |d| d.0),
+        mode: raw.actions.unwrap_or(ActionMode::Act),
+    };
+    let stuck_after = raw.stuck_after.map(|d| d.0);
+    if actions.kill_stuck_after.is_some() && stuck_after.is_none() {
+        bail!(
+            "{}: kill_stuck_after acts on stuck workers: set stuck_after too",
+            path.display()
+        );
+    }
+    if let (Some(kill), Some(stuck)) = (actions.kill_stuck_after, stuck_after)
+        && kill < stuck
+    {
+        bail!(
+            "{}: kill_stuck_after ({}) is shorter than stuck_after ({}): a worker is only \
+             signalled once it is stuck",
+            path.display(),
+            humantime::format_duration(kill),
+            humantime::format_duration(stuck)
+        );
+    }
     Ok(Service {
         source: path.to_owned(),
+        actions,
         directory,
         state: raw.state.unwrap_or(StateRule::FirstWord),
         idle_states: raw.idle_states.unwrap_or_else(|| vec!["idle".to_owned()]),
-        stuck_after: raw.stuck_after.map(|d| d.0),
+        stuck_after,
         summary: raw
             .summary
             .map_or_else(|| DEFAULT_SUMMARY.to_owned(), |t| t.0),
@@ -737,6 +892,62 @@ notify = "self"
         Config::load(&path)
             .map(|c| (c.interval, c.services[0].stuck_after))
             .map_err(|e| format!("{e:#}").replace(&tmp.path().display().to_string(), "DIR"))
+    }
+
+    /// Loads a configuration with one service; its actions.
+    fn actions(agent: &str, service: &str) -> Result<Actions, String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = write(tmp.path(), "agent.toml", agent);
+        write(tmp.path(), "services.d/web.toml", service);
+        Config::load(&path)
+            .map(|c| c.services[0].actions.clone())
+            .map_err(|e| format!("{e:#}").replace(&tmp.path().display().to_string(), "DIR"))
+    }
+
+    #[test]
+    fn health_actions_are_off_unless_set_and_checked_when_set() {
+        let off = actions("", "unit = \"web\"\n").unwrap();
+        assert_eq!(off, Actions::default());
+        assert!(!off.enabled());
+
+        let on = actions(
+            "",
+            "unit = \"web\"\nstuck_after = \"1m\"\nwedged_after = \"2m\"\n\
+             kill_stuck_after = \"10m\"\nkill_signal = \"QUIT\"\nkill_grace = \"30s\"\n\
+             actions = \"report\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            on,
+            Actions {
+                wedged_after: Some(Duration::from_secs(120)),
+                kill_stuck_after: Some(Duration::from_secs(600)),
+                kill_signal: KillSignal::Quit,
+                kill_grace: Duration::from_secs(30),
+                mode: ActionMode::Report,
+            }
+        );
+
+        for (service, expected) in [
+            ("kill_stuck_after = \"10m\"\n", "set stuck_after too"),
+            (
+                "stuck_after = \"5m\"\nkill_stuck_after = \"1m\"\n",
+                "is shorter than stuck_after",
+            ),
+            ("kill_signal = \"STOP\"\n", "kill_signal"),
+            ("kill_grace = \"0s\"\n", "kill_grace"),
+            ("actions = \"maybe\"\n", "actions"),
+            ("wedged_after = \"1ms\"\n", "wedged_after"),
+        ] {
+            let message = actions("", &format!("unit = \"web\"\n{service}")).unwrap_err();
+            assert!(message.contains(expected), "{service}: {message}");
+        }
+        let message = actions(
+            "bus = \"none\"\n",
+            "unit = \"web\"\nnotify = \"none\"\nwedged_after = \"1m\"\n",
+        )
+        .unwrap_err();
+        assert!(message.contains("health actions need the bus"), "{message}");
     }
 
     #[test]

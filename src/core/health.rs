@@ -13,20 +13,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::config::{ActionMode, Actions};
 use crate::core::pool::Pool;
-
-/// A service's health settings; every action is off unless configured.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HealthRules {
-    /// Every worker stuck (or none at all) this long while the unit is active: wedged.
-    pub wedged_after: Option<Duration>,
-    /// A worker stuck this long is signalled.
-    pub kill_stuck_after: Option<Duration>,
-    /// How long after the first signal a worker still there gets SIGKILL.
-    pub kill_grace: Duration,
-    /// Say what would be done, do nothing.
-    pub report_only: bool,
-}
 
 /// What systemd says about the unit, as last learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +89,7 @@ struct Signalled {
 /// One service's health bookkeeping.
 #[derive(Debug)]
 pub struct Health {
-    rules: HealthRules,
+    rules: Actions,
     /// Since when the pool has had no workers, as this agent saw it: a fresh agent
     /// waits `wedged_after` before calling an empty pool wedged.
     empty_since: Option<Instant>,
@@ -112,8 +100,8 @@ pub struct Health {
 }
 
 impl Health {
-    /// Bookkeeping for a service with `rules`.
-    pub fn new(rules: HealthRules) -> Health {
+    /// Bookkeeping for a service with `rules` (its configured [`Actions`]).
+    pub fn new(rules: Actions) -> Health {
         Health {
             rules,
             empty_since: None,
@@ -122,13 +110,13 @@ impl Health {
         }
     }
 
-    /// Whether anything is configured at all.
-    pub fn enabled(&self) -> bool {
-        self.rules.wedged_after.is_some() || self.rules.kill_stuck_after.is_some()
+    /// Whether the decisions are only to be said (`actions = "report"`).
+    pub fn report_only(&self) -> bool {
+        self.rules.mode == ActionMode::Report
     }
 
     /// The rules in force.
-    pub fn rules(&self) -> &HealthRules {
+    pub fn rules(&self) -> &Actions {
         &self.rules
     }
 
@@ -281,6 +269,7 @@ mod tests {
             notify: NotifyMode::MainPid,
             max_workers: scoreboard::DEFAULT_MAX_WORKERS,
             max_status_bytes: 1 << 20,
+            actions: Default::default(),
         })
     }
 
@@ -299,12 +288,12 @@ mod tests {
         pool.observe(&mut snapshot, now);
     }
 
-    fn rules() -> HealthRules {
-        HealthRules {
+    fn rules() -> Actions {
+        Actions {
             wedged_after: Some(3 * SECOND),
             kill_stuck_after: None,
             kill_grace: 10 * SECOND,
-            report_only: false,
+            ..Actions::default()
         }
     }
 
@@ -453,11 +442,11 @@ mod tests {
             &[("101", "busy slow"), ("102", "idle"), ("103", "idle")],
             t0 + 1500 * Duration::from_millis(1),
         );
-        let mut health = Health::new(HealthRules {
+        let mut health = Health::new(Actions {
             wedged_after: None,
             kill_stuck_after: Some(2 * SECOND),
             kill_grace: 10 * SECOND,
-            report_only: false,
+            ..Actions::default()
         });
         assert!(health.decide(&pool, life(t0), true, t0 + SECOND).is_empty());
         let first = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
@@ -501,11 +490,11 @@ mod tests {
             &[("web-1", "busy"), ("0042", "busy"), ("1", "busy")],
             t0,
         );
-        let mut health = Health::new(HealthRules {
+        let mut health = Health::new(Actions {
             wedged_after: None,
             kill_stuck_after: Some(SECOND),
             kill_grace: SECOND,
-            report_only: false,
+            ..Actions::default()
         });
         let decisions = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
         assert_eq!(decisions.len(), 3);

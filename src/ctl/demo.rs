@@ -191,6 +191,7 @@ fn demo_service(dir: &Path) -> Service {
         notify: NotifyMode::None,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
         max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
+        actions: Default::default(),
     }
 }
 
