@@ -625,6 +625,11 @@ fn zero_series(unit: &str) -> Vec<String> {
             "scoreboard_read_errors_total{{unit=\"{unit}\",kind=\"{kind}\"}} 0"
         ));
     }
+    for action in scoreboard_agent::metrics::ACTIONS {
+        lines.push(format!(
+            "scoreboard_actions_total{{unit=\"{unit}\",action=\"{action}\"}} 0"
+        ));
+    }
     lines
 }
 

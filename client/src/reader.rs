@@ -773,6 +773,30 @@ impl DirReader {
         chase::still_leads_to(self.dir.path(), self.identity)
     }
 
+    /// The device and inode of worker `id`'s file as the directory holds it now
+    /// (`fstatat` without following a symlink): what tells whose lock is on it (the
+    /// `dev:ino` of `/proc/locks`), without trusting the path.
+    pub fn worker_file(&self, id: &str) -> std::io::Result<(u64, u64)> {
+        if id.contains('/') || id.contains('\0') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{id:?} cannot be a worker id"),
+            ));
+        }
+        let stat = rustix::fs::statat(
+            self.as_fd(),
+            dir::status_name(id).as_c_str(),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the file of worker {id:?} is not a regular file"),
+            ));
+        }
+        Ok((stat.st_dev, stat.st_ino))
+    }
+
     /// Reads every live worker and reaps dead ones, reusing open files: one whole pass.
     pub fn sweep(&mut self) -> Result<Snapshot> {
         loop {

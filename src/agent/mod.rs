@@ -8,6 +8,7 @@
 //! [`run`] takes its shutdown and reload triggers as arguments: the binary wires them
 //! to SIGTERM/SIGINT and SIGHUP ([`signals`]); nothing here installs a signal handler.
 
+mod actions;
 mod reload;
 mod service;
 
@@ -174,6 +175,7 @@ impl Agent {
         let tick = due.tick || !self.timers.is_ready();
         self.send_summaries(now, tick);
         self.publish(now, tick);
+        self.act(now);
         let all_swept = self.services.iter().all(|w| w.schedule.swept_once());
         if self.timers.ready_now(now, all_swept) {
             self.lifecycle(&Message::Ready);
@@ -362,7 +364,7 @@ impl Agent {
     fn followed_units(&self) -> Vec<String> {
         self.services
             .iter()
-            .filter(|w| w.service.notify == NotifyMode::MainPid)
+            .filter(|w| w.service.notify == NotifyMode::MainPid || w.service.actions.enabled())
             .map(|w| w.service.unit.clone())
             .collect()
     }
@@ -417,11 +419,14 @@ impl Agent {
     fn recall(&mut self, index: usize) {
         let watched = &self.services[index];
         match state::load(&self.config.state_directory, &watched.service.unit) {
-            Ok(Some(history)) => {
-                debug!(unit = %watched.service.unit, workers = history.len(), "remembering change times");
+            Ok(Some(memory)) => {
+                debug!(unit = %watched.service.unit, workers = memory.history.len(), "remembering change times");
                 watched
                     .pool()
-                    .remember(history, Instant::now(), SystemTime::now());
+                    .remember(memory.history, Instant::now(), SystemTime::now());
+                if let Some(start) = memory.watchdog_triggered_for {
+                    self.services[index].health.remember_triggered(start);
+                }
             }
             Ok(None) => {}
             Err(e) => warn!(
@@ -436,12 +441,13 @@ impl Agent {
     fn save_state(&mut self) {
         let (now, wall) = (Instant::now(), SystemTime::now());
         for watched in &self.services {
-            let history = watched.pool().history(now, wall);
-            if let Err(e) = state::save(
-                &self.config.state_directory,
-                &watched.service.unit,
-                &history,
-            ) && self.warnings.allow("state", now)
+            let memory = state::Memory {
+                history: watched.pool().history(now, wall),
+                watchdog_triggered_for: watched.health.triggered_for(),
+            };
+            if let Err(e) =
+                state::save(&self.config.state_directory, &watched.service.unit, &memory)
+                && self.warnings.allow("state", now)
             {
                 warn!(
                     "saving state in {}: {e}; a restart will reset stuck timers",

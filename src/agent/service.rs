@@ -10,6 +10,7 @@ use scoreboard::{DirReader, Progress, ReadOptions, Snapshot};
 use tracing::{debug, info, warn};
 
 use crate::config::{NotifyMode, Service};
+use crate::core::health::Health;
 use crate::core::pool::Pool;
 use crate::core::privacy::DirAccess;
 use crate::core::schedule::{Listener, Schedule};
@@ -31,6 +32,8 @@ pub struct Watched {
     /// Shared with the service's D-Bus object; locked only briefly, never across an await.
     pub pool: Arc<Mutex<Pool>>,
     pub schedule: Schedule,
+    /// Health actions: what the core decided, remembered between decisions.
+    pub health: Health,
     reader: Option<DirReader>,
     wd: Option<i32>,
     /// When the pass under way began, for the sweep-duration metric (all its steps).
@@ -43,6 +46,7 @@ impl Watched {
         Watched {
             pool: Arc::new(Mutex::new(Pool::new(&service))),
             schedule: Schedule::new(signals),
+            health: Health::new(service.actions.clone()),
             service,
             reader: None,
             wd: None,
@@ -67,6 +71,17 @@ impl Watched {
     /// Whether inotify watch `wd` is this service's.
     pub fn watches(&self, wd: i32) -> bool {
         self.wd == Some(wd)
+    }
+
+    /// The device and inode of worker `id`'s file, as the directory holds it now.
+    pub fn worker_file(&self, id: &str) -> std::io::Result<(u64, u64)> {
+        match &self.reader {
+            Some(reader) => reader.worker_file(id),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the scoreboard directory is not open",
+            )),
+        }
     }
 
     /// The unit's name.

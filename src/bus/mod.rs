@@ -55,6 +55,8 @@ enum Command {
     Publish(String, Published),
     /// Worker ids that came and went.
     Signals(String, Vec<String>, Vec<String>),
+    /// A health action: unit, action, worker (empty for the whole unit), what was done.
+    Action(String, &'static str, String, String),
     /// Units whose main process to follow (notify = "main-pid").
     Follow(Vec<String>),
     /// Ask systemd again now: a main process we spoke for has gone.
@@ -152,6 +154,16 @@ impl BusThread {
     /// A batch of workers that came and went.
     pub fn worker_signals(&self, unit: &str, added: Vec<String>, reaped: Vec<String>) {
         self.send(Command::Signals(unit.to_owned(), added, reaped));
+    }
+
+    /// ActionTaken for a health action on `unit` (`worker` empty for the whole unit).
+    pub fn action_taken(&self, unit: &str, action: &'static str, worker: &str, detail: &str) {
+        self.send(Command::Action(
+            unit.to_owned(),
+            action,
+            worker.to_owned(),
+            detail.to_owned(),
+        ));
     }
 
     /// The units whose main processes to follow, after a reload.
@@ -321,6 +333,11 @@ impl State {
             Command::Signals(unit, added, reaped) => {
                 live.server.worker_signals(&unit, added, reaped).await
             }
+            Command::Action(unit, action, worker, detail) => {
+                live.server
+                    .action_taken(&unit, action, &worker, &detail)
+                    .await
+            }
             Command::Add(service, pool) => {
                 self.services.push((service.clone(), pool.clone()));
                 live.server.add(service, pool).await
@@ -350,7 +367,10 @@ impl State {
             Command::Add(service, pool) => self.services.push((service, pool)),
             Command::Remove(unit) => self.services.retain(|(s, _)| s.unit != unit),
             Command::Follow(units) => self.follow(units),
-            Command::Publish(..) | Command::Signals(..) | Command::Refresh => {}
+            Command::Publish(..)
+            | Command::Signals(..)
+            | Command::Action(..)
+            | Command::Refresh => {}
         }
     }
 

@@ -92,6 +92,9 @@ pub trait Service {
     /// The STATUS= line.
     #[zbus(property)]
     fn summary(&self) -> zbus::Result<String>;
+    /// The last health action, with when; empty when none.
+    #[zbus(property)]
+    fn last_action(&self) -> zbus::Result<String>;
 }
 
 #[cfg(test)]

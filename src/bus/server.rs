@@ -440,6 +440,24 @@ impl ServiceObject {
         })
     }
 
+    /// The last health action on the service (watchdog triggered, a stuck worker
+    /// signalled, refused, or — in report mode — what would have been done), with when;
+    /// empty when none.
+    #[zbus(property)]
+    fn last_action(&self) -> String {
+        self.with_pool(|pool, _| bus_string(pool.last_action().unwrap_or_default()).into_owned())
+    }
+
+    /// A health action: `action` (watchdog, signal, kill, refused, not_a_pid,
+    /// reported), the worker id (empty for the whole unit), and what was done and why.
+    #[zbus(signal)]
+    pub async fn action_taken(
+        emitter: &SignalEmitter<'_>,
+        action: &str,
+        worker: &str,
+        detail: &str,
+    ) -> zbus::Result<()>;
+
     /// Workers that appeared, batched: at most one signal per 100 ms.
     #[zbus(signal)]
     pub async fn worker_added(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
@@ -628,6 +646,19 @@ impl Server {
         .await?;
         *published = current;
         Ok(())
+    }
+
+    /// ActionTaken on the service's object.
+    pub async fn action_taken(
+        &self,
+        unit: &str,
+        action: &str,
+        worker: &str,
+        detail: &str,
+    ) -> zbus::Result<()> {
+        let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
+        ServiceObject::action_taken(&emitter, action, &bus_string(worker), &bus_string(detail))
+            .await
     }
 
     /// One WorkerAdded and one WorkerReaped for a batch of ids (none when empty).

@@ -21,9 +21,18 @@ use crate::core::pool::Pool;
 pub struct UnitLife {
     /// The unit's main process (0: none).
     pub main_pid: u32,
-    /// When the unit last became active (`ActiveEnterTimestampMonotonic`), on the
-    /// monotonic clock `Instant` uses; `None` while it is not active.
-    pub active_since: Option<Instant>,
+    /// When the unit last became active; `None` while it is not active.
+    pub start: Option<Start>,
+}
+
+/// One start of a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start {
+    /// `ActiveEnterTimestampMonotonic` as systemd says it (µs): names the start, the same
+    /// for every agent of this boot, so it can be saved.
+    pub usec: u64,
+    /// The same moment as an `Instant`.
+    pub at: Instant,
 }
 
 /// Which signal a stuck worker gets.
@@ -93,9 +102,9 @@ pub struct Health {
     /// Since when the pool has had no workers, as this agent saw it: a fresh agent
     /// waits `wedged_after` before calling an empty pool wedged.
     empty_since: Option<Instant>,
-    /// The start of the unit (its `active_since`) for which the watchdog was triggered:
-    /// at most once per start.
-    triggered_for: Option<Instant>,
+    /// The start of the unit for which the watchdog was triggered: at most once per
+    /// start, remembered across agent restarts.
+    triggered_for: Option<u64>,
     signalled: HashMap<String, Signalled>,
 }
 
@@ -120,14 +129,14 @@ impl Health {
         &self.rules
     }
 
-    /// A start of the unit for which the watchdog was already triggered, remembered
-    /// across an agent restart.
-    pub fn remember_triggered(&mut self, active_since: Instant) {
-        self.triggered_for = Some(active_since);
+    /// A start of the unit (its [`Start::usec`]) for which the watchdog was already
+    /// triggered, remembered across an agent restart.
+    pub fn remember_triggered(&mut self, start_usec: u64) {
+        self.triggered_for = Some(start_usec);
     }
 
     /// The start for which the watchdog was last triggered, to save.
-    pub fn triggered_for(&self) -> Option<Instant> {
+    pub fn triggered_for(&self) -> Option<u64> {
         self.triggered_for
     }
 
@@ -158,8 +167,8 @@ impl Health {
     fn wedge(&mut self, pool: &Pool, life: Option<UnitLife>, now: Instant) -> Option<Decision> {
         let after = self.rules.wedged_after?;
         let life = life?;
-        let active_since = life.active_since?;
-        if life.main_pid == 0 || self.triggered_for == Some(active_since) {
+        let start = life.start?;
+        if life.main_pid == 0 || self.triggered_for == Some(start.usec) {
             return None;
         }
         let (why, since) = if pool.is_empty() {
@@ -168,12 +177,12 @@ impl Health {
             (Wedge::AllStuck(pool.len()), pool.all_stuck_since(now)?)
         };
         // Judged only within this start of the unit, and only once per start.
-        let since = since.max(active_since);
+        let since = since.max(start.at);
         let wedged_for = now.saturating_duration_since(since);
         if wedged_for < after {
             return None;
         }
-        self.triggered_for = Some(active_since);
+        self.triggered_for = Some(start.usec);
         Some(Decision::TriggerWatchdog {
             pid: life.main_pid,
             why,
@@ -297,15 +306,23 @@ mod tests {
         }
     }
 
+    /// The unit active since `t0` (named by its offset from a fixed base, in µs).
     fn life(t0: Instant) -> Option<UnitLife> {
+        let base = *BASE.get_or_init(Instant::now);
         Some(UnitLife {
             main_pid: 100,
-            active_since: Some(t0),
+            start: Some(Start {
+                usec: t0.saturating_duration_since(base).as_micros() as u64 + 1,
+                at: t0,
+            }),
         })
     }
 
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
     #[test]
     fn a_pool_all_stuck_for_wedged_after_triggers_the_watchdog_once_per_start() {
+        BASE.get_or_init(Instant::now);
         let t0 = Instant::now();
         let mut pool = pool(5);
         let workers = [("101", "busy a"), ("102", "busy b"), ("103", "busy c")];
@@ -398,12 +415,12 @@ mod tests {
         assert!(health.decide(&pool, None, true, later).is_empty());
         let inactive = Some(UnitLife {
             main_pid: 100,
-            active_since: None,
+            start: None,
         });
         assert!(health.decide(&pool, inactive, true, later).is_empty());
         let no_main = Some(UnitLife {
             main_pid: 0,
-            active_since: Some(t0),
+            ..life(t0).unwrap()
         });
         assert!(health.decide(&pool, no_main, true, later).is_empty());
     }

@@ -61,6 +61,8 @@ pub struct Pool {
     max_status_bytes: usize,
     /// See [`Pool::access`].
     access: Option<crate::core::privacy::DirAccess>,
+    /// See [`Pool::last_action`].
+    last_action: Option<String>,
     /// Change times saved by an earlier agent, used for workers seen again with the same
     /// status (see [`Pool::remember`]).
     remembered: HashMap<String, (u64, Instant)>,
@@ -112,6 +114,7 @@ impl Pool {
             observations: 0,
             max_status_bytes: service.max_status_bytes,
             access: None,
+            last_action: None,
             remembered: HashMap::new(),
         }
     }
@@ -420,6 +423,16 @@ impl Pool {
     /// per-worker details is decided on this, not on whatever the path names by then.
     pub fn access(&self) -> Option<crate::core::privacy::DirAccess> {
         self.access
+    }
+
+    /// The last health action taken on the service, said as one line with its time.
+    pub fn last_action(&self) -> Option<&str> {
+        self.last_action.as_deref()
+    }
+
+    /// Records the last health action (see [`Pool::last_action`]).
+    pub fn set_last_action(&mut self, line: String) {
+        self.last_action = Some(line);
     }
 
     /// Records the directory's owner, group and mode (see [`Pool::access`]).

@@ -59,6 +59,9 @@ pub struct ServiceReport {
     pub summary: String,
     /// Live workers, sorted by id.
     pub workers: Vec<WorkerReport>,
+    /// The agent's last health action on the service, with when (`null` when none, or
+    /// read without the agent).
+    pub last_action: Option<String>,
 }
 
 /// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
@@ -179,7 +182,14 @@ async fn from_agent(
                 },
                 Err(e) => return Err(e.into()),
             };
+            // An agent from before health actions has no such property: nothing to show.
+            let last_action = service
+                .last_action()
+                .await
+                .ok()
+                .filter(|line| !line.is_empty());
             reports.push(ServiceReport {
+                last_action,
                 running: std::path::Path::new(&directory).is_dir(),
                 summary: service.summary().await?,
                 workers,
@@ -236,6 +246,7 @@ pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
 
 fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> ServiceReport {
     ServiceReport {
+        last_action: None,
         unit: service.unit.clone(),
         directory: service.directory.display().to_string(),
         running: pool.is_some(),
@@ -263,6 +274,9 @@ pub fn service_table(report: &ServiceReport) -> String {
         format!("not running (no {})", escape_controls(&report.directory))
     };
     let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
+    if let Some(action) = &report.last_action {
+        out.push_str(&format!("  last action: {}\n", escape_controls(action)));
+    }
     out.push_str(&render::worker_table(&report.workers));
     out
 }
@@ -401,6 +415,7 @@ mod tests {
         Reports {
             source: Source::Directory,
             services: vec![ServiceReport {
+                last_action: Some("2026-11-29T22:00:00Z signal 7: sent\x1b[2J".to_owned()),
                 unit: "web.service".to_owned(),
                 directory: "/run/web/scoreboard".to_owned(),
                 running: true,
@@ -440,9 +455,13 @@ mod tests {
     #[test]
     fn what_workers_wrote_stays_on_its_line() {
         let (out, err) = run(false);
-        // The header, the table's header, two workers.
-        assert_eq!(out.lines().count(), 4, "{out}");
+        // The header, the last action, the table's header, two workers.
+        assert_eq!(out.lines().count(), 5, "{out}");
         assert!(no_control_within_lines(&out), "{out:?}");
+        assert!(
+            out.contains("  last action: 2026-11-29T22:00:00Z signal 7: sent\\x1b[2J\n"),
+            "{out}"
+        );
         assert!(
             out.contains("  evil\\n\\x1b[31m  busy\\xc2\\x9b2J"),
             "{out}"

@@ -1,5 +1,6 @@
 //! What the agent does to the system besides the bus: inotify, notify sockets, systemd,
 //! saved state, logs.
+pub mod actions;
 pub mod logging;
 pub mod notify;
 pub mod state;

@@ -44,6 +44,9 @@ pub enum Message {
     Stopping,
     /// `WATCHDOG=1`.
     Watchdog,
+    /// `WATCHDOG=trigger`: systemd handles the unit as if its watchdog had expired
+    /// (sent on a wedged service's behalf).
+    WatchdogTrigger,
     /// `STATUS=<line>`; the line must already be one sanitised line (see
     /// [`crate::core::status_line::render`]).
     Status(String),
@@ -67,6 +70,7 @@ impl Message {
             ],
             Message::Stopping => vec![NotifyState::Stopping],
             Message::Watchdog => vec![NotifyState::Watchdog],
+            Message::WatchdogTrigger => vec![NotifyState::WatchdogTrigger],
             Message::Status(line) => {
                 debug_assert!(!line.contains('\n'));
                 vec![NotifyState::Status(line)]

@@ -30,6 +30,19 @@ pub const MAX_STATE_FILE: u64 = 16 << 20;
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
     workers: BTreeMap<String, SavedWorker>,
+    /// The start of the unit (`ActiveEnterTimestampMonotonic`, µs) for which the agent
+    /// triggered its watchdog: never twice for one start, whatever restarts the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    watchdog_triggered_for: Option<u64>,
+}
+
+/// What an agent remembers of a unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Each worker's status fingerprint and when that status was first seen.
+    pub history: History,
+    /// See [`crate::core::health::Health::triggered_for`].
+    pub watchdog_triggered_for: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,10 +58,12 @@ fn file(directory: &Path, unit: &str) -> PathBuf {
     directory.join(format!("{unit}.json"))
 }
 
-/// Writes `history` for `unit`, atomically.
-pub fn save(directory: &Path, unit: &str, history: &History) -> std::io::Result<()> {
+/// Writes what the agent remembers of `unit`, atomically.
+pub fn save(directory: &Path, unit: &str, memory: &Memory) -> std::io::Result<()> {
     let saved = Saved {
-        workers: history
+        watchdog_triggered_for: memory.watchdog_triggered_for,
+        workers: memory
+            .history
             .iter()
             .map(|(id, (print, since))| {
                 let since_ms = since
@@ -83,7 +98,7 @@ pub fn save(directory: &Path, unit: &str, history: &History) -> std::io::Result<
 /// Reads what was saved for `unit`; `Ok(None)` when nothing was. A symlink, anything
 /// but a regular file, or a file over [`MAX_STATE_FILE`] bytes is an error naming the
 /// file, found without blocking and without reading past the limit.
-pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<History>> {
+pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<Memory>> {
     let path = file(directory, unit);
     let fd = match rustix::fs::open(
         &path,
@@ -150,7 +165,10 @@ pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<History>> {
             ))
         })
         .collect();
-    Ok(Some(history))
+    Ok(Some(Memory {
+        history,
+        watchdog_triggered_for: saved.watchdog_triggered_for,
+    }))
 }
 
 /// Forgets `unit` (no longer watched). unlink(2) removes a symlink itself, never what
@@ -194,6 +212,13 @@ pub fn truncated(time: SystemTime) -> SystemTime {
 mod tests {
     use super::*;
 
+    fn remembered(history: History) -> Memory {
+        Memory {
+            history,
+            watchdog_triggered_for: None,
+        }
+    }
+
     #[test]
     fn history_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
@@ -203,8 +228,12 @@ mod tests {
             ("w2".to_owned(), (3, now - Duration::from_secs(90))),
         ]
         .into();
-        save(tmp.path(), "web.service", &history).unwrap();
-        assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(history));
+        let memory = Memory {
+            history,
+            watchdog_triggered_for: Some(123_456_789),
+        };
+        save(tmp.path(), "web.service", &memory).unwrap();
+        assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(memory));
         assert_eq!(load(tmp.path(), "other.service").unwrap(), None);
         std::fs::write(tmp.path().join("bad.service.json"), "{").unwrap();
         assert!(load(tmp.path(), "bad.service").is_err());
@@ -260,7 +289,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let elsewhere = tmp.path().join("elsewhere");
         std::fs::create_dir(&elsewhere).unwrap();
-        save(&elsewhere, "web.service", &history()).unwrap();
+        save(&elsewhere, "web.service", &remembered(history())).unwrap();
         let target = elsewhere.join("web.service.json");
         let planted = tmp.path().join("web.service.json");
         std::os::unix::fs::symlink(&target, &planted).unwrap();
@@ -273,12 +302,12 @@ mod tests {
 
         // Saving replaces the link itself; its target is untouched.
         let before = std::fs::read(&target).unwrap();
-        save(tmp.path(), "web.service", &History::new()).unwrap();
+        save(tmp.path(), "web.service", &Memory::default()).unwrap();
         assert!(std::fs::symlink_metadata(&planted).unwrap().is_file());
         assert_eq!(std::fs::read(&target).unwrap(), before);
         assert_eq!(
             load(tmp.path(), "web.service").unwrap(),
-            Some(History::new())
+            Some(Memory::default())
         );
 
         // So does removing it.
@@ -297,10 +326,10 @@ mod tests {
         for name in ["web.service.json.tmp", "web.service.tmp"] {
             std::os::unix::fs::symlink(&target, tmp.path().join(name)).unwrap();
         }
-        let history = history();
-        save(tmp.path(), "web.service", &history).unwrap();
+        let memory = remembered(history());
+        save(tmp.path(), "web.service", &memory).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
-        assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(history));
+        assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(memory));
         // Nothing but the state file and what was planted is left behind.
         let mut names: Vec<String> = std::fs::read_dir(tmp.path())
             .unwrap()

@@ -8,6 +8,8 @@ use zbus::Connection;
 use zbus::{OwnedObjectPath, OwnedVariant};
 
 const DESTINATION: &str = "org.freedesktop.systemd1";
+/// The interface every unit has (ActiveState, timestamps).
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
 
 /// How long a D-Bus call may take before the agent moves on without its answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,8 +28,12 @@ pub struct MainProcess {
     /// `NotifyAccess=`: `none`, `main`, `exec` or `all`.
     pub notify_access: String,
     /// `ControlGroup=`, e.g. `/system.slice/demo.service`: where the main process must
-    /// still be for a remembered pid to be trusted while systemd cannot be asked.
+    /// still be for a remembered pid to be trusted while systemd cannot be asked, and
+    /// where a worker must be for the agent to signal it.
     pub control_group: String,
+    /// `ActiveEnterTimestampMonotonic` (µs of CLOCK_MONOTONIC) when the unit is
+    /// `ActiveState=active`, else 0: health actions judge only within one start.
+    pub active_since_usec: u64,
 }
 
 impl Systemd {
@@ -63,11 +69,23 @@ impl Systemd {
                         pid: 0,
                         notify_access: String::new(),
                         control_group: String::new(),
+                        active_since_usec: 0,
                     });
                 }
                 Err(e) => return Err(e.into()),
             };
             let pid: u32 = self.service_property(&path, "MainPID").await?.try_into()?;
+            let active: String = self
+                .property(&path, UNIT, "ActiveState")
+                .await?
+                .try_into()?;
+            let active_since_usec: u64 = match active.as_str() {
+                "active" | "reloading" => self
+                    .property(&path, UNIT, "ActiveEnterTimestampMonotonic")
+                    .await?
+                    .try_into()?,
+                _ => 0,
+            };
             let notify_access: String = self
                 .service_property(&path, "NotifyAccess")
                 .await?
@@ -80,6 +98,7 @@ impl Systemd {
                 pid,
                 notify_access,
                 control_group,
+                active_since_usec,
             })
         };
         tokio::time::timeout(CALL_TIMEOUT, lookup)
@@ -93,6 +112,16 @@ impl Systemd {
         path: &OwnedObjectPath,
         name: &str,
     ) -> zbus::Result<OwnedVariant> {
+        self.property(path, "org.freedesktop.systemd1.Service", name)
+            .await
+    }
+
+    async fn property(
+        &self,
+        path: &OwnedObjectPath,
+        interface: &str,
+        name: &str,
+    ) -> zbus::Result<OwnedVariant> {
         let reply = self
             .connection
             .call_method(
@@ -100,7 +129,7 @@ impl Systemd {
                 path,
                 Some("org.freedesktop.DBus.Properties"),
                 "Get",
-                &("org.freedesktop.systemd1.Service", name),
+                &(interface, name),
             )
             .await?;
         reply.body().deserialize()
@@ -157,6 +186,7 @@ mod tests {
 
     fn main_process(pid: u32, control_group: &str) -> MainProcess {
         MainProcess {
+            active_since_usec: 0,
             pid,
             notify_access: "main".to_owned(),
             control_group: control_group.to_owned(),

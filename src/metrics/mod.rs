@@ -64,6 +64,28 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// `unit`, `action`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// The systemd unit.
+    pub unit: String,
+    /// One of [`ACTIONS`].
+    pub action: String,
+}
+
+/// The `action` label values of `scoreboard_actions_total`: the unit's watchdog
+/// triggered, a stuck worker sent its signal, sent SIGKILL after the grace, a signal
+/// refused by the checks, a stuck worker whose id is not a pid, and (dry run) an action
+/// only reported.
+pub const ACTIONS: [&str; 6] = [
+    "watchdog",
+    "signal",
+    "kill",
+    "refused",
+    "not_a_pid",
+    "reported",
+];
+
 /// `unit`, `kind`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -82,6 +104,7 @@ pub struct Metrics {
     read_errors: Family<ErrorLabels, Counter>,
     sweep_duration: Family<UnitLabel, Histogram>,
     notify_errors: Family<UnitLabel, Counter>,
+    actions: Family<ActionLabels, Counter>,
     pool: Family<UnitLabel, Gauge>,
     last_sweep: Family<UnitLabel, Gauge<f64, AtomicU64>>,
     /// States last exported per unit, so a state nobody is in any more disappears.
@@ -111,6 +134,7 @@ impl Metrics {
             sweep_histogram as fn() -> Histogram,
         );
         let notify_errors = Family::<UnitLabel, Counter>::default();
+        let actions = Family::<ActionLabels, Counter>::default();
         let pool = Family::<UnitLabel, Gauge>::default();
         let last_sweep = Family::<UnitLabel, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -149,6 +173,11 @@ impl Metrics {
             "STATUS= datagrams that could not be sent",
             notify_errors.clone(),
         );
+        registry.register(
+            "scoreboard_actions",
+            "Health actions taken (or, in report mode, reported), by unit and action",
+            actions.clone(),
+        );
         registry.register_with_unit(
             "scoreboard_last_sweep_timestamp",
             "When the unit's directory was last read through, or found absent (Unix time)",
@@ -163,6 +192,7 @@ impl Metrics {
             read_errors,
             sweep_duration,
             notify_errors,
+            actions,
             pool,
             last_sweep,
             states: Mutex::default(),
@@ -182,6 +212,12 @@ impl Metrics {
         drop(self.reaped.get_or_create(&label));
         drop(self.notify_errors.get_or_create(&label));
         drop(self.sweep_duration.get_or_create(&label));
+        for action in ACTIONS {
+            drop(self.actions.get_or_create(&ActionLabels {
+                unit: unit.to_owned(),
+                action: action.to_owned(),
+            }));
+        }
         for kind in scoreboard::SkipReason::KINDS {
             drop(self.read_errors.get_or_create(&ErrorLabels {
                 unit: unit.to_owned(),
@@ -202,6 +238,12 @@ impl Metrics {
         self.notify_errors.remove(&label);
         self.sweep_duration.remove(&label);
         self.last_sweep.remove(&label);
+        for action in ACTIONS {
+            self.actions.remove(&ActionLabels {
+                unit: unit.to_owned(),
+                action: action.to_owned(),
+            });
+        }
         for kind in scoreboard::SkipReason::KINDS {
             self.read_errors.remove(&ErrorLabels {
                 unit: unit.to_owned(),
@@ -309,7 +351,18 @@ impl Metrics {
         );
     }
 
-    /// Counts a STATUS= datagram that could not be sent.
+    /// Counts one health action (one of [`ACTIONS`]).
+    pub fn action(&self, unit: &str, action: &'static str) {
+        debug_assert!(ACTIONS.contains(&action));
+        self.actions
+            .get_or_create(&ActionLabels {
+                unit: unit.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a `STATUS=` datagram that could not be sent.
     pub fn notify_error(&self, unit: &str) {
         self.notify_errors
             .get_or_create(&UnitLabel {

@@ -1,0 +1,205 @@
+//! Health actions, carried out: the core ([`crate::core::health`]) decides; here each
+//! decision is checked against the system (the unit's main process, start and control
+//! group as systemd last said them; the worker's process and file), done — or, with
+//! `actions = "report"`, only said — and then said everywhere once: the journal (fields
+//! `SCOREBOARD_UNIT`, `SCOREBOARD_WORKER`, `SCOREBOARD_ACTION`, `SCOREBOARD_STATUS`,
+//! `SCOREBOARD_STOOD`), the bus (`ActionTaken`, `LastAction`), and
+//! `scoreboard_actions_total{unit,action}`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{info, warn};
+
+use super::Agent;
+use crate::core::health::{Decision, Escalation, Start, UnitLife, Wedge};
+use crate::escape::Escaped;
+use crate::io::actions::{Target, signal_of, signal_worker};
+use crate::io::notify::Message;
+
+impl Agent {
+    /// Decides and carries out the health actions of every service that has any.
+    pub(super) fn act(&mut self, now: Instant) {
+        for index in 0..self.services.len() {
+            if !self.services[index].service.actions.enabled() {
+                continue;
+            }
+            let main = self
+                .bus
+                .as_ref()
+                .and_then(|bus| bus.main_process(self.services[index].unit()));
+            let life = main.as_ref().map(|main| UnitLife {
+                main_pid: main.pid,
+                start: start(main.active_since_usec, now),
+            });
+            let watched = &mut self.services[index];
+            let decisions = {
+                let pool = watched
+                    .pool
+                    .lock()
+                    .expect("never poisoned: no panics while held");
+                let swept = watched.schedule.swept_once();
+                watched.health.decide(&pool, life, swept, now)
+            };
+            let control_group = main.map(|main| main.control_group).unwrap_or_default();
+            for decision in decisions {
+                self.carry_out(index, decision, &control_group);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, index: usize, decision: Decision, control_group: &str) {
+        let report_only = self.services[index].health.report_only();
+        let unit = self.services[index].unit().to_owned();
+        match decision {
+            Decision::TriggerWatchdog {
+                pid,
+                why,
+                wedged_for,
+            } => {
+                let why = match why {
+                    Wedge::AllStuck(n) => format!("all {n} workers stuck for {}", secs(wedged_for)),
+                    Wedge::Empty => format!("no workers for {}", secs(wedged_for)),
+                };
+                if report_only {
+                    info!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}); would trigger its watchdog (actions = \"report\")");
+                    self.record(
+                        index,
+                        "reported",
+                        "",
+                        &format!("would trigger the watchdog: {why}"),
+                    );
+                    return;
+                }
+                let sent = self
+                    .systemd_socket()
+                    .and_then(|socket| socket.send_as(&Message::WatchdogTrigger, pid));
+                match sent {
+                    Ok(()) => {
+                        warn!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
+                        self.record(
+                            index,
+                            "watchdog",
+                            "",
+                            &format!("triggered the watchdog: {why}"),
+                        );
+                        // Never twice for this start, whatever happens to the agent next.
+                        self.save_state();
+                    }
+                    Err(e) => {
+                        warn!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}), but triggering its watchdog failed: {e}");
+                        self.record(
+                            index,
+                            "refused",
+                            "",
+                            &format!("could not trigger the watchdog ({why}): {e}"),
+                        );
+                    }
+                }
+            }
+            Decision::Signal {
+                worker,
+                pid,
+                escalation,
+                stood,
+                status,
+            } => {
+                let signal = match escalation {
+                    Escalation::First => self.services[index].service.actions.kill_signal,
+                    Escalation::Kill => crate::config::KillSignal::Kill,
+                };
+                let shown = Escaped::str(&worker);
+                let status_shown = crate::escape::escape_controls(&status).into_owned();
+                let stood_shown = secs(stood);
+                if report_only {
+                    info!(unit = %unit, worker = %shown, action = "signal", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}; would send SIG{signal} (actions = \"report\")");
+                    self.record(
+                        index,
+                        "reported",
+                        &worker,
+                        &format!("would send SIG{signal}: stuck for {stood_shown}"),
+                    );
+                    return;
+                }
+                let checked = self.services[index]
+                    .worker_file(&worker)
+                    .map_err(|e| crate::io::actions::Refused::Unchecked(format!("its file: {e}")))
+                    .and_then(|file| {
+                        let target = Target {
+                            pid,
+                            control_group,
+                            file,
+                        };
+                        signal_worker(&target, signal_of(signal))
+                    });
+                match checked {
+                    Ok(()) => {
+                        let action = match escalation {
+                            Escalation::First => "signal",
+                            Escalation::Kill => "kill",
+                        };
+                        warn!(unit = %unit, worker = %shown, action = action, status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown} (status {status_shown:?}): sent SIG{signal} to pid {pid}");
+                        self.record(
+                            index,
+                            action,
+                            &worker,
+                            &format!("sent SIG{signal} to pid {pid}: stuck for {stood_shown}"),
+                        );
+                    }
+                    Err(refused) => {
+                        warn!(unit = %unit, worker = %shown, action = "refused", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}: not signalled: {refused}");
+                        self.record(
+                            index,
+                            "refused",
+                            &worker,
+                            &format!("not signalled: {refused}"),
+                        );
+                    }
+                }
+            }
+            Decision::NotAPid { worker, stood } => {
+                let shown = Escaped::str(&worker);
+                let stood_shown = secs(stood);
+                warn!(unit = %unit, worker = %shown, action = "not_a_pid", stood = %stood_shown, "worker {shown} stuck for {stood_shown}: its id is not a pid, so it is never signalled");
+                self.record(
+                    index,
+                    "not_a_pid",
+                    &worker,
+                    &format!("stuck for {stood_shown}; its id is not a pid"),
+                );
+            }
+        }
+    }
+
+    /// The action said on the bus, counted, and kept as the service's last action.
+    fn record(&mut self, index: usize, action: &'static str, worker: &str, detail: &str) {
+        let unit = self.services[index].unit().to_owned();
+        self.metrics.action(&unit, action);
+        if let Some(bus) = &self.bus {
+            bus.action_taken(&unit, action, worker, detail);
+        }
+        let when = humantime::format_rfc3339_seconds(SystemTime::now());
+        let line = if worker.is_empty() {
+            format!("{when} {action}: {detail}")
+        } else {
+            format!("{when} {action} {worker}: {detail}")
+        };
+        self.services[index].pool().set_last_action(line);
+    }
+}
+
+/// A unit's start as systemd gives it (µs of CLOCK_MONOTONIC; 0 when not active), on
+/// the clock of `now`.
+fn start(usec: u64, now: Instant) -> Option<Start> {
+    if usec == 0 {
+        return None;
+    }
+    let clock = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let now_usec = clock.tv_sec as u64 * 1_000_000 + clock.tv_nsec as u64 / 1_000;
+    let at = now.checked_sub(Duration::from_micros(now_usec.saturating_sub(usec)))?;
+    Some(Start { usec, at })
+}
+
+/// "12.5s".
+fn secs(duration: Duration) -> String {
+    format!("{:.1}s", duration.as_secs_f64())
+}

@@ -1,0 +1,237 @@
+//! Carrying out a health action on a worker: the checks that make a worker id a process
+//! the agent may signal, and the signal itself, on a pidfd.
+//!
+//! A worker id is only a claim written by the service's user. The agent signals the pid
+//! it names only when that process is alive, runs in the unit's own control group, and
+//! holds the write lock on the worker's scoreboard file — so a reused pid, a process of
+//! another unit or a made-up id is never hit. The process is pinned with `pidfd_open`
+//! before the checks and signalled through that pidfd after them: if it died meanwhile
+//! and its pid was reused, the signal goes nowhere (`ESRCH`) rather than to the newcomer.
+
+use std::fmt;
+use std::os::fd::OwnedFd;
+
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+/// Why a worker was not signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// No such process (it exited).
+    Gone,
+    /// It runs outside the unit's control group (shown: where it runs).
+    OutsideUnit(String),
+    /// It does not hold the lock on the worker's file.
+    NotTheHolder,
+    /// A check could not be made (shown: why); nothing was sent.
+    Unchecked(String),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Gone => write!(f, "the process has exited"),
+            Refused::OutsideUnit(cgroup) => {
+                write!(f, "the process runs outside the unit, in {cgroup}")
+            }
+            Refused::NotTheHolder => {
+                write!(f, "the process does not hold the worker's scoreboard file")
+            }
+            Refused::Unchecked(why) => write!(f, "could not check the process: {why}"),
+        }
+    }
+}
+
+/// What must be true of `pid` before it is signalled.
+pub struct Target<'a> {
+    /// The pid the worker id names.
+    pub pid: i32,
+    /// The unit's `ControlGroup=` (e.g. `/system.slice/web.service`).
+    pub control_group: &'a str,
+    /// The worker's file (device, inode), whose `flock` the process must hold.
+    pub file: (u64, u64),
+}
+
+/// Sends `signal` to `target.pid` if every check passes.
+pub fn signal_worker(target: &Target<'_>, signal: Signal) -> Result<(), Refused> {
+    let pid = Pid::from_raw(target.pid).ok_or(Refused::Gone)?;
+    let pidfd: OwnedFd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Err(Refused::Gone),
+        Err(e) => return Err(Refused::Unchecked(format!("pidfd_open: {e}"))),
+    };
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", target.pid)).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => Refused::Gone,
+            _ => Refused::Unchecked(format!("reading /proc/{}/cgroup: {e}", target.pid)),
+        }
+    })?;
+    if !in_control_group(&cgroups, target.control_group) {
+        let shown = cgroups.lines().next().unwrap_or("").to_owned();
+        return Err(Refused::OutsideUnit(
+            crate::escape::escape_controls(&shown).into_owned(),
+        ));
+    }
+    let locks = std::fs::read_to_string("/proc/locks")
+        .map_err(|e| Refused::Unchecked(format!("reading /proc/locks: {e}")))?;
+    if !holds_write_lock(&locks, target.pid, target.file) {
+        return Err(Refused::NotTheHolder);
+    }
+    match rustix::process::pidfd_send_signal(&pidfd, signal) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::SRCH) => Err(Refused::Gone),
+        Err(e) => Err(Refused::Unchecked(format!("pidfd_send_signal: {e}"))),
+    }
+}
+
+/// Whether `/proc/PID/cgroup` places the process in `control_group` or below it, in the
+/// unified hierarchy (`0::/path`) or systemd's named v1 one (`N:name=systemd:/path`).
+pub fn in_control_group(proc_cgroup: &str, control_group: &str) -> bool {
+    let unit = control_group.trim_end_matches('/');
+    if unit.is_empty() || !unit.starts_with('/') {
+        return false;
+    }
+    proc_cgroup.lines().any(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        (controllers.is_empty() || controllers == "name=systemd")
+            && (path == unit
+                || path
+                    .strip_prefix(unit)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    })
+}
+
+/// Whether `/proc/locks` lists a `FLOCK … WRITE` lock held by `pid` on the file
+/// `(dev, ino)`. Lines read `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, the
+/// device as hexadecimal major:minor; lines of blocked waiters (`->`) do not hold.
+pub fn holds_write_lock(locks: &str, pid: i32, (dev, ino): (u64, u64)) -> bool {
+    let device = format!(
+        "{:02x}:{:02x}:{ino}",
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev)
+    );
+    let pid = pid.to_string();
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        matches!(
+            fields.as_slice(),
+            [_, "FLOCK", _, "WRITE", holder, file, ..] if *holder == pid && *file == device
+        )
+    })
+}
+
+/// The signal for a configured name.
+pub fn signal_of(signal: crate::config::KillSignal) -> Signal {
+    use crate::config::KillSignal;
+    match signal {
+        KillSignal::Term => Signal::TERM,
+        KillSignal::Int => Signal::INT,
+        KillSignal::Quit => Signal::QUIT,
+        KillSignal::Hup => Signal::HUP,
+        KillSignal::Usr1 => Signal::USR1,
+        KillSignal::Usr2 => Signal::USR2,
+        KillSignal::Abrt => Signal::ABORT,
+        KillSignal::Kill => Signal::KILL,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_units_own_cgroup_or_below_counts() {
+        let unit = "/system.slice/web.service";
+        assert!(in_control_group("0::/system.slice/web.service\n", unit));
+        assert!(in_control_group(
+            "0::/system.slice/web.service/workers\n",
+            unit
+        ));
+        assert!(in_control_group(
+            "12:pids:/x\n1:name=systemd:/system.slice/web.service\n0::/\n",
+            unit
+        ));
+        for other in [
+            "0::/system.slice/web.service2\n",
+            "0::/system.slice/other.service\n",
+            "0::/\n",
+            "4:pids:/system.slice/web.service\n",
+            "garbage",
+        ] {
+            assert!(!in_control_group(other, unit), "{other}");
+        }
+        assert!(
+            !in_control_group("0::/\n", ""),
+            "an empty ControlGroup is nobody's"
+        );
+    }
+
+    #[test]
+    fn the_holder_is_read_from_proc_locks() {
+        let dev = rustix::fs::makedev(8, 1);
+        let locks = "1: FLOCK  ADVISORY  WRITE 4242 08:01:777 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 5555 08:01:777 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 6666 08:01:888 0 EOF\n\
+                     3: FLOCK  ADVISORY  READ 7777 08:01:999 0 EOF\n";
+        assert!(holds_write_lock(locks, 4242, (dev, 777)));
+        assert!(!holds_write_lock(locks, 5555, (dev, 777)), "a waiter");
+        assert!(!holds_write_lock(locks, 4242, (dev, 778)));
+        assert!(!holds_write_lock(locks, 6666, (dev, 888)), "not a flock");
+        assert!(
+            !holds_write_lock(locks, 7777, (dev, 999)),
+            "not a write lock"
+        );
+        assert!(!holds_write_lock(
+            locks,
+            4242,
+            (rustix::fs::makedev(8, 2), 777)
+        ));
+    }
+
+    /// A live process of ours holding a flock on a file is found as its holder, and one
+    /// that holds nothing is refused before any signal.
+    #[test]
+    fn a_process_is_signalled_only_when_it_holds_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("status_x");
+        let file = std::fs::File::create(&path).unwrap();
+        file.lock().unwrap();
+        let stat = rustix::fs::stat(&path).unwrap();
+        let me = std::process::id() as i32;
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        assert!(holds_write_lock(&locks, me, (stat.st_dev, stat.st_ino)));
+        let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let path_in_cgroup = own_cgroup
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/")
+            .to_owned();
+        // Another file, which nobody locks: refused, nothing sent (SIGTERM would end
+        // this test process).
+        let other = tmp.path().join("status_y");
+        std::fs::write(&other, b"").unwrap();
+        let other_stat = rustix::fs::stat(&other).unwrap();
+        let target = Target {
+            pid: me,
+            control_group: &path_in_cgroup,
+            file: (other_stat.st_dev, other_stat.st_ino),
+        };
+        if path_in_cgroup != "/" {
+            assert_eq!(
+                signal_worker(&target, Signal::TERM),
+                Err(Refused::NotTheHolder)
+            );
+        }
+        // A pid that does not exist.
+        let gone = Target {
+            pid: i32::MAX - 1,
+            control_group: "/system.slice/x.service",
+            file: (0, 0),
+        };
+        assert_eq!(signal_worker(&gone, Signal::TERM), Err(Refused::Gone));
+    }
+}
