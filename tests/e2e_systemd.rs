@@ -71,6 +71,26 @@ fn main() {
             planted_symlink,
         ),
         (
+            "health 1: a wedged Perl pool (all 4 workers hung) is restarted by systemd",
+            wedged_pool_is_restarted,
+        ),
+        (
+            "health 2: one stuck worker of 4 gets SIGTERM, the master replaces it",
+            stuck_worker_is_signalled,
+        ),
+        (
+            "health 3: a worker id naming a pid outside the unit is never signalled",
+            foreign_pid_is_never_signalled,
+        ),
+        (
+            "health 4: idle pools and one live worker are never acted on; a dry run only reports",
+            quiet_pools_and_dry_runs_are_never_acted_on,
+        ),
+        (
+            "health 5: the agent restarted mid-wedge: fired once, timer kept",
+            agent_restart_mid_wedge,
+        ),
+        (
             "8 dpkg -r and --purge leave nothing behind",
             remove_and_purge,
         ),
@@ -1441,4 +1461,367 @@ fn rpm_install(system: &System) {
             .success()
     );
     assert_ne!(system.property("scoreboard-agent", "ActiveState"), "active");
+}
+
+/// Where the Perl pre-fork pool and the Perl peer are installed in the throwaway system.
+const PERL_POOL_DIR: &str = "/usr/local/lib/scoreboard-test";
+
+/// A pre-fork server in Perl, as the health actions meet them in the wild: a master
+/// forks N workers and forks a new one whenever one exits; each worker publishes its
+/// state with Parallel::Scoreboard (its id is its pid). A worker works (`busy request
+/// N`, `idle`, every 0.2 s) unless `/run/pool-control` (all workers) or
+/// `/run/pool-control.<pid>` (this one) says `hang`: then it stands still in `busy
+/// hanging` — a wedged request — until told otherwise.
+const PERL_POOL: &str = r#"use strict;
+use warnings;
+use Time::HiRes qw(sleep);
+use Parallel::Scoreboard;
+my ($dir, $n) = @ARGV;
+my $sb = Parallel::Scoreboard->new(base_dir => $dir);
+my %kids;
+$SIG{TERM} = sub { kill 'TERM', keys %kids; exit 0 };
+sub said {
+    open(my $f, '<', $_[0]) or return '';
+    local $/;
+    my $text = <$f> // '';
+    $text =~ s/\s+//g;
+    return $text;
+}
+sub work {
+    $SIG{TERM} = 'DEFAULT';
+    my $i = 0;
+    while (1) {
+        my $mode = said("/run/pool-control.$$") || said('/run/pool-control');
+        if ($mode eq 'hang') { $sb->update('busy hanging'); sleep 0.2; next }
+        if ($mode eq 'idle') { $sb->update('idle'); sleep 0.2; next }
+        $i++;
+        $sb->update("busy request $i");
+        sleep 0.2;
+        $sb->update('idle');
+        sleep 0.2;
+    }
+}
+sub spawn {
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) { work(); exit 0 }
+    $kids{$pid} = 1;
+}
+spawn() for 1 .. $n;
+while (1) {
+    my $pid = wait;
+    last if $pid < 0;
+    delete $kids{$pid};
+    spawn();
+}
+"#;
+
+const POOL_UNIT: &str = "[Unit]
+Description=Perl pre-fork pool
+[Service]
+ExecStart=/usr/bin/perl -I/usr/local/lib/scoreboard-test /usr/local/lib/scoreboard-test/pool.pl /run/pool/scoreboard 4
+RuntimeDirectory=pool
+Restart=on-failure
+RestartSec=200ms
+";
+
+/// What `kill_stuck_after` needs of the agent's unit, as README's "Health actions" says:
+/// CAP_KILL to signal another user's worker, and the process table (`/proc/PID/cgroup`,
+/// `/proc/locks`) for the checks before it.
+const KILL_DROP_IN: &str = "[Service]
+AmbientCapabilities=CAP_SYS_ADMIN CAP_KILL
+CapabilityBoundingSet=CAP_SYS_ADMIN CAP_KILL
+ProtectProc=default
+ProcSubset=all
+";
+
+/// `pool.service`'s actions: `settings` appended to what `enable` wrote, in force after
+/// a reload of the agent; the control file reset to work.
+fn pool_actions(system: &System, settings: &str) {
+    let base = system
+        .must("grep -v -e _after -e kill_ -e '^actions' /etc/scoreboard/services.d/pool.toml");
+    system.must(&format!(
+        "cat > /etc/scoreboard/services.d/pool.toml <<'EOF'\n{base}stuck_after = \"1s\"\n{settings}EOF\n\
+         systemctl reload scoreboard-agent"
+    ));
+}
+
+/// The pool's worker pids, as the agent lists them.
+fn pool_workers(system: &System) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status pool --json")).unwrap();
+    let mut ids: Vec<String> = json["services"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn pool_status_workers(system: &System) -> Option<usize> {
+    let status = system.property("pool", "StatusText");
+    status.split(' ').next()?.parse().ok()
+}
+
+/// The Perl pool, enabled and running with 4 working workers.
+fn health_setup(system: &System) {
+    let interop = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/interop");
+    assert!(
+        interop.join("Parallel/Scoreboard.pm").exists(),
+        "the Perl peer is missing: {}",
+        interop.display()
+    );
+    system.must(&format!(
+        "install -D -m 0644 {}/Parallel/Scoreboard.pm {PERL_POOL_DIR}/Parallel/Scoreboard.pm && \
+         cat > {PERL_POOL_DIR}/pool.pl <<'EOF'\n{PERL_POOL}EOF\n\
+         cat > /etc/systemd/system/pool.service <<'EOF'\n{POOL_UNIT}EOF\n\
+         mkdir -p /etc/systemd/system/scoreboard-agent.service.d && \
+         cat > /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf <<'EOF'\n{KILL_DROP_IN}EOF\n\
+         systemctl daemon-reload && systemctl restart scoreboard-agent && \
+         echo work > /run/pool-control",
+        interop.canonicalize().unwrap().display()
+    ));
+    system.must("scoreboardctl enable pool.service");
+    pool_actions(system, "");
+    system.must("systemctl start pool");
+    let up = poll(Duration::from_secs(5), || {
+        (pool_status_workers(system) == Some(4)).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "pool: {}",
+        system.property("pool", "StatusText")
+    );
+}
+
+/// How many times systemd restarted the pool.
+fn restarts(system: &System) -> u32 {
+    system.property("pool", "NRestarts").parse().unwrap()
+}
+
+fn wedged_pool_is_restarted(system: &System) {
+    health_setup(system);
+    pool_actions(system, "wedged_after = \"3s\"\n");
+    let before = restarts(system);
+    let cursor = system.journal_cursor();
+    let hung = Instant::now();
+    system.must("echo hang > /run/pool-control");
+    // Every worker stuck 1 s after its last status (0.2 s), wedged 3 s later; sampled
+    // every 1 s: the restart comes within 1.2 + 3 + 1 s of the hang, plus systemd's.
+    let restarted = poll(Duration::from_secs(9), || {
+        (restarts(system) > before).then(|| hung.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "pool was not restarted; agent:\n{}",
+            system.agent_log_since(&cursor)
+        )
+    });
+    system.must("echo work > /run/pool-control");
+    assert_eq!(restarts(system), before + 1);
+    let pool_log = system.sh(&format!(
+        "journalctl -u pool --after-cursor={} --no-pager -o cat",
+        shell_quote(&cursor)
+    ));
+    assert!(
+        pool_log.contains("Failed with result 'watchdog'"),
+        "{pool_log}"
+    );
+    let agent_log = system.agent_log_since(&cursor);
+    let said = agent_log
+        .lines()
+        .find(|l| l.contains("triggered its watchdog"))
+        .unwrap_or_else(|| panic!("{agent_log}"));
+    let fields = system.sh(&format!(
+        "journalctl -u scoreboard-agent --after-cursor={} SCOREBOARD_ACTION=watchdog -o verbose --no-pager",
+        shell_quote(&cursor)
+    ));
+    assert!(fields.contains("SCOREBOARD_UNIT=pool.service"), "{fields}");
+    // Back with 4 workers.
+    let back = poll(Duration::from_secs(5), || {
+        (pool_status_workers(system) == Some(4)).then_some(())
+    });
+    assert!(back.is_some(), "{}", system.property("pool", "StatusText"));
+    let status = system.must("scoreboardctl status pool");
+    assert!(
+        status.contains("last action:") && status.contains("watchdog"),
+        "{status}"
+    );
+    let metrics = system.sh("busctl --system get-property io.scoreboard.Agent1 /io/scoreboard/Agent1/service/pool_2eservice io.scoreboard.Agent1.Service LastAction");
+    assert!(metrics.contains("triggered the watchdog"), "{metrics}");
+    eprintln!(
+        "all 4 workers hung: restarted by systemd (Result=watchdog, NRestarts {before} -> {}) \
+         {restarted:.1?} after the hang, i.e. {:.1?} after the pool was wedged (all stuck \
+         1.2 s after the hang; wedged_after 3 s, interval 1 s): {said}",
+        restarts(system),
+        restarted.saturating_sub(Duration::from_millis(1200)),
+    );
+}
+
+fn stuck_worker_is_signalled(system: &System) {
+    pool_actions(system, "kill_stuck_after = \"2s\"\nkill_grace = \"5s\"\n");
+    let workers = pool_workers(system);
+    assert_eq!(workers.len(), 4, "{workers:?}");
+    let victim = workers[0].clone();
+    let cursor = system.journal_cursor();
+    let hung = Instant::now();
+    system.must(&format!("echo hang > /run/pool-control.{victim}"));
+    // Stuck 1 s after its last status, signalled 2 s later, gone, replaced.
+    let replaced = poll(Duration::from_secs(8), || {
+        let now = pool_workers(system);
+        (!now.contains(&victim) && now.len() == 4).then(|| (hung.elapsed(), now))
+    });
+    let (took, after) = replaced.unwrap_or_else(|| {
+        panic!(
+            "worker {victim} was not replaced; agent:\n{}",
+            system.agent_log_since(&cursor)
+        )
+    });
+    for other in &workers[1..] {
+        assert!(after.contains(other), "{other} lost its pid: {after:?}");
+    }
+    let agent_log = system.agent_log_since(&cursor);
+    let said = agent_log
+        .lines()
+        .find(|l| l.contains(&format!("sent SIGTERM to pid {victim}")))
+        .unwrap_or_else(|| panic!("{agent_log}"));
+    let fields = system.sh(&format!(
+        "journalctl -u scoreboard-agent --after-cursor={} SCOREBOARD_ACTION=signal -o verbose --no-pager",
+        shell_quote(&cursor)
+    ));
+    for field in [
+        format!("SCOREBOARD_WORKER={victim}"),
+        "SCOREBOARD_STATUS=busy hanging".to_owned(),
+        "SCOREBOARD_UNIT=pool.service".to_owned(),
+    ] {
+        assert!(fields.contains(&field), "{field} in\n{fields}");
+    }
+    system.must(&format!("rm -f /run/pool-control.{victim}"));
+    eprintln!(
+        "one worker of 4 hung: replaced {took:.1?} after the hang (kill_stuck_after reached \
+         at ~3.2 s: stuck 1 s after its last status, then 2 s), the 3 others kept their \
+         pids: {said}"
+    );
+}
+
+fn foreign_pid_is_never_signalled(system: &System) {
+    let cursor = system.journal_cursor();
+    // A process outside the unit publishes in the pool's directory under its own pid,
+    // and one under a name that is not a pid; both stand still.
+    let mut outsider = system.spawn(&format!(
+        "exec perl -I{PERL_POOL_DIR} -MParallel::Scoreboard -e \
+         'my $sb = Parallel::Scoreboard->new(base_dir => \"/run/pool/scoreboard\"); \
+          $| = 1; $sb->update(\"busy forever\"); print \"$$\\n\"; sleep 600'"
+    ));
+    let mut named = system.spawn(&format!(
+        "exec perl -I{PERL_POOL_DIR} -MParallel::Scoreboard -e \
+         'my $sb = Parallel::Scoreboard->new(base_dir => \"/run/pool/scoreboard\", \
+          worker_id => sub {{ \"web-1\" }}); $sb->update(\"busy forever\"); sleep 600'"
+    ));
+    let mut pid = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(outsider.stdout.as_mut().unwrap()),
+        &mut pid,
+    )
+    .unwrap();
+    let pid = pid.trim().to_owned();
+    let refused = poll(Duration::from_secs(8), || {
+        let log = system.agent_log_since(&cursor);
+        (log.contains(&format!("worker {pid} stuck"))
+            && log.contains("runs outside the unit")
+            && log.contains("worker web-1 stuck")
+            && log.contains("not a pid"))
+        .then_some(log)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    assert!(
+        system.run(&format!("kill -0 {pid}")).status.success(),
+        "the outsider {pid} was hit"
+    );
+    let line = refused
+        .lines()
+        .find(|l| l.contains("runs outside the unit"))
+        .unwrap();
+    eprintln!("a worker id naming a pid outside the unit: not signalled: {line}");
+    let _ = outsider.kill();
+    let _ = named.kill();
+    let _ = outsider.wait();
+    let _ = named.wait();
+    system.sh(&format!("kill {pid} 2>/dev/null; true"));
+}
+
+fn quiet_pools_and_dry_runs_are_never_acted_on(system: &System) {
+    pool_actions(system, "wedged_after = \"2s\"\n");
+    let before = (restarts(system), pool_workers(system));
+    // An idle pool, then three hung workers beside one that works: never wedged.
+    system.must("echo idle > /run/pool-control");
+    std::thread::sleep(Duration::from_secs(4));
+    system.must("echo work > /run/pool-control");
+    for worker in &before.1[..3] {
+        system.must(&format!("echo hang > /run/pool-control.{worker}"));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!((restarts(system), pool_workers(system)), before);
+
+    // A dry run: everything hung, both actions due, nothing done, everything said.
+    pool_actions(
+        system,
+        "wedged_after = \"2s\"\nkill_stuck_after = \"2s\"\nactions = \"report\"\n",
+    );
+    let cursor = system.journal_cursor();
+    system.must("echo hang > /run/pool-control");
+    let reported = poll(Duration::from_secs(8), || {
+        let log = system.agent_log_since(&cursor);
+        (log.contains("would trigger its watchdog")
+            && log.matches("would send SIGTERM").count() >= 4)
+            .then_some(log)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((restarts(system), pool_workers(system)), before);
+    let status = system.must("scoreboardctl status pool");
+    assert!(status.contains("reported"), "{status}");
+    system.must("rm -f /run/pool-control.* && echo work > /run/pool-control");
+    eprintln!(
+        "idle pool, 3 hung + 1 working: no action; dry run: {} reports, nothing done",
+        reported.lines().filter(|l| l.contains("would")).count()
+    );
+}
+
+fn agent_restart_mid_wedge(system: &System) {
+    pool_actions(system, "wedged_after = \"4s\"\n");
+    let before = restarts(system);
+    let cursor = system.journal_cursor();
+    let hung = Instant::now();
+    system.must("echo hang > /run/pool-control");
+    // 2.5 s in (stuck for ~1.3 s of the 4), the agent restarts: the stuck timers come
+    // back from its state, so the wedge is still judged from when it began.
+    std::thread::sleep(Duration::from_millis(2500));
+    system.must("systemctl restart scoreboard-agent");
+    let restarted = poll(Duration::from_secs(10), || {
+        (restarts(system) > before).then(|| hung.elapsed())
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    // Restarted agents later, within the same start of the pool: no second trigger.
+    system.must("echo work > /run/pool-control");
+    system.must("systemctl restart scoreboard-agent");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(restarts(system), before + 1);
+    let triggers = system
+        .agent_log_since(&cursor)
+        .matches("triggered its watchdog")
+        .count();
+    assert_eq!(triggers, 1);
+    // Tidy up: the pool, its drop-ins and files go.
+    system.must("systemctl stop pool && scoreboardctl disable pool.service");
+    system.must(
+        "rm -rf /etc/systemd/system/pool.service /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf \
+         /run/pool-control* && systemctl daemon-reload && systemctl restart scoreboard-agent",
+    );
+    eprintln!(
+        "agent restarted 2.5 s into a 5.2 s wedge: the pool was restarted {restarted:.1?} after \
+         the hang (once; a later agent restart did not trigger again)"
+    );
 }
