@@ -1596,6 +1596,18 @@ fn health_setup(system: &System) {
     );
 }
 
+/// The agent's journal entry for `action` after `cursor`, with its fields.
+fn action_entry(system: &System, cursor: &str, action: &str) -> serde_json::Value {
+    let json = system.sh(&format!(
+        "journalctl -u scoreboard-agent --after-cursor={} -o json --no-pager",
+        shell_quote(cursor)
+    ));
+    json.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["SCOREBOARD_ACTION"] == action)
+        .unwrap_or_else(|| panic!("no SCOREBOARD_ACTION={action} in\n{json}"))
+}
+
 /// How many times systemd restarted the pool.
 fn restarts(system: &System) -> u32 {
     system.property("pool", "NRestarts").parse().unwrap()
@@ -1621,24 +1633,31 @@ fn wedged_pool_is_restarted(system: &System) {
     });
     system.must("echo work > /run/pool-control");
     assert_eq!(restarts(system), before + 1);
-    let pool_log = system.sh(&format!(
-        "journalctl -u pool --after-cursor={} --no-pager -o cat",
-        shell_quote(&cursor)
-    ));
-    assert!(
-        pool_log.contains("Failed with result 'watchdog'"),
-        "{pool_log}"
-    );
+    // systemd says why it restarted the pool: its watchdog, as if it had expired.
+    let pool_log = poll(Duration::from_secs(5), || {
+        let log = system.sh(&format!(
+            "journalctl -u pool.service --after-cursor={} --no-pager -o cat",
+            shell_quote(&cursor)
+        ));
+        log.contains("Failed with result 'watchdog'").then_some(log)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no watchdog result for pool:\n{}",
+            system.sh("journalctl --no-pager -n 60 -o short-monotonic")
+        )
+    });
+    let request = pool_log
+        .lines()
+        .find(|l| l.contains("Watchdog request"))
+        .unwrap_or("");
     let agent_log = system.agent_log_since(&cursor);
     let said = agent_log
         .lines()
         .find(|l| l.contains("triggered its watchdog"))
         .unwrap_or_else(|| panic!("{agent_log}"));
-    let fields = system.sh(&format!(
-        "journalctl -u scoreboard-agent --after-cursor={} SCOREBOARD_ACTION=watchdog -o verbose --no-pager",
-        shell_quote(&cursor)
-    ));
-    assert!(fields.contains("SCOREBOARD_UNIT=pool.service"), "{fields}");
+    let entry = action_entry(system, &cursor, "watchdog");
+    assert_eq!(entry["SCOREBOARD_UNIT"], "pool.service", "{entry}");
     // Back with 4 workers.
     let back = poll(Duration::from_secs(5), || {
         (pool_status_workers(system) == Some(4)).then_some(())
@@ -1654,7 +1673,7 @@ fn wedged_pool_is_restarted(system: &System) {
     eprintln!(
         "all 4 workers hung: restarted by systemd (Result=watchdog, NRestarts {before} -> {}) \
          {restarted:.1?} after the hang, i.e. {:.1?} after the pool was wedged (all stuck \
-         1.2 s after the hang; wedged_after 3 s, interval 1 s): {said}",
+         1.2 s after the hang; wedged_after 3 s, interval 1 s): {said}; systemd: {request}",
         restarts(system),
         restarted.saturating_sub(Duration::from_millis(1200)),
     );
@@ -1687,17 +1706,11 @@ fn stuck_worker_is_signalled(system: &System) {
         .lines()
         .find(|l| l.contains(&format!("sent SIGTERM to pid {victim}")))
         .unwrap_or_else(|| panic!("{agent_log}"));
-    let fields = system.sh(&format!(
-        "journalctl -u scoreboard-agent --after-cursor={} SCOREBOARD_ACTION=signal -o verbose --no-pager",
-        shell_quote(&cursor)
-    ));
-    for field in [
-        format!("SCOREBOARD_WORKER={victim}"),
-        "SCOREBOARD_STATUS=busy hanging".to_owned(),
-        "SCOREBOARD_UNIT=pool.service".to_owned(),
-    ] {
-        assert!(fields.contains(&field), "{field} in\n{fields}");
-    }
+    let entry = action_entry(system, &cursor, "signal");
+    assert_eq!(entry["SCOREBOARD_WORKER"], victim.as_str(), "{entry}");
+    assert_eq!(entry["SCOREBOARD_STATUS"], "busy hanging", "{entry}");
+    assert_eq!(entry["SCOREBOARD_UNIT"], "pool.service", "{entry}");
+    assert!(entry["SCOREBOARD_STOOD"].is_string(), "{entry}");
     system.must(&format!("rm -f /run/pool-control.{victim}"));
     eprintln!(
         "one worker of 4 hung: replaced {took:.1?} after the hang (kill_stuck_after reached \
@@ -1718,7 +1731,8 @@ fn foreign_pid_is_never_signalled(system: &System) {
     let mut named = system.spawn(&format!(
         "exec perl -I{PERL_POOL_DIR} -MParallel::Scoreboard -e \
          'my $sb = Parallel::Scoreboard->new(base_dir => \"/run/pool/scoreboard\", \
-          worker_id => sub {{ \"web-1\" }}); $sb->update(\"busy forever\"); sleep 600'"
+          worker_id => sub {{ \"web-1\" }}); $| = 1; $sb->update(\"busy forever\"); \
+          print \"$$\\n\"; sleep 600'"
     ));
     let mut pid = String::new();
     std::io::BufRead::read_line(
@@ -1727,6 +1741,13 @@ fn foreign_pid_is_never_signalled(system: &System) {
     )
     .unwrap();
     let pid = pid.trim().to_owned();
+    let mut named_pid = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(named.stdout.as_mut().unwrap()),
+        &mut named_pid,
+    )
+    .unwrap();
+    let named_pid = named_pid.trim().to_owned();
     let refused = poll(Duration::from_secs(8), || {
         let log = system.agent_log_since(&cursor);
         (log.contains(&format!("worker {pid} stuck"))
@@ -1749,7 +1770,8 @@ fn foreign_pid_is_never_signalled(system: &System) {
     let _ = named.kill();
     let _ = outsider.wait();
     let _ = named.wait();
-    system.sh(&format!("kill {pid} 2>/dev/null; true"));
+    // nsenter's children live on in the namespace: ended by pid.
+    system.sh(&format!("kill {pid} {named_pid} 2>/dev/null; true"));
 }
 
 fn quiet_pools_and_dry_runs_are_never_acted_on(system: &System) {

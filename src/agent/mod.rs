@@ -207,7 +207,17 @@ impl Agent {
     fn next_wake(&self, now: Instant) -> Instant {
         self.services
             .iter()
-            .filter_map(|w| w.schedule.next_wake(now, w.pool().next_stuck_at(now)))
+            .flat_map(|w| {
+                let pool = w.pool();
+                let health = w
+                    .service
+                    .actions
+                    .enabled()
+                    .then(|| w.health.next_wake(&pool, now))
+                    .flatten();
+                [w.schedule.next_wake(now, pool.next_stuck_at(now)), health]
+            })
+            .flatten()
             .fold(self.timers.next_wake(), Instant::min)
     }
 

@@ -140,6 +140,33 @@ impl Health {
         self.triggered_for
     }
 
+    /// The next moment a decision could change if nothing else happens: a wedge's or a
+    /// stuck worker's threshold, or a signalled worker's grace running out. The loop
+    /// wakes then, so actions are on time rather than at the next tick.
+    pub fn next_wake(&self, pool: &Pool, now: Instant) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Option<Instant>| {
+            if let Some(t) = t.filter(|t| *t > now) {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+        };
+        if let Some(after) = self.rules.wedged_after {
+            let since = if pool.is_empty() {
+                self.empty_since
+            } else {
+                pool.all_stuck_since(now)
+            };
+            at(since.and_then(|since| since.checked_add(after)));
+        }
+        if let Some(after) = self.rules.kill_stuck_after {
+            at(pool.next_to_stand(after, now));
+            for sent in self.signalled.values().filter(|sent| !sent.killed) {
+                at(sent.at.checked_add(self.rules.kill_grace));
+            }
+        }
+        wake
+    }
+
     /// What to do now about the pool (after a whole pass: `swept` says the pool is the
     /// directory's truth, not a first partial look).
     pub fn decide(
@@ -525,6 +552,30 @@ mod tests {
                 .decide(&pool, life(t0), true, t0 + 9 * SECOND)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_loop_is_woken_when_a_threshold_is_reached_not_at_the_next_tick() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(&mut pool, &[("101", "busy a"), ("102", "busy b")], t0);
+        let mut health = Health::new(Actions {
+            wedged_after: Some(3 * SECOND),
+            kill_stuck_after: Some(2 * SECOND),
+            kill_grace: 5 * SECOND,
+            ..Actions::default()
+        });
+        // Before anyone is stuck: the first kill threshold (the wedge needs all stuck,
+        // which the pool's own next_stuck_at wakes for).
+        assert_eq!(health.next_wake(&pool, t0), Some(t0 + 2 * SECOND));
+        // All stuck since t0 + 1 s: the wedge at t0 + 4 s; the kill thresholds passed.
+        let t = t0 + 2 * SECOND;
+        assert_eq!(health.decide(&pool, life(t0), true, t).len(), 2);
+        assert_eq!(health.next_wake(&pool, t), Some(t0 + 4 * SECOND));
+        let t = t0 + 4 * SECOND;
+        assert_eq!(health.decide(&pool, life(t0), true, t).len(), 1);
+        // Then the grace of the signalled ones.
+        assert_eq!(health.next_wake(&pool, t), Some(t0 + 7 * SECOND));
     }
 
     #[test]

@@ -503,8 +503,14 @@ impl Pool {
     /// can hold is never: the configuration bounds `stuck_after`, but the core does not
     /// rely on it to stay free of panics.
     pub fn next_stuck_at(&self, now: Instant) -> Option<Instant> {
-        let after = self.stuck_after?;
-        let first_not_stuck = match self.stuck_cutoff(now) {
+        self.next_to_stand(self.stuck_after?, now)
+    }
+
+    /// When the next non-idle worker's status will have stood for `age` if nothing
+    /// changes (one ordered-set lookup): when the next one becomes stuck, or reaches a
+    /// health action's threshold.
+    pub fn next_to_stand(&self, age: Duration, now: Instant) -> Option<Instant> {
+        let first_not_yet = match now.checked_sub(age) {
             Some(cutoff) => {
                 // Instants count nanoseconds: "after the cutoff" is "from cutoff + 1 ns".
                 let from = cutoff.checked_add(Duration::from_nanos(1))?;
@@ -514,7 +520,7 @@ impl Pool {
             }
             None => self.waiting.iter().next(),
         };
-        first_not_stuck.and_then(|(at, _)| at.checked_add(after))
+        first_not_yet.and_then(|(at, _)| at.checked_add(age))
     }
 }
 

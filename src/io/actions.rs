@@ -66,7 +66,13 @@ pub fn signal_worker(target: &Target<'_>, signal: Signal) -> Result<(), Refused>
         }
     })?;
     if !in_control_group(&cgroups, target.control_group) {
-        let shown = cgroups.lines().next().unwrap_or("").to_owned();
+        // The line systemd's hierarchy is on (unified `0::`, or v1's `name=systemd`).
+        let shown = cgroups
+            .lines()
+            .find(|l| l.starts_with("0::") || l.contains(":name=systemd:"))
+            .or_else(|| cgroups.lines().next())
+            .unwrap_or("")
+            .to_owned();
         return Err(Refused::OutsideUnit(
             crate::escape::escape_controls(&shown).into_owned(),
         ));
