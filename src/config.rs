@@ -590,6 +590,17 @@ fn located(path: &Path, error: toml::de::Error) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", path.display(), error.to_string().trim_end())
 }
 
+/// The bus as users know it: "system bus", "session bus" ("no bus" for `none`).
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Bus::System => "system bus",
+            Bus::Session => "session bus",
+            Bus::None => "no bus",
+        })
+    }
+}
+
 impl fmt::Display for NotifyMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -376,8 +376,10 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("no agent answers on the Session bus")
-            && stderr.contains("reading the scoreboard directories directly"),
+        stderr.contains(
+            "no agent answers on the session bus (nothing owns io.scoreboard.Agent1 there: \
+             scoreboard-agent is not running); reading the scoreboard directories directly"
+        ),
         "{stderr}"
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -409,8 +411,16 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         let said = |text: &str| stderr.find(text);
         assert!(
-            said("no agent answers").is_some()
+            said("no agent answers on the session bus").is_some()
                 && said("no agent answers") < said("Permission denied"),
+            "{stderr}"
+        );
+        // Once each, and what to do about it.
+        assert_eq!(stderr.matches("Permission denied").count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("cannot read web.service's scoreboard directly: ")
+                && stderr.contains("start the agent")
+                && stderr.contains("or run scoreboardctl as root or as the service's user"),
             "{stderr}"
         );
     }
@@ -987,7 +997,7 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     drop(std::mem::replace(&mut setup.bus, Bus::session()));
     let _ = std::fs::remove_file(&socket);
     wait_until(Duration::from_secs(5), "the agent to lose the bus", || {
-        log().contains("lost the Session bus connection")
+        log().contains("lost the session bus connection")
     });
     let restarted = Instant::now();
     setup.bus = Bus::with_config(&config);
@@ -1000,12 +1010,12 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     eprintln!("the bus restarted: the agent's objects were back in {took:?}");
     let text = log();
     assert_eq!(
-        text.matches("lost the Session bus connection").count(),
+        text.matches("lost the session bus connection").count(),
         1,
         "{text}"
     );
     assert_eq!(
-        text.matches("reconnected to the Session bus").count(),
+        text.matches("reconnected to the session bus").count(),
         1,
         "{text}"
     );

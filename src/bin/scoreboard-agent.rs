@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scoreboard_agent::agent;
 use scoreboard_agent::config::{self, Config};
 use scoreboard_agent::io::logging;
+use scoreboard_agent::{agent, error_chain};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("scoreboard-agent: {e:#}");
+            eprintln!("scoreboard-agent: {}", error_chain::text(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", error_chain::text(&e));
             ExitCode::FAILURE
         }
     }
