@@ -284,6 +284,25 @@ fn check_config_reports_errors_with_file_and_line() {
     );
 }
 
+/// A log written to a file (or a pipe) is plain text: no colour, not even escaped.
+#[test]
+fn a_log_in_a_file_has_no_colour() {
+    let setup = Setup::new(
+        "interval = \"100ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/web\"\nnotify = \"none\"\n",
+        )],
+    );
+    let _agent = setup.agent(&[]);
+    let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    wait_until(10 * SECOND, "the agent to log that it watches", || {
+        log().contains(" INFO watching")
+    });
+    let log = log();
+    assert!(!log.contains('\x1b') && !log.contains("\\x1b"), "{log:?}");
+}
+
 fn agent_files_and_rss(agent: &Agent) -> (usize, u64) {
     let pid = agent.pid();
     let (rss_kib, _) = memory_kib(pid);
