@@ -34,19 +34,10 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!(
-            "{}: OK, interval {:?}, {} service(s)",
-            config.path.display(),
-            config.interval,
-            config.services.len()
-        );
-        for service in &config.services {
-            println!(
-                "  {} <- {} (notify: {})",
-                service.unit,
-                service.directory.display(),
-                service.notify
-            );
+        let report = config.check_report();
+        print!("{}", report.out);
+        for warning in &report.warnings {
+            eprintln!("scoreboard-agent: warning: {warning}");
         }
         return ExitCode::SUCCESS;
     }
