@@ -221,7 +221,9 @@ fn setting_a_property_is_refused_as_read_only() {
         SERVICE,
     ]);
     assert!(
-        all.starts_with("a{sv} 6 ") && all.contains("\"Summary\" s \"0 workers: none\""),
+        all.starts_with("a{sv} ")
+            && all.contains("\"Summary\" s \"0 workers: none\"")
+            && all.contains("\"Unit\" s \"web.service\""),
         "{all}"
     );
 
