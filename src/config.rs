@@ -44,6 +44,9 @@ pub struct Config {
     pub state_directory: PathBuf,
     /// The watched services, sorted by unit.
     pub services: Vec<Service>,
+    /// Entries of `services.d/` that are not read, not being `*.toml` files
+    /// (`web.conf`, `web.toml.dpkg-old`, an editor's `web.toml~`), sorted.
+    pub ignored: Vec<PathBuf>,
 }
 
 /// `[metrics]` in agent.toml.
@@ -177,6 +180,27 @@ impl fmt::Display for KillSignal {
             KillSignal::Kill => "KILL",
         })
     }
+}
+
+/// What `--check-config` says: [`Config::check_report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// For stdout: the settings, the services, the ignored files; one per line.
+    pub out: String,
+    /// For stderr, one each: what the agent would run with, but not well.
+    pub warnings: Vec<String>,
+}
+
+/// What [`Config::check_state_directory`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateDirectoryCheck {
+    /// It is a directory.
+    Present,
+    /// It is the packaged default, `/run/scoreboard`, not made yet: the shipped unit's
+    /// `RuntimeDirectory=` makes it when the agent starts.
+    MadeByTheUnit,
+    /// Missing or not a directory, and why that matters.
+    Unusable(String),
 }
 
 /// Which message bus the agent talks on.
@@ -561,14 +585,16 @@ impl Config {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let raw: RawAgent = toml::from_str(&text).map_err(|e| located(path, e))?;
         let mut services = Vec::new();
+        let mut ignored = Vec::new();
         let services_dir = path.with_file_name("services.d");
         match std::fs::read_dir(&services_dir) {
             Ok(entries) => {
-                let mut files: Vec<PathBuf> = entries
+                let (mut files, not_toml): (Vec<PathBuf>, Vec<PathBuf>) = entries
                     .filter_map(|entry| entry.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-                    .collect();
+                    .partition(|p| p.extension().is_some_and(|e| e == "toml"));
                 files.sort();
+                ignored = not_toml;
+                ignored.sort();
                 for file in files {
                     services.push(load_service(&file)?);
                 }
@@ -626,7 +652,118 @@ impl Config {
                 .state_directory
                 .unwrap_or_else(|| DEFAULT_STATE_DIRECTORY.into()),
             services,
+            ignored,
         })
+    }
+
+    /// Whether `state_directory` can be used, for `--check-config`.
+    ///
+    /// A missing one is not an error: the agent runs without it (a restart then resets
+    /// stuck timers, and its log says so), and a directory the unit makes when it
+    /// starts (`RuntimeDirectory=`, `StateDirectory=`) does not exist before. The
+    /// packaged default, `/run/scoreboard`, is exactly that: the shipped unit's
+    /// `RuntimeDirectory=scoreboard`.
+    pub fn check_state_directory(&self) -> StateDirectoryCheck {
+        let dir = &self.state_directory;
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => StateDirectoryCheck::Present,
+            Ok(_) => StateDirectoryCheck::Unusable(format!(
+                "state_directory {} is not a directory: the agent cannot save what it \
+                 remembers (its log says so) and a restart resets stuck timers",
+                dir.display()
+            )),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && dir == Path::new(DEFAULT_STATE_DIRECTORY) =>
+            {
+                StateDirectoryCheck::MadeByTheUnit
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                StateDirectoryCheck::Unusable(format!(
+                    "state_directory {} does not exist and the agent does not create it: \
+                     unless the agent's unit makes it when it starts (RuntimeDirectory=, \
+                     StateDirectory=), the agent cannot save what it remembers (its log \
+                     says so) and a restart resets stuck timers",
+                    dir.display()
+                ))
+            }
+            Err(e) => {
+                StateDirectoryCheck::Unusable(format!("state_directory {}: {e}", dir.display()))
+            }
+        }
+    }
+
+    /// A warning for `--check-config` when the metrics textfile's directory does not
+    /// exist: the agent writes the file, not the directory (node_exporter's textfile
+    /// collector has one of its own), and would only say in its log that it cannot.
+    pub fn check_textfile(&self) -> Option<String> {
+        let textfile = self.metrics.textfile.as_ref()?;
+        let dir = textfile.parent().filter(|d| !d.as_os_str().is_empty())?;
+        (!dir.is_dir()).then(|| {
+            format!(
+                "metrics textfile {}: its directory {} does not exist; the agent does not \
+                 create it and cannot write the file (its log says so)",
+                textfile.display(),
+                dir.display()
+            )
+        })
+    }
+
+    /// What `scoreboard-agent --check-config` prints of a configuration that loaded:
+    /// the agent's settings (interval, bus, state directory, metrics), each watched
+    /// service, and the `services.d/` entries it ignores; and warnings, for stderr,
+    /// about what the agent would run with but not well.
+    pub fn check_report(&self) -> CheckReport {
+        let mut out = format!(
+            "{}: OK, interval {:?}, {}, {} service(s)\n",
+            self.path.display(),
+            self.interval,
+            self.bus,
+            self.services.len()
+        );
+        let mut warnings = Vec::new();
+        let state = self.state_directory.display();
+        match self.check_state_directory() {
+            StateDirectoryCheck::Present => out.push_str(&format!("  state_directory {state}\n")),
+            StateDirectoryCheck::MadeByTheUnit => out.push_str(&format!(
+                "  state_directory {state} (not there yet: the unit's RuntimeDirectory= makes \
+                 it when the agent starts)\n"
+            )),
+            StateDirectoryCheck::Unusable(warning) => {
+                out.push_str(&format!("  state_directory {state} (see the warning)\n"));
+                warnings.push(warning);
+            }
+        }
+        let metrics = match (&self.metrics.listen, &self.metrics.textfile) {
+            (None, None) => "off".to_owned(),
+            (listen, textfile) => [
+                listen.map(|a| format!("listen {a} (GET /metrics)")),
+                textfile
+                    .as_ref()
+                    .map(|f| format!("textfile {}", f.display())),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", "),
+        };
+        out.push_str(&format!("  metrics: {metrics}\n"));
+        warnings.extend(self.check_textfile());
+        for service in &self.services {
+            out.push_str(&format!(
+                "  {} <- {} (notify: {})\n",
+                service.unit,
+                service.directory.display(),
+                service.notify
+            ));
+        }
+        for path in &self.ignored {
+            out.push_str(&format!(
+                "  ignored: {} (only *.toml files in services.d/ are read)\n",
+                path.display()
+            ));
+        }
+        CheckReport { out, warnings }
     }
 
     /// The service configured for `unit` (`myservice` or `myservice.service`).
@@ -743,6 +880,17 @@ pub fn default_directory(unit: &str) -> PathBuf {
 /// toml's errors carry line, column and the offending text; we add the file.
 fn located(path: &Path, error: toml::de::Error) -> anyhow::Error {
     anyhow::anyhow!("{}: {}", path.display(), error.to_string().trim_end())
+}
+
+/// The bus as users know it: "system bus", "session bus" ("no bus" for `none`).
+impl fmt::Display for Bus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Bus::System => "system bus",
+            Bus::Session => "session bus",
+            Bus::None => "no bus",
+        })
+    }
 }
 
 impl fmt::Display for NotifyMode {
@@ -1175,6 +1323,134 @@ notify = "self"
             "unit = \"web\"\nnotify = \"self\"\n",
         );
         assert_eq!(Config::load(&agent).unwrap().bus, Bus::None);
+    }
+
+    #[test]
+    fn files_in_services_d_not_read_are_listed_as_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = write(tmp.path(), "agent.toml", "");
+        write(tmp.path(), "services.d/web.toml", "unit = \"web\"\n");
+        // Not *.toml: never read, however broken.
+        write(tmp.path(), "services.d/broken.conf", "unit = ");
+        write(tmp.path(), "services.d/web.toml.dpkg-old", "unit = ");
+        std::fs::create_dir(tmp.path().join("services.d/old")).unwrap();
+        let config = Config::load(&agent).unwrap();
+        assert_eq!(config.services.len(), 1);
+        let services_d = tmp.path().join("services.d");
+        assert_eq!(
+            config.ignored,
+            ["broken.conf", "old", "web.toml.dpkg-old"].map(|name| services_d.join(name))
+        );
+        let report = config.check_report();
+        assert!(
+            report.out.contains(&format!(
+                "  ignored: {} (only *.toml files in services.d/ are read)\n",
+                services_d.join("broken.conf").display()
+            )),
+            "{}",
+            report.out
+        );
+        assert_eq!(
+            report.out.matches("  ignored: ").count(),
+            3,
+            "{}",
+            report.out
+        );
+    }
+
+    #[test]
+    fn a_state_directory_that_cannot_be_used_is_a_warning_but_the_default_is_the_units() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = write(tmp.path(), "agent.toml", "");
+        let mut config = Config::load(&agent).unwrap();
+        // The packaged default is made by the unit's RuntimeDirectory= at start.
+        config.state_directory = DEFAULT_STATE_DIRECTORY.into();
+        if !config.state_directory.exists() {
+            assert_eq!(
+                config.check_state_directory(),
+                StateDirectoryCheck::MadeByTheUnit
+            );
+            let report = config.check_report();
+            assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+            assert!(
+                report.out.contains(
+                    "  state_directory /run/scoreboard (not there yet: the unit's \
+                     RuntimeDirectory= makes it when the agent starts)\n"
+                ),
+                "{}",
+                report.out
+            );
+        }
+        config.state_directory = tmp.path().to_owned();
+        assert_eq!(config.check_state_directory(), StateDirectoryCheck::Present);
+        assert!(config.check_report().warnings.is_empty());
+
+        config.state_directory = tmp.path().join("missing");
+        let report = config.check_report();
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(
+            report.warnings[0].contains("missing does not exist and the agent does not create it")
+                && report.warnings[0].contains("a restart resets stuck timers"),
+            "{:?}",
+            report.warnings
+        );
+        assert!(
+            report.out.contains("missing (see the warning)\n"),
+            "{}",
+            report.out
+        );
+
+        config.state_directory = agent.clone();
+        let warnings = config.check_report().warnings;
+        assert!(warnings[0].contains("is not a directory"), "{warnings:?}");
+    }
+
+    #[test]
+    fn the_check_shows_the_metrics_settings() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = write(tmp.path(), "agent.toml", "");
+        let report = Config::load(&agent).unwrap().check_report();
+        assert!(report.out.contains("\n  metrics: off\n"), "{}", report.out);
+
+        let textfile = tmp.path().join("scoreboard.prom");
+        write(
+            tmp.path(),
+            "agent.toml",
+            &format!(
+                "[metrics]\nlisten = \"127.0.0.1:9464\"\ntextfile = \"{}\"\n",
+                textfile.display()
+            ),
+        );
+        let report = Config::load(&agent).unwrap().check_report();
+        assert!(
+            report.out.contains(&format!(
+                "\n  metrics: listen 127.0.0.1:9464 (GET /metrics), textfile {}\n",
+                textfile.display()
+            )),
+            "{}",
+            report.out
+        );
+
+        write(
+            tmp.path(),
+            "agent.toml",
+            "[metrics]\ntextfile = \"/nonexistent/node-exporter/scoreboard.prom\"\n",
+        );
+        let report = Config::load(&agent).unwrap().check_report();
+        assert!(
+            report
+                .out
+                .contains("\n  metrics: textfile /nonexistent/node-exporter/scoreboard.prom\n"),
+            "{}",
+            report.out
+        );
+        assert!(
+            report.warnings.iter().any(|w| w.contains(
+                "its directory /nonexistent/node-exporter does not exist; the agent does not create it"
+            )),
+            "{:?}",
+            report.warnings
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! * [`bus`] — `io.scoreboard.Agent1` on a thread of its own, with who may read and how
 //!   much; [`metrics`] — Prometheus.
 //! * [`ctl`] — what `scoreboardctl` gathers and renders, `enable`, `demo`.
-//! * [`escape`] — the one place that makes bytes a service's user controls printable.
+//! * [`escape`] — the one place that makes bytes a service's user controls printable;
+//!   [`error_chain`] — an error and its causes on one line, each said once.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -26,6 +27,7 @@ pub mod bus;
 pub mod config;
 pub mod core;
 pub mod ctl;
+pub mod error_chain;
 pub mod escape;
 pub mod io;
 pub mod metrics;

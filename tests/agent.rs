@@ -284,6 +284,76 @@ fn check_config_reports_errors_with_file_and_line() {
     );
 }
 
+/// A log written to a file (or a pipe) is plain text: no colour, not even escaped.
+#[test]
+fn a_log_in_a_file_has_no_colour() {
+    let setup = Setup::new(
+        "interval = \"100ms\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/web\"\nnotify = \"none\"\n",
+        )],
+    );
+    let _agent = setup.agent(&[]);
+    let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    wait_until(10 * SECOND, "the agent to log that it watches", || {
+        log().contains(" INFO watching")
+    });
+    let log = log();
+    assert!(!log.contains('\x1b') && !log.contains("\\x1b"), "{log:?}");
+}
+
+/// `--check-config` shows what the agent would run with: the metrics settings, the
+/// files of services.d/ it ignores, and a state directory it could not use (a warning:
+/// the agent runs without one).
+#[test]
+fn check_config_shows_metrics_ignored_files_and_an_unusable_state_directory() {
+    let setup = Setup::new(
+        "bus = \"none\"\n[metrics]\nlisten = \"127.0.0.1:9464\"\n",
+        &[
+            ("web.toml", "unit = \"web\"\nnotify = \"none\"\n"),
+            ("broken.conf", "unit = "),
+        ],
+    );
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(setup.path("agent.toml"))
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "");
+    assert!(
+        stdout.contains("  metrics: listen 127.0.0.1:9464 (GET /metrics)\n")
+            && stdout.contains("  web.service <- /run/web/scoreboard (notify: none)\n")
+            && stdout.contains(&format!(
+                "  ignored: {} (only *.toml files in services.d/ are read)\n",
+                setup.path("services.d/broken.conf").display()
+            )),
+        "{stdout}"
+    );
+
+    let state = setup.path("state");
+    std::fs::remove_dir(&state).unwrap();
+    let out = check();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "scoreboard-agent: warning: state_directory {} does not exist",
+            state.display()
+        )),
+        "{stderr}"
+    );
+}
+
 fn agent_files_and_rss(agent: &Agent) -> (usize, u64) {
     let pid = agent.pid();
     let (rss_kib, _) = memory_kib(pid);

@@ -121,6 +121,10 @@ fn status_of_a_missing_directory_fails_naming_it() {
         stderr.contains(&missing.display().to_string()) && stderr.contains("No such file"),
         "{stderr}"
     );
+    // One line, the OS error said once.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
 
 #[test]
@@ -235,6 +239,66 @@ fn status_exit_codes_tell_not_running_from_unknown() {
             .unwrap()
             .contains("/nonexistent/agent.toml")
     );
+}
+
+/// With `bus = "none"` there is no agent to ask: reading the directories directly is
+/// the way, and nothing is said about an agent.
+#[test]
+fn without_a_bus_nothing_is_said_about_the_agent() {
+    let (tmp, config) = configured();
+    let _a = worker(&tmp.path("web"), "a", b"idle");
+    for args in [&["status"][..], &["status", "web", "--json"], &["list"]] {
+        let out = scoreboardctl()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8(out.stderr).unwrap(), "", "{args:?}");
+    }
+    let out = scoreboardctl()
+        .args(["watch", "--count", "1", "--interval", "0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let screen = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        screen.starts_with("scoreboard — 2 services, read directly (no agent)\n\n"),
+        "{screen}"
+    );
+    assert!(!screen.contains("agent answers"), "{screen}");
+
+    // A directory the caller may not read: what failed, and what to do; no agent to
+    // start.
+    if scoreboard_testkit::as_root_or_skip("reading as nobody") {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.root(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(tmp.path("web"), fs::Permissions::from_mode(0o700)).unwrap();
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .args(["status", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{stderr}");
+        assert!(
+            lines[0].starts_with("scoreboardctl: cannot read web.service's scoreboard: ")
+                && lines[0].contains(&tmp.path("web").display().to_string())
+                && lines[0].ends_with("Permission denied (os error 13)"),
+            "{stderr}"
+        );
+        assert!(
+            lines[1].contains("bus = \"none\"")
+                && lines[1].contains("as root or as the service's user"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("agent answers"), "{stderr}");
+    }
 }
 
 #[test]

@@ -160,6 +160,93 @@ fn introspection_documents_every_member() {
     }
 }
 
+/// Properties.Set as root (nothing in the way but the agent): a property that exists is
+/// read-only, as the D-Bus specification names it; one that does not is unknown. On
+/// objects added by a reload as well.
+#[test]
+fn setting_a_property_is_refused_as_read_only() {
+    let setup = Setup::new("");
+    // The error's name, as dbus-send prints it (busctl prints only the message).
+    let set = |path: &str, interface: &str, property: &str| {
+        let out = Command::new("dbus-send")
+            .arg(format!("--bus={}", setup.bus.address))
+            .args(["--print-reply", &format!("--dest={NAME}"), path])
+            .arg("org.freedesktop.DBus.Properties.Set")
+            .arg(format!("string:{interface}"))
+            .arg(format!("string:{property}"))
+            .arg("variant:string:hacked")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let refused = set(WEB, SERVICE, "Summary");
+    assert!(
+        refused.contains(
+            "org.freedesktop.DBus.Error.PropertyReadOnly: \
+             io.scoreboard.Agent1.Service.Summary is read-only"
+        ),
+        "{refused}"
+    );
+    let refused = set(MANAGER_PATH, MANAGER_INTERFACE, "Services");
+    assert!(
+        refused.contains("org.freedesktop.DBus.Error.PropertyReadOnly"),
+        "{refused}"
+    );
+    let unknown = set(WEB, SERVICE, "Nope");
+    assert!(
+        unknown.contains("org.freedesktop.DBus.Error.UnknownProperty"),
+        "{unknown}"
+    );
+    let unknown = set(WEB, "io.example.Nope", "Summary");
+    assert!(
+        unknown.contains("org.freedesktop.DBus.Error.UnknownInterface"),
+        "{unknown}"
+    );
+    // busctl, as a user would try it.
+    let out = setup.busctl(&["set-property", NAME, WEB, SERVICE, "Total", "u", "7"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("Total is read-only"), "{stderr}");
+    // Reading is as before.
+    assert_eq!(setup.property("Total"), "u 0");
+    assert_eq!(setup.property("Unit"), "s \"web.service\"");
+    let all = setup.busctl_ok(&[
+        "call",
+        NAME,
+        WEB,
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        "s",
+        SERVICE,
+    ]);
+    assert!(
+        all.starts_with("a{sv} ")
+            && all.contains("\"Summary\" s \"0 workers: none\"")
+            && all.contains("\"Unit\" s \"web.service\""),
+        "{all}"
+    );
+
+    // A service added by a reload.
+    std::fs::create_dir(setup.path("jobs")).unwrap();
+    setup
+        .dir
+        .service("jobs", &setup.path("jobs"), "notify = \"none\"\n");
+    setup.agent.as_ref().unwrap().signal(Signal::HUP);
+    let jobs = "/io/scoreboard/Agent1/service/jobs_2eservice";
+    wait_until(Duration::from_secs(10), "jobs.service on the bus", || {
+        setup
+            .busctl(&["get-property", NAME, jobs, SERVICE, "Unit"])
+            .status
+            .success()
+    });
+    let refused = set(jobs, SERVICE, "Summary");
+    assert!(
+        refused.contains("org.freedesktop.DBus.Error.PropertyReadOnly"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn properties_and_methods_follow_workers_starting_and_dying() {
     let setup = Setup::new("");
@@ -376,8 +463,10 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
     assert!(out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("no agent answers on the Session bus")
-            && stderr.contains("reading the scoreboard directories directly"),
+        stderr.contains(
+            "no agent answers on the session bus (nothing owns io.scoreboard.Agent1 there: \
+             scoreboard-agent is not running); reading the scoreboard directories directly"
+        ),
         "{stderr}"
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -409,8 +498,16 @@ fn scoreboardctl_reads_the_agent_and_falls_back_without_it() {
         let stderr = String::from_utf8(out.stderr).unwrap();
         let said = |text: &str| stderr.find(text);
         assert!(
-            said("no agent answers").is_some()
+            said("no agent answers on the session bus").is_some()
                 && said("no agent answers") < said("Permission denied"),
+            "{stderr}"
+        );
+        // Once each, and what to do about it.
+        assert_eq!(stderr.matches("Permission denied").count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("cannot read web.service's scoreboard directly: ")
+                && stderr.contains("start the agent")
+                && stderr.contains("or run scoreboardctl as root or as the service's user"),
             "{stderr}"
         );
     }
@@ -987,7 +1084,7 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     drop(std::mem::replace(&mut setup.bus, Bus::session()));
     let _ = std::fs::remove_file(&socket);
     wait_until(Duration::from_secs(5), "the agent to lose the bus", || {
-        log().contains("lost the Session bus connection")
+        log().contains("lost the session bus connection")
     });
     let restarted = Instant::now();
     setup.bus = Bus::with_config(&config);
@@ -1000,12 +1097,12 @@ fn the_agent_comes_back_to_a_restarted_bus() {
     eprintln!("the bus restarted: the agent's objects were back in {took:?}");
     let text = log();
     assert_eq!(
-        text.matches("lost the Session bus connection").count(),
+        text.matches("lost the session bus connection").count(),
         1,
         "{text}"
     );
     assert_eq!(
-        text.matches("reconnected to the Session bus").count(),
+        text.matches("reconnected to the session bus").count(),
         1,
         "{text}"
     );

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 ///
 /// Carries the path and the failing operation (usually the syscall) so that a
 /// message reads `flock /run/app/scoreboard/status_42.tmp: Resource busy`.
+///
+/// The OS error is part of that message, so it is not also given as the error's
+/// [`source`](std::error::Error::source): a caller printing the whole chain (anyhow's
+/// `{:#}`) would say it twice. [`kind`](Self::kind) and [`io_error`](Self::io_error)
+/// give it back.
 #[derive(Debug)]
 pub struct Error {
     path: PathBuf,
@@ -43,6 +48,11 @@ impl Error {
     pub fn kind(&self) -> io::ErrorKind {
         self.source.kind()
     }
+
+    /// The underlying error itself (its `raw_os_error`, say).
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
 }
 
 impl fmt::Display for Error {
@@ -57,11 +67,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
+/// No `source()`: the message already ends with it (see [`Error`]).
+impl std::error::Error for Error {}
 
 impl From<Error> for io::Error {
     fn from(error: Error) -> Self {
@@ -86,5 +93,26 @@ impl<T> Context<T> for rustix::io::Result<T> {
 impl<T> Context<T> for io::Result<T> {
     fn context(self, operation: &'static str, path: impl FnOnce() -> PathBuf) -> Result<T> {
         self.map_err(|source| Error::new(operation, path(), source))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_os_error_is_said_once_whoever_prints_the_chain() {
+        let error = Error::new("openat2", "/nonexistent", io::Error::from_raw_os_error(2));
+        let message = error.to_string();
+        assert!(message.starts_with("openat2 /nonexistent: "), "{message}");
+        assert_eq!(message.matches("(os error 2)").count(), 1, "{message}");
+        // What anyhow's `{:#}` and error reporters walk: nothing more to say.
+        assert!(std::error::Error::source(&error).is_none());
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert_eq!(error.io_error().raw_os_error(), Some(2));
+        // Through an io::Error as well.
+        let io_error = io::Error::from(error);
+        assert_eq!(io_error.to_string().matches("(os error 2)").count(), 1);
+        assert!(std::error::Error::source(&io_error).is_none());
     }
 }

@@ -3,8 +3,9 @@
 //! recovering when a Parallel::Scoreboard 0.08 reader reaps their unlocked `.tmp`.
 //!
 //! Needs `perl`, Class::Accessor::Lite (Debian: libclass-accessor-lite-perl) and the
-//! module in `../shared/interop`; skips with a reason when they are missing, except
-//! under `CI=true`, where that is a failure.
+//! module, from `../shared/interop` beside the repository or else wherever Perl finds it
+//! (`PERL5LIB`); skips with a reason when they are missing, except under `CI=true`,
+//! where that is a failure.
 
 mod support;
 
@@ -20,7 +21,7 @@ use support::{fork, next_command};
 
 fn main() {
     let Some(lib) = perl_module() else { return };
-    let lib = Box::leak(lib.into_boxed_path());
+    let lib = lib.map(|lib| &*Box::leak(lib.into_boxed_path()));
     PERL_LIB.set(lib).unwrap();
     support::run(&[
         (
@@ -38,26 +39,41 @@ fn main() {
     ]);
 }
 
-static PERL_LIB: std::sync::OnceLock<&'static Path> = std::sync::OnceLock::new();
+/// Where the module is, for `perl -I`; `None` when Perl finds it itself (`PERL5LIB`).
+static PERL_LIB: std::sync::OnceLock<Option<&'static Path>> = std::sync::OnceLock::new();
 
-/// Finds `../shared/interop` and checks that Perl can load the module from it.
-fn perl_module() -> Option<PathBuf> {
+/// Whether Perl loads Parallel::Scoreboard, with `-I lib` when given; why not if not.
+fn perl_loads_the_module(lib: Option<&Path>) -> Result<(), String> {
+    let mut command = Command::new("perl");
+    if let Some(lib) = lib {
+        command.arg("-I").arg(lib);
+    }
+    match command.args(["-MParallel::Scoreboard", "-e1"]).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "perl cannot load Parallel::Scoreboard: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+        )),
+        Err(e) => Err(format!("cannot run perl: {e}")),
+    }
+}
+
+/// Finds the module: `../shared/interop` beside the repository, else wherever Perl
+/// finds it (`PERL5LIB`). `Some(None)`: Perl finds it without help.
+fn perl_module() -> Option<Option<PathBuf>> {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/interop");
-    let problem = if !lib.join("Parallel/Scoreboard.pm").exists() {
-        format!("{} not found", lib.display())
+    let problem = if lib.join("Parallel/Scoreboard.pm").exists() {
+        match perl_loads_the_module(Some(&lib)) {
+            Ok(()) => return Some(Some(lib)),
+            Err(problem) => problem,
+        }
     } else {
-        match Command::new("perl")
-            .arg("-I")
-            .arg(&lib)
-            .args(["-MParallel::Scoreboard", "-e1"])
-            .output()
-        {
-            Ok(out) if out.status.success() => return Some(lib),
-            Ok(out) => format!(
-                "perl cannot load Parallel::Scoreboard: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-            Err(e) => format!("cannot run perl: {e}"),
+        match perl_loads_the_module(None) {
+            Ok(()) => return Some(None),
+            Err(problem) => format!("{} not found, and from PERL5LIB: {problem}", lib.display()),
         }
     };
     if std::env::var("CI").as_deref() == Ok("true") {
@@ -69,9 +85,10 @@ fn perl_module() -> Option<PathBuf> {
 
 fn perl(script: &str, dir: &Path) -> Command {
     let mut command = Command::new("perl");
+    if let Some(lib) = PERL_LIB.get().unwrap() {
+        command.arg("-I").arg(lib);
+    }
     command
-        .arg("-I")
-        .arg(PERL_LIB.get().unwrap())
         .args(["-MParallel::Scoreboard", "-e", script])
         .arg(dir);
     command

@@ -19,7 +19,10 @@ impl Agent {
         self.lifecycle(&Message::reloading_now());
         match Config::load(&self.config.path) {
             Ok(config) => self.apply(config),
-            Err(e) => error!("keeping the running configuration: {e:#}"),
+            Err(e) => error!(
+                "keeping the running configuration: {}",
+                crate::error_chain::text(&e)
+            ),
         }
         let now = Instant::now();
         // The configuration is in force: READY=1 now; the new passes are the loop's.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scoreboard_agent::agent;
 use scoreboard_agent::config::{self, Config};
 use scoreboard_agent::io::logging;
+use scoreboard_agent::{agent, error_chain};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,24 +29,15 @@ fn main() -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("scoreboard-agent: {e:#}");
+            eprintln!("scoreboard-agent: {}", error_chain::text(&e));
             return ExitCode::FAILURE;
         }
     };
     if args.check_config {
-        println!(
-            "{}: OK, interval {:?}, {} service(s)",
-            config.path.display(),
-            config.interval,
-            config.services.len()
-        );
-        for service in &config.services {
-            println!(
-                "  {} <- {} (notify: {})",
-                service.unit,
-                service.directory.display(),
-                service.notify
-            );
+        let report = config.check_report();
+        print!("{}", report.out);
+        for warning in &report.warnings {
+            eprintln!("scoreboard-agent: warning: {warning}");
         }
         return ExitCode::SUCCESS;
     }
@@ -69,7 +60,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", error_chain::text(&e));
             ExitCode::FAILURE
         }
     }

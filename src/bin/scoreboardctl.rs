@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use scoreboard_agent::config;
 use scoreboard_agent::ctl::{self, demo, enable, render as view};
-use scoreboard_agent::escape;
+use scoreboard_agent::{error_chain, escape};
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {
@@ -124,7 +124,11 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("scoreboardctl: {error:#}");
+            // Each cause once; a message of several lines (what to do next) keeps the
+            // prefix on each.
+            for line in error_chain::text(&error).lines() {
+                eprintln!("scoreboardctl: {line}");
+            }
             ExitCode::FAILURE
         }
     }

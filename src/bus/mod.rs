@@ -217,12 +217,12 @@ impl State {
                 Ok(mut live) => {
                     match lost.take() {
                         Some(at) => info!(
-                            "reconnected to the {:?} bus after {:.1?}: serving {} again",
+                            "reconnected to the {} after {:.1?}: serving {} again",
                             self.bus,
                             at.elapsed(),
                             NAME
                         ),
-                        None => info!("serving {} on the {:?} bus", NAME, self.bus),
+                        None => info!("serving {} on the {}", NAME, self.bus),
                     }
                     self.shared.serving.store(true, Ordering::Relaxed);
                     backoff = FIRST_BACKOFF;
@@ -232,7 +232,7 @@ impl State {
                     }
                     self.shared.serving.store(false, Ordering::Relaxed);
                     warn!(
-                        "lost the {:?} bus connection; reconnecting, while STATUS= goes on to the main processes known",
+                        "lost the {} connection; reconnecting, while STATUS= goes on to the main processes known",
                         self.bus
                     );
                     lost = Some(Instant::now());
@@ -240,12 +240,18 @@ impl State {
                 Err(e) => {
                     if !said_failure {
                         warn!(
-                            "not serving {} on the {:?} bus: {e:#}; retrying",
-                            NAME, self.bus
+                            "not serving {} on the {}: {}; retrying",
+                            NAME,
+                            self.bus,
+                            crate::error_chain::text(&e)
                         );
                         said_failure = true;
                     } else {
-                        debug!("connecting to the bus: {e:#}");
+                        debug!(
+                            "connecting to the {}: {}",
+                            self.bus,
+                            crate::error_chain::text(&e)
+                        );
                     }
                 }
             }
@@ -319,7 +325,7 @@ impl State {
                         .expect("never poisoned: no panics while held")
                         .insert(unit.clone(), main);
                 }
-                Err(e) => debug!(unit = %unit, "{e:#}"),
+                Err(e) => debug!(unit = %unit, "{}", crate::error_chain::text(&e)),
             }
         }
     }

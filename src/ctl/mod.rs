@@ -10,7 +10,6 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::bus::{ManagerProxy, ServiceProxy, WorkerInfo};
@@ -94,70 +93,182 @@ pub struct Gatherer {
 }
 
 impl Gatherer {
-    /// Asks the agent; when none answers, reads the configured directories.
+    /// Asks the agent; when none answers, reads the configured directories. With
+    /// `bus = "none"` no agent is asked: reading directly is then the way, and nothing
+    /// is said about it.
     pub async fn gather(&mut self, config_path: &std::path::Path) -> anyhow::Result<Reports> {
         let config = Config::load(config_path);
         let bus = config.as_ref().map_or(Bus::System, |c| c.bus);
-        let asked = match self.connection(bus).await {
-            Ok(connection) => from_agent(connection).await,
-            Err(e) => Err(e),
+        let asked = match bus {
+            Bus::None => None,
+            Bus::System | Bus::Session => {
+                let asked = match self.connection(bus).await {
+                    Ok(connection) => from_agent(connection).await,
+                    Err(e) => Err(NoAgent::Connect(e)),
+                };
+                if asked.is_err() {
+                    // Connected anew next time: the bus may have been restarted meanwhile.
+                    self.connection = None;
+                }
+                Some(asked)
+            }
         };
-        if asked.is_err() {
-            // Connected anew next time: the bus may have been restarted meanwhile.
-            self.connection = None;
-        }
         finish(config, bus, asked)
     }
 
     async fn connection(&mut self, bus: Bus) -> anyhow::Result<&zbus::Connection> {
         if self.connection.is_none() {
             let connection = match bus {
-                Bus::System => zbus::Connection::system().await,
-                Bus::Session => zbus::Connection::session().await,
+                Bus::System => zbus::Connection::system().await?,
+                Bus::Session => zbus::Connection::session().await?,
                 Bus::None => anyhow::bail!("the configuration sets bus = \"none\""),
-            }
-            .context("connecting")?;
+            };
             self.connection = Some(connection);
         }
         Ok(self.connection.as_ref().expect("connected above"))
     }
 }
 
-/// The agent's answer, or the directories read directly when there is none.
+/// What the agent said: the services, and warnings.
+type AgentAnswer = (Vec<ServiceReport>, Vec<String>);
+
+/// Why the agent gave no answer.
+#[derive(Debug)]
+enum NoAgent {
+    /// The bus itself could not be reached.
+    Connect(anyhow::Error),
+    /// Nobody owns the agent's name on the bus.
+    NotRunning,
+    /// The agent did not answer in time.
+    Timeout,
+    /// Any other failure on the way.
+    Failed(anyhow::Error),
+}
+
+impl std::fmt::Display for NoAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoAgent::Connect(e) => {
+                write!(f, "cannot connect to it: {}", crate::error_chain::text(e))
+            }
+            NoAgent::NotRunning => write!(
+                f,
+                "nothing owns {} there: scoreboard-agent is not running",
+                crate::bus::NAME
+            ),
+            NoAgent::Timeout => write!(f, "the agent did not answer in 5 s"),
+            NoAgent::Failed(e) => f.write_str(&crate::error_chain::text(e)),
+        }
+    }
+}
+
+impl From<zbus::Error> for NoAgent {
+    fn from(e: zbus::Error) -> NoAgent {
+        const NOT_OWNED: [&str; 2] = [
+            "org.freedesktop.DBus.Error.ServiceUnknown",
+            "org.freedesktop.DBus.Error.NameHasNoOwner",
+        ];
+        let not_owned = match &e {
+            zbus::Error::FDO(fdo) => matches!(
+                **fdo,
+                zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+            ),
+            zbus::Error::MethodError(name, ..) => NOT_OWNED.contains(&name.as_str()),
+            _ => false,
+        };
+        if not_owned {
+            NoAgent::NotRunning
+        } else {
+            NoAgent::Failed(e.into())
+        }
+    }
+}
+
+/// What to do when neither the agent nor the directory could show a service; `None`
+/// when there is nothing to advise.
+fn advice(bus: Bus, permission_denied: bool) -> Option<String> {
+    let directly =
+        "run scoreboardctl as root or as the service's user to read the directory directly";
+    let start = match bus {
+        Bus::System => "start the agent (systemctl start scoreboard-agent)",
+        Bus::Session => "start the agent (scoreboard-agent, on the session bus)",
+        Bus::None => {
+            return permission_denied.then(|| {
+                format!(
+                    "with bus = \"none\" there is no agent to ask, so scoreboardctl reads the \
+                     directories itself: {directly}"
+                )
+            });
+        }
+    };
+    Some(if permission_denied {
+        format!("{start}, or {directly}")
+    } else {
+        format!("{start} to see it through the agent")
+    })
+}
+
+/// The agent's answer, or the directories read directly when there is none (or when
+/// the configuration names no bus: `asked` is `None`).
 fn finish(
     config: anyhow::Result<Config>,
     bus: Bus,
-    asked: anyhow::Result<(Vec<ServiceReport>, Vec<String>)>,
+    asked: Option<Result<AgentAnswer, NoAgent>>,
 ) -> anyhow::Result<Reports> {
     let why_not = match asked {
-        Ok((services, warnings)) => {
+        Some(Ok((services, warnings))) => {
             return Ok(Reports {
                 source: Source::Agent,
                 services,
                 warnings,
             });
         }
-        Err(e) => format!("{e:#}"),
+        Some(Err(e)) => Some(format!("no agent answers on the {bus} ({e})")),
+        None => None,
     };
-    let config = config.context("no agent answers, and the configuration cannot be read")?;
+    let config = match (config, &why_not) {
+        (Ok(config), _) => config,
+        (Err(e), Some(why_not)) => {
+            anyhow::bail!(
+                "{why_not}, and the configuration cannot be read: {}",
+                crate::error_chain::text(&e)
+            )
+        }
+        (Err(e), None) => return Err(e),
+    };
     // Without the agent, reading directly needs the directory owner's permission: an
-    // unprivileged user must learn first that the agent is not answering.
-    let mut reports = from_directories(&config).with_context(|| {
-        format!(
-            "no agent answers on the {bus:?} bus ({why_not}), and the scoreboard directories cannot be read directly"
-        )
-    })?;
-    reports.warnings.insert(
-        0,
-        format!("no agent answers on the {bus:?} bus ({why_not}); reading the scoreboard directories directly"),
-    );
+    // unprivileged user must learn first that the agent is not answering, then why the
+    // directory could not be read, then what to do.
+    let mut reports = match from_directories(&config) {
+        Ok(reports) => reports,
+        Err(unreadable) => {
+            let lines = [
+                Some(format!(
+                    "cannot read {}'s scoreboard{}: {}",
+                    unreadable.unit,
+                    if why_not.is_some() { " directly" } else { "" },
+                    unreadable.error
+                )),
+                advice(
+                    bus,
+                    unreadable.error.kind() == std::io::ErrorKind::PermissionDenied,
+                ),
+            ];
+            let lines = std::iter::once(why_not).chain(lines);
+            anyhow::bail!("{}", lines.flatten().collect::<Vec<_>>().join("\n"));
+        }
+    };
+    if let Some(why_not) = why_not {
+        reports.warnings.insert(
+            0,
+            format!("{why_not}; reading the scoreboard directories directly"),
+        );
+    }
     Ok(reports)
 }
 
 /// The agent's reports, and warnings (per-worker details the agent would not show).
-async fn from_agent(
-    connection: &zbus::Connection,
-) -> anyhow::Result<(Vec<ServiceReport>, Vec<String>)> {
+async fn from_agent(connection: &zbus::Connection) -> Result<AgentAnswer, NoAgent> {
     let ask = async {
         let manager = ManagerProxy::new(connection).await?;
         let mut reports = Vec::new();
@@ -178,9 +289,9 @@ async fn from_agent(
                         warnings.push(format!("{unit}: per-worker details not shown: {message}"));
                         Vec::new()
                     }
-                    other => return Err(zbus::Error::FDO(Box::new(other)).into()),
+                    other => return Err(zbus::Error::FDO(Box::new(other))),
                 },
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             // An agent from before health actions has no such property: nothing to show.
             let last_action = service
@@ -197,17 +308,26 @@ async fn from_agent(
                 unit,
             });
         }
-        anyhow::Ok((reports, warnings))
+        Ok::<_, zbus::Error>((reports, warnings))
     };
     let (mut reports, warnings) = tokio::time::timeout(Duration::from_secs(5), ask)
         .await
-        .context("the agent did not answer in 5 s")??;
+        .map_err(|_| NoAgent::Timeout)??;
     reports.sort_by(|a, b| a.unit.cmp(&b.unit));
     Ok((reports, warnings))
 }
 
+/// A service's scoreboard directory that could not be read.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The service.
+    pub unit: String,
+    /// What reading it said; it names the directory.
+    pub error: scoreboard::Error,
+}
+
 /// Reads every configured service's directory once.
-pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
+pub fn from_directories(config: &Config) -> Result<Reports, Unreadable> {
     let mut reports = Reports {
         source: Source::Directory,
         services: Vec::new(),
@@ -235,7 +355,12 @@ pub fn from_directories(config: &Config) -> anyhow::Result<Reports> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && e.path() == service.directory => {
                 None
             }
-            Err(e) => return Err(e.into()),
+            Err(error) => {
+                return Err(Unreadable {
+                    unit: service.unit.clone(),
+                    error,
+                });
+            }
         };
         reports
             .services
