@@ -6,8 +6,9 @@
 //!   DESCRIPTION, OPTIONS and, for scoreboardctl, COMMANDS from clap; then the written
 //!   sections of `man/<page>.roff`), and `scoreboard-agent.toml.5`, written whole in
 //!   `man/`; each dated by the latest entry of `packaging/changelog`.
-//! * `$OUT_DIR/completions/{bash,zsh,fish}/`: both programs' completions, named as each
-//!   shell looks them up (`scoreboardctl`, `_scoreboardctl`, `scoreboardctl.fish`).
+//! * `$OUT_DIR/completions/{bash,zsh,fish}/`: both programs' completions (clap_complete,
+//!   without what is hidden from `--help`), named as each shell looks them up
+//!   (`scoreboardctl`, `_scoreboardctl`, `scoreboardctl.fish`).
 //!
 //! `packaging/build` takes them from the `out_dir` cargo reports for this build script
 //! and copies them beside the release binaries, where the packages' assets name them.
@@ -65,7 +66,8 @@ fn main() -> io::Result<()> {
     ] {
         let dir = out.join("completions").join(shell.to_string());
         fs::create_dir_all(&dir)?;
-        for mut command in [ctl.clone(), agent.clone()] {
+        for command in [&ctl, &agent] {
+            let mut command = visible(command);
             let name = command.get_name().to_owned();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, &name, &mut script);
@@ -73,6 +75,28 @@ fn main() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `command` without its hidden arguments and subcommands (`demo-worker`, `--root`),
+/// which clap_complete would offer; the rest as it is, for completing.
+fn visible(command: &clap::Command) -> clap::Command {
+    // clap takes names as &'static str (without its "string" feature); a build script
+    // may leak a few.
+    let leak = |text: &str| -> &'static str { String::leak(text.to_owned()) };
+    let mut copy = clap::Command::new(leak(command.get_name()));
+    if let Some(about) = command.get_about() {
+        copy = copy.about(about.clone());
+    }
+    if let Some(version) = command.get_version() {
+        copy = copy.version(leak(version));
+    }
+    for arg in command.get_arguments().filter(|a| !a.is_hide_set()) {
+        copy = copy.arg(arg.clone());
+    }
+    for subcommand in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        copy = copy.subcommand(visible(subcommand));
+    }
+    copy
 }
 
 /// NAME, SYNOPSIS, DESCRIPTION and OPTIONS as clap_mangen renders them; then, for a

@@ -179,3 +179,100 @@ fn rpmlint_reports_only_what_a_signed_distribution_build_clears() {
     }
     assert!(refused.is_empty(), "rpmlint reports:\n{refused:#?}");
 }
+
+/// What the packages ship as manual pages and completions (`packaging/build` copies
+/// them to `<target>/release/generated/` from build.rs) offers what `--help` shows, and
+/// nothing it hides.
+#[test]
+fn manual_pages_and_completions_follow_the_command_line() {
+    let generated = target_dir().join("release/generated");
+    if !generated.join("man/scoreboardctl.1.gz").exists() {
+        skip(&format!(
+            "{} is missing: run packaging/build first",
+            generated.display()
+        ));
+        return;
+    }
+    let read = |path: &str| {
+        let out = Command::new("zcat")
+            .arg("-f")
+            .arg(generated.join(path))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_scoreboardctl"))
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let page = read("man/scoreboardctl.1.gz");
+    let bash = read("completions/bash/scoreboardctl");
+    let zsh = read("completions/zsh/_scoreboardctl");
+    let fish = read("completions/fish/scoreboardctl.fish");
+    let top = help(&["--help"]);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 6, "{top}");
+    for command in &commands {
+        assert!(
+            page.contains(&format!(".SS {command}\n")),
+            "{command} not in the page"
+        );
+        for (shell, script) in [("bash", &bash), ("zsh", &zsh), ("fish", &fish)] {
+            assert!(
+                script.contains(command),
+                "{command} not in the {shell} completions"
+            );
+        }
+        // Every option --help shows is in the page and the completions.
+        let options = help(&[command, "--help"]);
+        let listed = options
+            .lines()
+            .filter(|l| l.trim_start().starts_with('-'))
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .take_while(|w| w.starts_with('-'))
+                    .map(|w| w.trim_end_matches(','))
+                    .filter(|w| w.starts_with("--"))
+            });
+        for option in listed {
+            let roff = option.replace('-', "\\-");
+            assert!(page.contains(&roff), "{command} {option} not in the page");
+            let bare = option.trim_start_matches('-');
+            assert!(
+                fish.contains(&format!("-l {bare}")),
+                "{command} {option} not in fish's"
+            );
+        }
+    }
+    for hidden in ["demo-worker", "--root"] {
+        for (what, text) in [
+            ("page", &page),
+            ("bash", &bash),
+            ("zsh", &zsh),
+            ("fish", &fish),
+        ] {
+            let text = text.replace("\\-", "-");
+            assert!(!text.contains(hidden), "{hidden} in the {what}");
+        }
+    }
+    for path in [
+        "man/scoreboard-agent.8.gz",
+        "man/scoreboard-agent.toml.5.gz",
+        "completions/bash/scoreboard-agent",
+        "completions/zsh/_scoreboard-agent",
+        "completions/fish/scoreboard-agent.fish",
+    ] {
+        assert!(read(path).contains("check"), "{path}");
+    }
+}
