@@ -1,16 +1,19 @@
 //! End to end on a real systemd: the .deb built by `packaging/build` is installed with
 //! `dpkg -i` into a throwaway systemd booted in its own pid and mount namespaces, over
 //! overlay mounts of /usr, /etc and /var so the host is never touched. Then the
-//! scenarios of the packaging issue run in order, each asserted, timings printed.
+//! scenarios of the packaging issue run in order, each asserted, timings printed; last
+//! the .rpm: installed, upgraded to a rebuild of it with a higher release
+//! (`packaging/rpm/build`), and erased.
 //!
-//! Needs root, unshare/nsenter and the built packages; skips with a reason when they are
-//! missing, except under `CI=true`, where that is a failure.
+//! Needs root, unshare/nsenter, rpmbuild and the built packages (in the target directory
+//! this test was built in); skips with a reason when they are missing, except under
+//! `CI=true`, where that is a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use scoreboard_testkit::{poll, testkit_binary};
+use scoreboard_testkit::{poll, target_dir, testkit_binary};
 
 fn main() {
     let Some(packages) = preconditions() else {
@@ -95,9 +98,14 @@ fn main() {
             remove_and_purge,
         ),
         (
-            "11 the .rpm: rpm -i creates the user, the agent runs as it",
+            "11 the .rpm: rpm -i creates the user, presets decide, the agent runs as it",
             rpm_install,
         ),
+        (
+            "12 the .rpm upgraded to a rebuild (release 2): configuration kept, agent restarted",
+            rpm_upgrade,
+        ),
+        ("13 rpm -e leaves nothing of ours behind", rpm_erase),
     ];
     for (name, scenario) in scenarios {
         eprintln!("scenario {name} ...");
@@ -128,7 +136,7 @@ fn preconditions() -> Option<Packages> {
     if !rustix::process::geteuid().is_root() {
         return skip_or_fail("it needs root (namespaces, mounts, dpkg)");
     }
-    for tool in ["unshare", "nsenter", "dpkg-deb", "rpm"] {
+    for tool in ["unshare", "nsenter", "dpkg-deb", "rpm", "rpmbuild"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -141,18 +149,19 @@ fn preconditions() -> Option<Packages> {
     if !Path::new("/lib/systemd/systemd").exists() {
         return skip_or_fail("systemd is not installed");
     }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let target = target_dir();
     let find = |dir: &str, ext: &str| {
         std::fs::read_dir(target.join(dir))
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == ext))
     };
-    match (find("debian", "deb"), find("generate-rpm", "rpm")) {
+    match (find("debian", "deb"), find("rpm", "rpm")) {
         (Some(deb), Some(rpm)) => Some(Packages { deb, rpm }),
-        _ => skip_or_fail(
-            "target/debian/*.deb or target/generate-rpm/*.rpm is missing: run packaging/build first",
-        ),
+        _ => skip_or_fail(&format!(
+            "{0}/debian/*.deb or {0}/rpm/*.rpm is missing: run packaging/build first",
+            target.display()
+        )),
     }
 }
 
@@ -166,42 +175,103 @@ fn output(command: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// What the packages hold, and the rpm's hand-written scriptlets.
+/// Files both packages install (the unit under /lib on Debian, /usr/lib elsewhere).
+const SHIPPED: &[&str] = &[
+    "usr/bin/scoreboard-agent",
+    "usr/bin/scoreboardctl",
+    "etc/scoreboard/agent.toml",
+    "lib/systemd/system/scoreboard-agent.service",
+    "usr/lib/sysusers.d/scoreboard.conf",
+    "usr/share/dbus-1/system.d/io.scoreboard.Agent1.conf",
+    "usr/share/scoreboard-agent/scoreboard.rules.yml",
+    "usr/share/scoreboard-agent/scoreboard-dashboard.json",
+    "usr/share/man/man1/scoreboardctl.1.gz",
+    "usr/share/man/man8/scoreboard-agent.8.gz",
+    "usr/share/man/man5/scoreboard-agent.toml.5.gz",
+    "usr/share/bash-completion/completions/scoreboardctl",
+    "usr/share/bash-completion/completions/scoreboard-agent",
+    "usr/share/fish/vendor_completions.d/scoreboardctl.fish",
+    "usr/share/fish/vendor_completions.d/scoreboard-agent.fish",
+    "usr/share/doc/scoreboard-agent/README.md",
+];
+
+/// What the packages hold, their descriptions and changelogs, and the rpm's scriptlets.
 fn check_package_contents(packages: &Packages) {
     let deb = output(Command::new("dpkg-deb").arg("-c").arg(&packages.deb));
     let rpm = output(Command::new("rpm").arg("-qpl").arg(&packages.rpm));
+    let in_deb =
+        |path: &str| deb.contains(&format!("./{path}")) || deb.contains(&format!("./usr/{path}"));
+    let in_rpm = |path: &str| {
+        rpm.lines()
+            .any(|l| l == format!("/{path}") || l == format!("/usr/{path}"))
+    };
+    for path in SHIPPED {
+        assert!(in_deb(path), "{path} missing from the .deb:\n{deb}");
+        assert!(in_rpm(path), "{path} missing from the .rpm:\n{rpm}");
+    }
+    // Where each distribution looks, and each one's licence files.
+    for path in [
+        "usr/share/zsh/vendor-completions/_scoreboardctl",
+        "usr/share/zsh/vendor-completions/_scoreboard-agent",
+        "usr/share/doc/scoreboard-agent/copyright",
+        "usr/share/doc/scoreboard-agent/changelog.Debian.gz",
+        "usr/share/lintian/overrides/scoreboard-agent",
+    ] {
+        assert!(in_deb(path), "{path} missing from the .deb:\n{deb}");
+    }
+    // The rpm owns its directories, so that erasing it leaves none behind.
+    for path in [
+        "usr/share/zsh/site-functions/_scoreboardctl",
+        "usr/share/zsh/site-functions/_scoreboard-agent",
+        "usr/share/licenses/scoreboard-agent/LICENSE-MIT",
+        "usr/share/licenses/scoreboard-agent/LICENSE-APACHE",
+        "etc/scoreboard",
+        "etc/scoreboard/services.d",
+        "usr/share/doc/scoreboard-agent",
+        "usr/share/licenses/scoreboard-agent",
+        "usr/share/scoreboard-agent",
+    ] {
+        assert!(in_rpm(path), "{path} missing from the .rpm:\n{rpm}");
+    }
+    let control = |field: &str| {
+        output(
+            Command::new("dpkg-deb")
+                .arg("-f")
+                .arg(&packages.deb)
+                .arg(field),
+        )
+    };
+    assert_eq!(control("Package").trim(), "scoreboard-agent");
+    let summary = env!("CARGO_PKG_DESCRIPTION");
+    let description = control("Description");
+    assert!(
+        description.starts_with(&format!("{summary}\n")),
+        "{description}"
+    );
+    let control_file = |name: &str| {
+        output(Command::new("sh").arg("-c").arg(format!(
+            "dpkg-deb --ctrl-tarfile {} | tar -xO ./{name}",
+            packages.deb.display()
+        )))
+    };
+    assert_eq!(
+        control_file("conffiles").trim(),
+        "/etc/scoreboard/agent.toml"
+    );
+    // Every file but the conffile, with its sum, as dpkg --verify reads them.
+    let md5sums = control_file("md5sums");
     for path in [
         "usr/bin/scoreboard-agent",
-        "usr/bin/scoreboardctl",
-        "etc/scoreboard/agent.toml",
-        "lib/systemd/system/scoreboard-agent.service",
-        "usr/lib/sysusers.d/scoreboard.conf",
-        "usr/share/dbus-1/system.d/io.scoreboard.Agent1.conf",
+        "usr/share/man/man1/scoreboardctl.1.gz",
     ] {
-        let in_deb = deb.contains(&format!("./{path}")) || deb.contains(&format!("./usr/{path}"));
-        assert!(in_deb, "{path} missing from the .deb:\n{deb}");
-        let in_rpm = rpm
-            .lines()
-            .any(|l| l == format!("/{path}") || l == format!("/usr/{path}"));
-        assert!(in_rpm, "{path} missing from the .rpm:\n{rpm}");
+        assert!(
+            md5sums.lines().any(|l| l.ends_with(&format!("  {path}"))),
+            "{path} not in md5sums:\n{md5sums}"
+        );
     }
-    let name = output(
-        Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&packages.deb)
-            .arg("Package"),
-    );
-    assert_eq!(name.trim(), "scoreboard-agent");
-    let conffiles = output(Command::new("sh").arg("-c").arg(format!(
-        "dpkg-deb --ctrl-tarfile {} | tar -xO ./conffiles",
-        packages.deb.display()
-    )));
-    assert_eq!(conffiles.trim(), "/etc/scoreboard/agent.toml");
+    assert!(!md5sums.contains("etc/scoreboard"), "{md5sums}");
     // The agent's user exists before anything #DEBHELPER# added starts the agent.
-    let postinst = output(Command::new("sh").arg("-c").arg(format!(
-        "dpkg-deb --ctrl-tarfile {} | tar -xO ./postinst",
-        packages.deb.display()
-    )));
+    let postinst = control_file("postinst");
     let sysusers = postinst
         .find("systemd-sysusers")
         .unwrap_or_else(|| panic!("postinst runs no systemd-sysusers:\n{postinst}"));
@@ -209,6 +279,37 @@ fn check_package_contents(packages: &Packages) {
         .find("deb-systemd-invoke")
         .unwrap_or_else(|| panic!("postinst starts nothing:\n{postinst}"));
     assert!(sysusers < start, "{postinst}");
+
+    // The rpm: a summary and a description of its own, a changelog.
+    let info = output(
+        Command::new("rpm")
+            .args([
+                "-qp",
+                "--qf",
+                "%{SUMMARY}\\n--\\n%{DESCRIPTION}\\n--\\n%{VERSION}-%{RELEASE}",
+            ])
+            .arg(&packages.rpm),
+    );
+    let [rpm_summary, rpm_description, version]: [&str; 3] = info
+        .split("\n--\n")
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap_or_else(|_| panic!("{info}"));
+    assert_eq!(rpm_summary, summary);
+    assert_ne!(rpm_description.trim(), summary);
+    assert!(rpm_description.lines().count() > 1, "{rpm_description}");
+    assert_eq!(version, format!("{}-1", env!("CARGO_PKG_VERSION")));
+    let changelog = output(
+        Command::new("rpm")
+            .args(["-qp", "--changelog"])
+            .arg(&packages.rpm),
+    );
+    assert!(
+        changelog.starts_with("* ") && changelog.contains(&format!("> - {version}\n")),
+        "{changelog}"
+    );
+    // Scriptlets as Fedora's %systemd_post/preun/postun_with_restart: presets on first
+    // install (never a plain enable), disable and stop on erase, try-restart on upgrade.
     let scripts = output(
         Command::new("rpm")
             .args(["-qp", "--scripts"])
@@ -217,9 +318,10 @@ fn check_package_contents(packages: &Packages) {
     for expected in [
         "postinstall scriptlet",
         "systemd-sysusers /usr/lib/sysusers.d/scoreboard.conf",
-        "systemctl enable --now scoreboard-agent.service",
+        "systemctl daemon-reload",
+        "systemctl --no-reload preset scoreboard-agent.service",
         "preuninstall scriptlet",
-        "systemctl disable --now scoreboard-agent.service",
+        "systemctl --no-reload disable --now scoreboard-agent.service",
         "postuninstall scriptlet",
         "systemctl try-restart scoreboard-agent.service",
     ] {
@@ -228,8 +330,10 @@ fn check_package_contents(packages: &Packages) {
             "rpm scriptlets lack {expected:?}:\n{scripts}"
         );
     }
+    assert!(!scripts.contains(" enable "), "{scripts}");
     eprintln!(
-        "package contents: .deb and .rpm hold the binaries, unit, sysusers.d, D-Bus policy, config; \
+        "package contents: .deb and .rpm hold the binaries, unit, sysusers.d, D-Bus policy, config, \
+         manual pages, completions, Prometheus rules and dashboard; the rpm owns its directories; \
          the user is made before the agent starts"
     );
 }
@@ -1359,12 +1463,23 @@ fn remove_and_purge(system: &System) {
         warnings.trim_end()
     );
     system.must("dpkg -r scoreboard-agent");
+    // Every file the package holds is gone, but its conffile (until the purge).
+    let files = deb_files(&system.deb);
+    assert!(files.len() >= SHIPPED.len(), "{files:?}");
+    for path in files.iter().filter(|p| *p != "/etc/scoreboard/agent.toml") {
+        assert!(
+            !system
+                .run(&format!("test -e {path} || test -L {path}"))
+                .status
+                .success(),
+            "{path} left after dpkg -r"
+        );
+    }
     for path in [
         "/lib/systemd/system/scoreboard-agent.service",
         "/usr/lib/systemd/system/scoreboard-agent.service",
-        "/usr/share/dbus-1/system.d/io.scoreboard.Agent1.conf",
-        "/usr/lib/sysusers.d/scoreboard.conf",
-        "/usr/bin/scoreboard-agent",
+        "/usr/share/scoreboard-agent",
+        "/usr/share/doc/scoreboard-agent",
     ] {
         assert!(
             !system.run(&format!("test -e {path}")).status.success(),
@@ -1374,6 +1489,7 @@ fn remove_and_purge(system: &System) {
     assert_ne!(system.property("scoreboard-agent", "ActiveState"), "active");
     system.must("dpkg --purge scoreboard-agent");
     for path in [
+        "/etc/scoreboard/agent.toml",
         "/etc/scoreboard",
         "/etc/tmpfiles.d/scoreboard-demo.conf",
         "/etc/systemd/system/demo.service.d",
@@ -1396,39 +1512,79 @@ fn remove_and_purge(system: &System) {
     system.must("getent passwd scoreboard");
 }
 
+/// The files (not directories) a .deb holds, as absolute paths.
+fn deb_files(deb: &Path) -> Vec<String> {
+    output(Command::new("dpkg-deb").arg("-c").arg(deb))
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| {
+            let path = &l[l.find(" ./")? + 2..];
+            Some(path.split(" -> ").next().unwrap().to_owned())
+        })
+        .collect()
+}
+
 /// rpm's database here: /var (an overlay), not Debian's default ~/.rpmdb on the host.
 const RPM: &str = "rpm --dbpath /var/lib/rpm --force-debian";
 
-fn rpm_install(system: &System) {
-    // So that the rpm's own scriptlet has to make the user.
-    system.must("userdel scoreboard && mkdir -p /var/lib/rpm");
-    assert!(!system.run("getent passwd scoreboard").status.success());
-    let installed = Instant::now();
+/// An administrator's preset saying no to the agent (the system's own presets have no
+/// rule for it, and so would enable it).
+const PRESET: &str = "/etc/systemd/system-preset/50-scoreboard-test.preset";
+
+/// Runs an rpm transaction; it must succeed, no scriptlet may fail (rpm only warns when
+/// one does). Returns what rpm said.
+fn rpm_transaction(system: &System, what: &str) -> String {
+    let started = Instant::now();
     // --nodeps: this rpm database knows nothing of systemd or dbus (dpkg installed them).
-    let out = system.run(&format!(
-        "{RPM} -i --nodeps --nosignature {}",
-        system.rpm.display()
-    ));
+    let out = system.run(&format!("{RPM} {what}"));
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "rpm -i: {said}");
-    // rpm runs a failing scriptlet, then only warns; none may fail.
-    assert!(!said.contains("scriptlet failed"), "{said}");
+    assert!(out.status.success(), "rpm {what}: {said}");
+    assert!(!said.contains("scriptlet failed"), "rpm {what}: {said}");
     eprintln!(
-        "rpm -i took {:.1?}{}",
-        installed.elapsed(),
+        "rpm {} took {:.1?}{}",
+        what.split_whitespace().next().unwrap_or(""),
+        started.elapsed(),
         if said.trim().is_empty() {
             String::new()
         } else {
             format!(", said: {}", said.trim())
         }
     );
+    said
+}
+
+fn rpm_install(system: &System) {
+    // So that the rpm's own scriptlet has to make the user.
+    system.must("userdel scoreboard && mkdir -p /var/lib/rpm");
+    assert!(!system.run("getent passwd scoreboard").status.success());
+    // %post applies the presets on a first install, as Fedora's %systemd_post does: with
+    // this one the agent stays disabled, where a plain `systemctl enable` would not.
+    system.must(&format!(
+        "mkdir -p /etc/systemd/system-preset && echo 'disable scoreboard-agent.service' > {PRESET}"
+    ));
+    rpm_transaction(
+        system,
+        &format!("-i --nodeps --nosignature {}", system.rpm.display()),
+    );
     system.must(&format!("{RPM} -q scoreboard-agent"));
     let user = system.must("getent passwd scoreboard");
-    system.must("systemctl daemon-reload");
+    // Unit files loaded (the scriptlet reloaded systemd), nothing enabled nor started.
+    assert_eq!(system.property("scoreboard-agent", "LoadState"), "loaded");
+    assert_eq!(
+        system.property("scoreboard-agent", "UnitFileState"),
+        "disabled"
+    );
+    assert_eq!(
+        system.property("scoreboard-agent", "ActiveState"),
+        "inactive"
+    );
+    system.must(&format!("rm {PRESET}"));
+    // What the administrator does where the presets say no (Fedora's default).
+    system.must("systemctl enable --now scoreboard-agent.service");
     let active = poll(Duration::from_secs(10), || {
         (system.property("scoreboard-agent", "ActiveState") == "active").then_some(())
     });
@@ -1437,12 +1593,9 @@ fn rpm_install(system: &System) {
         "{}",
         system.sh("systemctl status scoreboard-agent --no-pager")
     );
-    assert_eq!(
-        system.property("scoreboard-agent", "UnitFileState"),
-        "enabled"
-    );
     eprintln!(
-        "the rpm's scriptlet made the user: {}; {}",
+        "the rpm's scriptlet made the user: {}; the preset left the agent disabled; \
+         enabled by hand: {}",
         user.trim(),
         agent_identity(system)
     );
@@ -1451,16 +1604,120 @@ fn rpm_install(system: &System) {
     system.set_statuses(&["idle", "busy GET /rpm", "idle"]);
     let took = system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
     eprintln!("rpm-installed agent: demo's Status back in {took:.0?}");
-    system.must("scoreboardctl disable demo.service && systemctl stop demo");
+}
 
-    system.must(&format!("{RPM} -e scoreboard-agent"));
+fn rpm_upgrade(system: &System) {
+    // The same binaries rebuilt as release 2, as a distribution's rebuild would be.
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    output(
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/rpm/build"))
+            .arg(target_dir().join("release"))
+            .arg("2")
+            .arg(rebuilt_dir.path()),
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let rebuilt = rebuilt_dir.path().join(format!(
+        "scoreboard-agent-{version}-2.{}.rpm",
+        std::env::consts::ARCH
+    ));
+    assert!(rebuilt.exists(), "{} was not built", rebuilt.display());
+
+    // What an administrator changed: the configuration (a %config(noreplace) file),
+    // a watched service (services.d/demo.toml); and a preset that an upgrade must not
+    // apply (it would disable the agent).
+    system.must(
+        "cp /etc/scoreboard/agent.toml /run/agent.toml.orig && \
+         echo '# edited by the administrator' >> /etc/scoreboard/agent.toml",
+    );
+    system.must(&format!(
+        "echo 'disable scoreboard-agent.service' > {PRESET}"
+    ));
+    let agent = system.property("scoreboard-agent", "MainPID");
+    rpm_transaction(
+        system,
+        &format!("-U --nodeps --nosignature {}", rebuilt.display()),
+    );
+    system.must(&format!("rm {PRESET}"));
+    let installed = system.must(&format!("{RPM} -q scoreboard-agent"));
+    assert_eq!(
+        installed.trim(),
+        format!("scoreboard-agent-{version}-2.{}", std::env::consts::ARCH)
+    );
+    // Restarted onto the new files (try-restart), still enabled.
+    let restarted = poll(Duration::from_secs(10), || {
+        let pid = system.property("scoreboard-agent", "MainPID");
+        (system.property("scoreboard-agent", "ActiveState") == "active"
+            && pid != agent
+            && pid != "0")
+            .then_some(pid)
+    });
+    let restarted = restarted.unwrap_or_else(|| {
+        panic!(
+            "the agent was not restarted by the upgrade:\n{}",
+            system.sh("systemctl status scoreboard-agent --no-pager")
+        )
+    });
+    assert_eq!(
+        system.property("scoreboard-agent", "UnitFileState"),
+        "enabled"
+    );
+    let config = system.must("cat /etc/scoreboard/agent.toml");
+    assert!(
+        config.ends_with("# edited by the administrator\n"),
+        "{config}"
+    );
+    let saved = system.sh("ls /etc/scoreboard");
+    assert_eq!(
+        saved.split_whitespace().collect::<Vec<_>>(),
+        ["agent.toml", "services.d"]
+    );
+    system.must("test -f /etc/scoreboard/services.d/demo.toml");
+    system.set_statuses(&["idle", "busy GET /upgraded", "busy GET /again"]);
+    let took = system.expect_status("demo", "3 workers: 2 busy, 1 idle", Duration::from_secs(3));
+    eprintln!(
+        "upgraded to {}: agent {agent} restarted as {restarted}, still enabled; the edited \
+         agent.toml and services.d/demo.toml kept; demo's Status followed in {took:.0?}",
+        installed.trim()
+    );
+}
+
+fn rpm_erase(system: &System) {
+    system.must("scoreboardctl disable demo.service && systemctl stop demo");
+    // The administrator's edit undone (an edited %config file would be kept as
+    // agent.toml.rpmsave, as rpm does).
+    system.must("cp /run/agent.toml.orig /etc/scoreboard/agent.toml && rm /run/agent.toml.orig");
+    let files = output(Command::new("rpm").arg("-qpl").arg(&system.rpm));
+    rpm_transaction(system, "-e scoreboard-agent");
     assert!(
         !system
-            .run("test -e /usr/bin/scoreboard-agent")
+            .run(&format!("{RPM} -q scoreboard-agent"))
             .status
             .success()
     );
     assert_ne!(system.property("scoreboard-agent", "ActiveState"), "active");
+    let units = system.sh("systemctl list-unit-files scoreboard-agent.service --no-legend");
+    assert!(units.trim().is_empty(), "{units}");
+    let paths: Vec<&str> = files.lines().collect();
+    assert!(paths.len() >= SHIPPED.len(), "{files}");
+    for path in paths.iter().copied().chain([
+        "/etc/systemd/system/multi-user.target.wants/scoreboard-agent.service",
+        "/run/scoreboard",
+    ]) {
+        assert!(
+            !system
+                .run(&format!("test -e {path} || test -L {path}"))
+                .status
+                .success(),
+            "{path} left after rpm -e"
+        );
+    }
+    eprintln!(
+        "rpm -e: the agent stopped and disabled, none of the package's {} paths left \
+         (its directories included), nor /run/scoreboard",
+        paths.len()
+    );
+    // As with the .deb, the user stays.
+    system.must("getent passwd scoreboard");
 }
 
 /// Where the Perl pre-fork pool and the Perl peer are installed in the throwaway system.

@@ -1,28 +1,18 @@
 //! `scoreboard-agent`: watches the configured services' scoreboards and puts a summary
 //! into each service's `STATUS=` line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use scoreboard_agent::config::{self, Config};
+use scoreboard_agent::config::Config;
 use scoreboard_agent::io::logging;
 use scoreboard_agent::{agent, error_chain};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "scoreboard-agent",
-    version,
-    about = "Summarise worker scoreboards into systemd's STATUS= lines"
-)]
-struct Args {
-    /// The agent's configuration; services are read from services.d/ beside it.
-    #[arg(long, default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    /// Validate the configuration, print what it watches, and exit.
-    #[arg(long)]
-    check_config: bool,
-}
+// The command line, shared with build.rs (the manual page and completions).
+#[path = "../cli/scoreboard_agent.rs"]
+mod cli;
+
+use cli::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -63,5 +53,16 @@ fn main() -> ExitCode {
             tracing::error!("{}", error_chain::text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_defaults_to_the_packaged_configuration() {
+        assert_eq!(
+            super::cli::DEFAULT_CONFIG,
+            scoreboard_agent::config::DEFAULT_CONFIG
+        );
     }
 }

@@ -9,10 +9,15 @@ use std::time::Duration;
 use std::io::{IsTerminal, Write};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use scoreboard_agent::config;
+use clap::Parser;
 use scoreboard_agent::ctl::{self, demo, enable, render as view};
 use scoreboard_agent::{error_chain, escape};
+
+// The command line, shared with build.rs (the manual page and completions).
+#[path = "../cli/scoreboardctl.rs"]
+mod cli;
+
+use cli::{Cli, Command};
 
 /// The real root, or a test's, where nothing is run.
 fn target(root: Option<PathBuf>) -> enable::Target {
@@ -22,101 +27,6 @@ fn target(root: Option<PathBuf>) -> enable::Target {
             root: PathBuf::from("/"),
             apply: true,
         },
-    }
-}
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "scoreboardctl",
-    version,
-    about = "Inspect worker scoreboards",
-    after_help = "Exit status: 0 shown, 1 failure, 2 usage error, 3 the service is not running, 4 no such service."
-)]
-struct Cli {
-    /// The agent's configuration (services are read from services.d/ beside it).
-    #[arg(long, global = true, default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Show each worker of a watched service (or of all): from the agent over D-Bus,
-    /// or read from the directories when no agent runs.
-    Status {
-        /// The service, e.g. myservice.service; all watched services when omitted.
-        #[arg(conflicts_with = "dir")]
-        unit: Option<String>,
-        /// Read this scoreboard directory instead of a configured service.
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Print JSON; with --dir exactly `{"workers":[{"id":…,"status":…}]}`.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List the watched services with their worker counts and summaries.
-    List {
-        /// Print the `status --json` document without the workers.
-        #[arg(long)]
-        json: bool,
-    },
-    /// A live, refreshing view of every watched service and worker, like top.
-    Watch {
-        /// Seconds between refreshes (0 to 86400).
-        #[arg(long, default_value_t = 1.0, value_parser = refresh_interval)]
-        interval: f64,
-        /// Stop after this many screens.
-        #[arg(long)]
-        count: Option<u32>,
-    },
-    /// Watch a service: tmpfiles.d entry for its scoreboard, NotifyAccess=main drop-in,
-    /// agent configuration; then reload systemd and the agent. Needs root.
-    Enable {
-        /// The service, e.g. myservice.service.
-        unit: String,
-        /// Owner of /run/NAME/scoreboard (default: the unit's User=, else root).
-        #[arg(long)]
-        user: Option<String>,
-        /// Group of /run/NAME/scoreboard (default: the unit's Group=, else the user).
-        #[arg(long)]
-        group: Option<String>,
-        /// Write under this root instead of / and run nothing (for tests).
-        #[arg(long, hide = true)]
-        root: Option<PathBuf>,
-    },
-    /// Stop watching a service: remove exactly what `enable` wrote. Needs root.
-    Disable {
-        /// The service, e.g. myservice.service.
-        unit: String,
-        #[arg(long, hide = true)]
-        root: Option<PathBuf>,
-    },
-    /// Run a live demo pool in a temporary directory (no root, no systemd needed).
-    Demo {
-        /// How many worker processes to run.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1000))]
-        workers: u16,
-        /// Stop after this many seconds instead of waiting for Ctrl-C.
-        #[arg(long)]
-        seconds: Option<u64>,
-    },
-    /// One demo worker process (started by `demo`).
-    #[command(hide = true)]
-    DemoWorker {
-        dir: PathBuf,
-        #[arg(long)]
-        seed: u64,
-    },
-}
-
-/// `--interval`: a number of seconds a `Duration` can hold and a screen can follow.
-fn refresh_interval(text: &str) -> Result<f64, String> {
-    let seconds: f64 = text.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=86_400.0).contains(&seconds) {
-        Ok(seconds)
-    } else {
-        Err(format!("{text} is not between 0 and 86400 seconds"))
     }
 }
 
@@ -149,8 +59,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             unit,
             dir: None,
             json,
+            config,
         } => {
-            let reports = block_on(ctl::gather(&cli.config))??;
+            let reports = block_on(ctl::gather(&config.config))??;
             let code = ctl::status(
                 &reports,
                 unit.as_deref(),
@@ -174,8 +85,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", enable::disable(&target(root), &unit)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::List { json } => {
-            let reports = block_on(ctl::gather(&cli.config))??;
+        Command::List { json, config } => {
+            let reports = block_on(ctl::gather(&config.config))??;
             let code = ctl::list(
                 &reports,
                 json,
@@ -184,7 +95,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::from(code))
         }
-        Command::Watch { interval, count } => {
+        Command::Watch {
+            interval,
+            count,
+            config,
+        } => {
             let stop = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(signal, stop.clone())
@@ -201,7 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             while !stop.load(std::sync::atomic::Ordering::Relaxed)
                 && count.is_none_or(|n| shown < n)
             {
-                let reports = runtime.block_on(gatherer.gather(&cli.config))?;
+                let reports = runtime.block_on(gatherer.gather(&config.config))?;
                 let mut out = std::io::stdout().lock();
                 if tty {
                     write!(out, "\x1b[H\x1b[2J")?;
@@ -212,7 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{}", ctl::watch_screen(&reports))?;
                 out.flush()?;
                 shown += 1;
-                std::thread::sleep(Duration::from_secs_f64(interval));
+                std::thread::sleep(interval);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -262,5 +177,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             demo::worker(&dir, seed)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_defaults_to_the_packaged_configuration() {
+        assert_eq!(
+            super::cli::DEFAULT_CONFIG,
+            scoreboard_agent::config::DEFAULT_CONFIG
+        );
     }
 }

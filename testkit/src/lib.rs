@@ -8,7 +8,8 @@
 //! * [`Worker`], [`Holder`], [`Killed`]: worker processes and any other child, killed
 //!   however a test ends.
 //! * [`cpu_seconds`], [`memory_kib`], [`open_fds`]: what a process costs, from /proc.
-//! * [`binary`], [`testkit_binary`]: where the programs under test are.
+//! * [`binary`], [`testkit_binary`]: where the programs under test are; [`target_dir`]:
+//!   where `packaging/build` leaves the packages.
 //! * [`wait_until`], [`poll`], [`emptied`]: waiting for a condition instead of sleeping.
 //!
 //! The workers are processes of this crate's binary, `scoreboard-testkit` (subcommands
@@ -28,5 +29,5 @@ pub use bus::Bus;
 pub use poll::{poll, poll_every, wait_until};
 pub use process::{
     Holder, Killed, Worker, as_root_or_skip, binary, cpu_seconds, emptied, memory_kib, open_fds,
-    perl_as_nobody, testkit_binary,
+    perl_as_nobody, target_dir, testkit_binary,
 };

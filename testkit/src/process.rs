@@ -25,6 +25,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The target directory the running test or bench was built in (`target/`, or wherever
+/// `CARGO_TARGET_DIR` put it): `<target>/<profile>/deps/<test>` three levels up. Where
+/// `packaging/build` leaves its release build (`release/`) and the packages (`debian/`,
+/// `rpm/`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .expect("the running test's target directory")
+        .to_path_buf()
+}
+
 /// The `scoreboard-testkit` program, whose subcommands are the workers below.
 pub fn testkit_binary() -> PathBuf {
     binary("scoreboard-testkit")
