@@ -776,7 +776,13 @@ impl Config {
 fn load_service(path: &Path) -> anyhow::Result<Service> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let raw: RawService = toml::from_str(&text).map_err(|e| located(path, e))?;
+    parse_service(&text, path)
+}
+
+/// A service file's text as the agent will read it from `path`: what `scoreboardctl
+/// enable` checks before it writes one.
+pub fn parse_service(text: &str, path: &Path) -> anyhow::Result<Service> {
+    let raw: RawService = toml::from_str(text).map_err(|e| located(path, e))?;
     let unit = raw.unit.0;
     let directory = match raw.directory {
         Some(directory) => directory.0,

@@ -76,8 +76,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             group,
             root,
+            stuck_after,
+            wedged_after,
+            kill_stuck_after,
+            kill_signal,
+            kill_grace,
+            actions,
         } => {
-            let report = enable::enable(&target(root), &unit, user.as_deref(), group.as_deref())?;
+            let health = enable::HealthOptions {
+                stuck_after,
+                wedged_after,
+                kill_stuck_after,
+                kill_signal,
+                kill_grace,
+                actions,
+            };
+            let report = enable::enable(
+                &target(root),
+                &unit,
+                user.as_deref(),
+                group.as_deref(),
+                &health,
+            )?;
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }

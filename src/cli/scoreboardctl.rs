@@ -91,6 +91,27 @@ pub enum Command {
         /// Group of /run/NAME/scoreboard (default: the unit's Group=, else the user).
         #[arg(long)]
         group: Option<String>,
+        /// A non-idle worker whose status stands this long is stuck (e.g. "1m").
+        #[arg(long, value_name = "DURATION")]
+        stuck_after: Option<String>,
+        /// Every worker stuck (or none) this long while the unit is active: trigger the
+        /// unit's watchdog (health action).
+        #[arg(long, value_name = "DURATION")]
+        wedged_after: Option<String>,
+        /// A worker stuck this long gets --kill-signal, then SIGKILL after --kill-grace
+        /// (health action; needs the agent's drop-in, see README).
+        #[arg(long, value_name = "DURATION")]
+        kill_stuck_after: Option<String>,
+        /// The first signal for a stuck worker: TERM (default), INT, QUIT, HUP, USR1,
+        /// USR2, ABRT or KILL.
+        #[arg(long, value_name = "SIGNAL")]
+        kill_signal: Option<String>,
+        /// How long a signalled worker has before SIGKILL (default 10s).
+        #[arg(long, value_name = "DURATION")]
+        kill_grace: Option<String>,
+        /// "act" (default) or "report": only say what the health actions would do.
+        #[arg(long, value_name = "MODE")]
+        actions: Option<String>,
         /// Write under this root instead of / and run nothing (for tests).
         #[arg(long, hide = true)]
         root: Option<PathBuf>,

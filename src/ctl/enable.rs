@@ -219,13 +219,42 @@ pub fn dropin_text(name: &str, notify_access: bool) -> Result<String, String> {
 #[derive(Serialize)]
 struct ServiceFile<'a> {
     unit: &'a str,
+    #[serde(flatten)]
+    health: &'a HealthOptions,
 }
 
-/// The agent's configuration for the unit (every other setting at its default).
-pub fn service_text(unit: &str) -> anyhow::Result<String> {
-    let body = toml::to_string(&ServiceFile { unit })
+/// `enable`'s health-action options, written as the service file's keys of the same
+/// names (see README "Health actions"); all off unless given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealthOptions {
+    /// `stuck_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_after: Option<String>,
+    /// `wedged_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wedged_after: Option<String>,
+    /// `kill_stuck_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_stuck_after: Option<String>,
+    /// `kill_signal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_signal: Option<String>,
+    /// `kill_grace`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kill_grace: Option<String>,
+    /// `actions` ("act" or "report").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<String>,
+}
+
+/// The agent's configuration for the unit (every setting not given at its default),
+/// checked as the agent will read it.
+pub fn service_text(unit: &str, health: &HealthOptions) -> anyhow::Result<String> {
+    let body = toml::to_string(&ServiceFile { unit, health })
         .with_context(|| format!("writing the configuration of {unit}"))?;
-    Ok(format!("{MARK}\n{body}"))
+    let text = format!("{MARK}\n{body}");
+    crate::config::parse_service(&text, Path::new("the options given"))?;
+    Ok(text)
 }
 
 /// `scoreboardctl enable`. Returns the report to print.
@@ -234,9 +263,11 @@ pub fn enable(
     unit: &str,
     user: Option<&str>,
     group: Option<&str>,
+    health: &HealthOptions,
 ) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
     // Refused before asking for root or systemd: a typo is said as such.
+    service_text(&unit, health)?;
     if let Some(user) = user {
         check_account("--user", user).map_err(anyhow::Error::msg)?;
     }
@@ -253,7 +284,7 @@ pub fn enable(
     } else {
         UnitFacts::default()
     };
-    enable_with(target, &unit, user, group, &facts)
+    enable_with(target, &unit, user, group, &facts, health)
 }
 
 /// `enable` of a normalized `unit` whose `systemctl show` said `facts`.
@@ -263,6 +294,7 @@ fn enable_with(
     user: Option<&str>,
     group: Option<&str>,
     facts: &UnitFacts,
+    health: &HealthOptions,
 ) -> anyhow::Result<String> {
     let files = Files::new(&target.root, unit);
     let user = match user {
@@ -308,7 +340,7 @@ fn enable_with(
             &files.dropin,
             dropin_text(&files.name, notify_access).map_err(refuse)?,
         ),
-        (&files.service, service_text(unit)?),
+        (&files.service, service_text(unit, health)?),
     ];
     // All or nothing: refuse before writing anything.
     for (path, _) in &writes {
@@ -498,9 +530,64 @@ mod tests {
     }
 
     #[test]
+    fn health_options_are_written_as_keys_and_checked_before_anything_is_written() {
+        let (tmp, target) = target();
+        let health = HealthOptions {
+            stuck_after: Some("1m".into()),
+            wedged_after: Some("2m".into()),
+            kill_stuck_after: Some("10m".into()),
+            kill_signal: Some("QUIT".into()),
+            kill_grace: Some("30s".into()),
+            actions: Some("report".into()),
+        };
+        enable(&target, "demo", None, None, &health).unwrap();
+        let text = read(tmp.path(), "etc/scoreboard/services.d/demo.toml");
+        assert_eq!(
+            text,
+            format!(
+                "{MARK}\nunit = \"demo.service\"\nstuck_after = \"1m\"\nwedged_after = \"2m\"\n\
+                 kill_stuck_after = \"10m\"\nkill_signal = \"QUIT\"\nkill_grace = \"30s\"\n\
+                 actions = \"report\"\n"
+            )
+        );
+        let service = crate::config::parse_service(&text, Path::new("demo.toml")).unwrap();
+        assert_eq!(service.actions.kill_signal, crate::config::KillSignal::Quit);
+
+        let (tmp, target) = self::target();
+        for bad in [
+            HealthOptions {
+                kill_stuck_after: Some("10m".into()),
+                ..HealthOptions::default()
+            },
+            HealthOptions {
+                kill_signal: Some("STOP".into()),
+                ..HealthOptions::default()
+            },
+            HealthOptions {
+                wedged_after: Some("soon".into()),
+                ..HealthOptions::default()
+            },
+        ] {
+            let message = format!(
+                "{:#}",
+                enable(&target, "demo", None, None, &bad).unwrap_err()
+            );
+            assert!(message.contains("the options given"), "{message}");
+        }
+        assert!(written(tmp.path()).is_empty(), "{:?}", written(tmp.path()));
+    }
+
+    #[test]
     fn enable_writes_three_files_and_is_idempotent() {
         let (tmp, target) = target();
-        let report = enable(&target, "demo", Some("www-data"), None).unwrap();
+        let report = enable(
+            &target,
+            "demo",
+            Some("www-data"),
+            None,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
             read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf"),
             format!(
@@ -530,7 +617,14 @@ mod tests {
             "{report}"
         );
 
-        let again = enable(&target, "demo.service", Some("www-data"), None).unwrap();
+        let again = enable(
+            &target,
+            "demo.service",
+            Some("www-data"),
+            None,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
 
         // The agent's configuration it wrote is one the agent accepts.
@@ -551,7 +645,15 @@ mod tests {
             notify_access: "all".into(),
             ..UnitFacts::default()
         };
-        let report = enable_with(&target, "demo.service", None, None, &own).unwrap();
+        let report = enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &own,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert!(
             report.contains("kept demo.service's own NotifyAccess=all"),
             "{report}"
@@ -559,19 +661,43 @@ mod tests {
         let text = read(tmp.path(), dropin);
         assert!(text.contains("\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create "));
         assert!(!text.contains("NotifyAccess"), "{text}");
-        let again = enable_with(&target, "demo.service", None, None, &own).unwrap();
+        let again = enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &own,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
 
         // A unit without one gets ours, and keeps it when systemctl show then reports
         // it as the unit's.
         let (tmp, target) = self::target();
-        enable_with(&target, "demo.service", None, None, &UnitFacts::default()).unwrap();
+        enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &UnitFacts::default(),
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert!(read(tmp.path(), dropin).ends_with("\nNotifyAccess=main\n"));
         let ours = UnitFacts {
             notify_access: "main".into(),
             ..UnitFacts::default()
         };
-        let again = enable_with(&target, "demo.service", None, None, &ours).unwrap();
+        let again = enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &ours,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
         assert!(!again.contains("kept"), "{again}");
     }
@@ -584,7 +710,15 @@ mod tests {
             group: "www".into(),
             ..UnitFacts::default()
         };
-        enable_with(&target, "demo.service", None, None, &facts).unwrap();
+        enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &facts,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert!(
             read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
                 .contains("\nd /run/demo/scoreboard 0770 web www -\n")
@@ -593,12 +727,28 @@ mod tests {
             user: "1001".into(),
             ..UnitFacts::default()
         };
-        enable_with(&target, "demo.service", None, None, &only_user).unwrap();
+        enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &only_user,
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert!(
             read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
                 .contains("\nd /run/demo/scoreboard 0770 1001 1001 -\n")
         );
-        enable_with(&target, "demo.service", None, None, &UnitFacts::default()).unwrap();
+        enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &UnitFacts::default(),
+            &HealthOptions::default(),
+        )
+        .unwrap();
         assert!(
             read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
                 .contains("\nd /run/demo/scoreboard 0770 root root -\n")
@@ -665,22 +815,41 @@ mod tests {
     #[test]
     fn a_user_or_group_that_is_not_one_is_refused_before_anything_is_written() {
         let (tmp, target) = target();
-        let message = enable(&target, "demo", Some("x -\nR /"), None)
-            .unwrap_err()
-            .to_string();
+        let message = enable(
+            &target,
+            "demo",
+            Some("x -\nR /"),
+            None,
+            &HealthOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(message.contains("--user \"x -\\nR /\""), "{message}");
-        let message = enable(&target, "demo", None, Some("g g"))
-            .unwrap_err()
-            .to_string();
+        let message = enable(
+            &target,
+            "demo",
+            None,
+            Some("g g"),
+            &HealthOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(message.contains("--group \"g g\""), "{message}");
         // What systemctl show said is held to the same rule.
         let facts = UnitFacts {
             user: "web\nR /".into(),
             ..UnitFacts::default()
         };
-        let message = enable_with(&target, "demo.service", None, None, &facts)
-            .unwrap_err()
-            .to_string();
+        let message = enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &facts,
+            &HealthOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             message.contains("User= of demo.service") && message.contains("pass --user"),
             "{message}"
@@ -689,9 +858,16 @@ mod tests {
             group: "%".into(),
             ..UnitFacts::default()
         };
-        let message = enable_with(&target, "demo.service", None, None, &facts)
-            .unwrap_err()
-            .to_string();
+        let message = enable_with(
+            &target,
+            "demo.service",
+            None,
+            None,
+            &facts,
+            &HealthOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(message.contains("Group= of demo.service"), "{message}");
         assert_eq!(written(tmp.path()), Vec::<String>::new());
     }
@@ -700,7 +876,9 @@ mod tests {
     fn a_unit_whose_scoreboard_would_be_a_system_directory_is_refused() {
         let (tmp, target) = target();
         for unit in ["systemd", "user"] {
-            let message = enable(&target, unit, None, None).unwrap_err().to_string();
+            let message = enable(&target, unit, None, None, &HealthOptions::default())
+                .unwrap_err()
+                .to_string();
             assert!(
                 message.contains(&format!("is inside /run/{unit},")),
                 "{message}"
@@ -784,7 +962,7 @@ mod tests {
         let (tmp, target) = target();
         // systemd-escape's spelling of "web-pool" in an instance name.
         let unit = "web\\x2dpool.service";
-        enable(&target, unit, Some("web"), None).unwrap();
+        enable(&target, unit, Some("web"), None, &HealthOptions::default()).unwrap();
         let name = "web\\x2dpool";
         assert_eq!(
             read(
@@ -817,7 +995,7 @@ mod tests {
             Path::new("/run/web\\x2dpool/scoreboard")
         );
         assert_eq!(
-            enable(&target, unit, Some("web"), None)
+            enable(&target, unit, Some("web"), None, &HealthOptions::default())
                 .unwrap()
                 .matches("unchanged ")
                 .count(),
@@ -879,7 +1057,7 @@ mod tests {
         let neighbour = etc.join("systemd/system/demo.service.d/10-admin.conf");
         std::fs::create_dir_all(neighbour.parent().unwrap()).unwrap();
         std::fs::write(&neighbour, "[Service]\nNice=5\n").unwrap();
-        enable(&target, "demo", None, None).unwrap();
+        enable(&target, "demo", None, None, &HealthOptions::default()).unwrap();
         let report = disable(&target, "demo").unwrap();
         assert_eq!(report.matches("removed ").count(), 3, "{report}");
         assert!(neighbour.exists());
@@ -901,7 +1079,9 @@ mod tests {
         let mine = tmp.path().join("etc/scoreboard/services.d/demo.toml");
         std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
         std::fs::write(&mine, "unit = \"demo\"\nstuck_after = \"1m\"\n").unwrap();
-        let error = enable(&target, "demo", None, None).unwrap_err().to_string();
+        let error = enable(&target, "demo", None, None, &HealthOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("not written by scoreboardctl enable"),
             "{error}"
@@ -920,10 +1100,16 @@ mod tests {
     fn units_that_are_not_services_are_refused() {
         let (_tmp, target) = target();
         assert!(
-            enable(&target, "demo.socket", None, None)
-                .unwrap_err()
-                .to_string()
-                .contains("not a service")
+            enable(
+                &target,
+                "demo.socket",
+                None,
+                None,
+                &HealthOptions::default()
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("not a service")
         );
     }
 }
