@@ -146,7 +146,14 @@ impl Agent {
                         );
                     }
                     Err(refused) => {
-                        warn!(unit = %unit, worker = %shown, action = "refused", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}: not signalled: {refused}");
+                        // As many as the directory's owner makes up: said once per quiet
+                        // period per unit (every one is counted, and the last is on the bus).
+                        if self
+                            .warnings
+                            .allow_hashed(("refused", &unit), Instant::now())
+                        {
+                            warn!(unit = %unit, worker = %shown, action = "refused", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}: not signalled: {refused}");
+                        }
                         self.record(
                             index,
                             "refused",
@@ -159,7 +166,12 @@ impl Agent {
             Decision::NotAPid { worker, stood } => {
                 let shown = Escaped::str(&worker);
                 let stood_shown = secs(stood);
-                warn!(unit = %unit, worker = %shown, action = "not_a_pid", stood = %stood_shown, "worker {shown} stuck for {stood_shown}: its id is not a pid, so it is never signalled");
+                if self
+                    .warnings
+                    .allow_hashed(("not_a_pid", &unit), Instant::now())
+                {
+                    warn!(unit = %unit, worker = %shown, action = "not_a_pid", stood = %stood_shown, "worker {shown} stuck for {stood_shown}: its id is not a pid, so it is never signalled");
+                }
                 self.record(
                     index,
                     "not_a_pid",

@@ -95,6 +95,15 @@ struct Signalled {
     killed: bool,
 }
 
+/// Worker decisions (signals and not-a-pid reports) made at most per call of
+/// [`Health::decide`]: a directory's owner who makes thousands of workers stuck at once
+/// gets them decided over several turns of the loop, each with its checks, rather than
+/// holding up the watchdog and every other service in one.
+pub const MAX_WORKER_DECISIONS: usize = 16;
+
+/// How soon the loop comes back for the rest when a turn hit [`MAX_WORKER_DECISIONS`].
+const MORE_DECISIONS_AFTER: Duration = Duration::from_millis(100);
+
 /// One service's health bookkeeping.
 #[derive(Debug)]
 pub struct Health {
@@ -106,6 +115,8 @@ pub struct Health {
     /// start, remembered across agent restarts.
     triggered_for: Option<u64>,
     signalled: HashMap<String, Signalled>,
+    /// The last call stopped at [`MAX_WORKER_DECISIONS`]: more are due.
+    more: bool,
 }
 
 impl Health {
@@ -116,6 +127,7 @@ impl Health {
             empty_since: None,
             triggered_for: None,
             signalled: HashMap::new(),
+            more: false,
         }
     }
 
@@ -144,6 +156,9 @@ impl Health {
     /// stuck worker's threshold, or a signalled worker's grace running out. The loop
     /// wakes then, so actions are on time rather than at the next tick.
     pub fn next_wake(&self, pool: &Pool, now: Instant) -> Option<Instant> {
+        if self.more {
+            return Some(now + MORE_DECISIONS_AFTER);
+        }
         let mut wake: Option<Instant> = None;
         let mut at = |t: Option<Instant>| {
             if let Some(t) = t.filter(|t| *t > now) {
@@ -223,7 +238,13 @@ impl Health {
         };
         // Workers signalled before and gone (or moved on) are forgotten.
         self.signalled.retain(|id, _| pool.is_stuck_worker(id, now));
+        self.more = false;
+        let mut made = 0;
         for (id, stood, status) in pool.stuck_for(after, now) {
+            if made == MAX_WORKER_DECISIONS {
+                self.more = true;
+                break;
+            }
             let Some(pid) = pid_of(id) else {
                 if !self.signalled.contains_key(id) {
                     // Said once: remembered as if signalled, with no pid.
@@ -239,6 +260,7 @@ impl Health {
                         worker: id.to_owned(),
                         stood,
                     });
+                    made += 1;
                 }
                 continue;
             };
@@ -269,8 +291,9 @@ impl Health {
                 pid,
                 escalation,
                 stood,
-                status,
+                status: String::from_utf8_lossy(status).into_owned(),
             });
+            made += 1;
         }
     }
 }
@@ -576,6 +599,41 @@ mod tests {
         assert_eq!(health.decide(&pool, life(t0), true, t).len(), 1);
         // Then the grace of the signalled ones.
         assert_eq!(health.next_wake(&pool, t), Some(t0 + 7 * SECOND));
+    }
+
+    /// A directory's owner making thousands of workers stuck at once gets them decided a
+    /// few per turn, the loop coming back soon for the rest; each once.
+    #[test]
+    fn many_stuck_workers_are_decided_a_few_per_turn_each_once() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        let ids: Vec<String> = (0..1000).map(|n| format!("w{n}")).collect();
+        let workers: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "busy")).collect();
+        observe(&mut pool, &workers, t0);
+        let mut health = Health::new(Actions {
+            kill_stuck_after: Some(SECOND),
+            ..Actions::default()
+        });
+        let mut now = t0 + 3 * SECOND;
+        let mut decided = 0;
+        for _ in 0..200 {
+            let decisions = health.decide(&pool, life(t0), true, now);
+            assert!(decisions.len() <= MAX_WORKER_DECISIONS);
+            decided += decisions.len();
+            if decisions.is_empty() {
+                break;
+            }
+            // While there are more, the loop is asked back soon (the last batch may
+            // be full too, with nothing after it).
+            if decided < 1000 {
+                assert_eq!(
+                    health.next_wake(&pool, now),
+                    Some(now + MORE_DECISIONS_AFTER)
+                );
+            }
+            now += MORE_DECISIONS_AFTER;
+        }
+        assert_eq!(decided, 1000);
     }
 
     #[test]

@@ -468,12 +468,12 @@ impl Pool {
     }
 
     /// The workers stuck for at least `at_least` at `now`: id, how long the status has
-    /// stood, the status (lossy UTF-8). Costs the number of such workers.
+    /// stood, the status. Costs the number of such workers, and allocates nothing.
     pub fn stuck_for(
         &self,
         at_least: Duration,
         now: Instant,
-    ) -> impl Iterator<Item = (&str, Duration, String)> {
+    ) -> impl Iterator<Item = (&str, Duration, &[u8])> {
         let stuck = self.stuck_cutoff(now).is_some();
         let cutoff = now.checked_sub(at_least);
         self.waiting
@@ -485,7 +485,7 @@ impl Pool {
                     (
                         id.as_str(),
                         now.saturating_duration_since(*at),
-                        String::from_utf8_lossy(&tracked.status).into_owned(),
+                        tracked.status.as_slice(),
                     )
                 })
             })
