@@ -788,10 +788,12 @@ impl DirReader {
             dir::status_name(id).as_c_str(),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )?;
-        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile
+            || stat.st_nlink != 1
+        {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("the file of worker {id:?} is not a regular file"),
+                format!("the file of worker {id:?} is not a regular file with one name"),
             ));
         }
         Ok((stat.st_dev, stat.st_ino))

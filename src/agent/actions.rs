@@ -13,8 +13,9 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::core::health::{Decision, Escalation, Start, UnitLife, Wedge};
 use crate::escape::Escaped;
-use crate::io::actions::{Target, signal_of, signal_worker};
+use crate::io::actions::{Refused, Target, signal_of, signal_worker};
 use crate::io::notify::Message;
+use crate::io::systemd::MainProcess;
 
 impl Agent {
     /// Decides and carries out the health actions of every service that has any.
@@ -40,14 +41,14 @@ impl Agent {
                 let swept = watched.schedule.swept_once();
                 watched.health.decide(&pool, life, swept, now)
             };
-            let control_group = main.map(|main| main.control_group).unwrap_or_default();
             for decision in decisions {
-                self.carry_out(index, decision, &control_group);
+                self.carry_out(index, decision, main.as_ref());
             }
         }
     }
 
-    fn carry_out(&mut self, index: usize, decision: Decision, control_group: &str) {
+    fn carry_out(&mut self, index: usize, decision: Decision, main: Option<&MainProcess>) {
+        let control_group = main.map_or("", |main| main.control_group.as_str());
         let report_only = self.services[index].health.report_only();
         let unit = self.services[index].unit().to_owned();
         match decision {
@@ -70,9 +71,22 @@ impl Agent {
                     );
                     return;
                 }
-                let sent = self
-                    .systemd_socket()
-                    .and_then(|socket| socket.send_as(&Message::WatchdogTrigger, pid));
+                // The pid systemd gave is checked again right before it is spoken for: a
+                // remembered main process whose pid was reused by another unit's process
+                // must never be credited with a trigger.
+                let checked = match main {
+                    Some(main) if main.notify_access == "none" => Err(std::io::Error::other(
+                        "the unit has NotifyAccess=none: systemd would ignore it",
+                    )),
+                    Some(main) if main.pid == pid && main.in_unit_now() => Ok(()),
+                    _ => Err(std::io::Error::other(format!(
+                        "main process {pid} is no longer in the unit's control group"
+                    ))),
+                };
+                let sent = checked.and_then(|()| {
+                    self.systemd_socket()
+                        .and_then(|socket| socket.send_as(&Message::WatchdogTrigger, pid))
+                });
                 match sent {
                     Ok(()) => {
                         warn!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
@@ -120,14 +134,22 @@ impl Agent {
                     );
                     return;
                 }
+                let owner = self.services[index]
+                    .pool()
+                    .access()
+                    .map(|access| access.uid);
                 let checked = self.services[index]
                     .worker_file(&worker)
-                    .map_err(|e| crate::io::actions::Refused::Unchecked(format!("its file: {e}")))
+                    .map_err(|e| Refused::Unchecked(format!("its file: {e}")))
                     .and_then(|file| {
+                        let owner = owner.ok_or_else(|| {
+                            Refused::Unchecked("the directory's owner is not known".to_owned())
+                        })?;
                         let target = Target {
                             pid,
                             control_group,
                             file,
+                            owner,
                         };
                         signal_worker(&target, signal_of(signal))
                     });
@@ -146,11 +168,14 @@ impl Agent {
                         );
                     }
                     Err(refused) => {
+                        // Nothing was sent: no SIGKILL follows.
+                        self.services[index].health.refused(&worker);
                         // As many as the directory's owner makes up: said once per quiet
-                        // period per unit (every one is counted, and the last is on the bus).
+                        // period per unit and kind (every one is counted, and the last is
+                        // on the bus).
                         if self
                             .warnings
-                            .allow_hashed(("refused", &unit), Instant::now())
+                            .allow_hashed(("refused", &unit, refused.kind()), Instant::now())
                         {
                             warn!(unit = %unit, worker = %shown, action = "refused", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}: not signalled: {refused}");
                         }

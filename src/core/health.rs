@@ -182,6 +182,14 @@ impl Health {
         wake
     }
 
+    /// The first signal to `worker` was refused by the shell's checks: nothing was sent,
+    /// so no SIGKILL follows it (it is not decided again while it stays stuck).
+    pub fn refused(&mut self, worker: &str) {
+        if let Some(sent) = self.signalled.get_mut(worker) {
+            sent.killed = true;
+        }
+    }
+
     /// What to do now about the pool (after a whole pass: `swept` says the pool is the
     /// directory's truth, not a first partial look).
     pub fn decide(

@@ -22,8 +22,24 @@ pub enum Refused {
     OutsideUnit(String),
     /// It does not hold the lock on the worker's file.
     NotTheHolder,
+    /// It runs as another user than the one owning the scoreboard directory (shown: its
+    /// uid): the agent never signals what the directory's owner could not.
+    OtherUser(u32),
     /// A check could not be made (shown: why); nothing was sent.
     Unchecked(String),
+}
+
+impl Refused {
+    /// A short name of the kind, for rate-limiting the log per kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refused::Gone => "gone",
+            Refused::OutsideUnit(_) => "outside",
+            Refused::NotTheHolder => "holder",
+            Refused::OtherUser(_) => "user",
+            Refused::Unchecked(_) => "unchecked",
+        }
+    }
 }
 
 impl fmt::Display for Refused {
@@ -36,6 +52,10 @@ impl fmt::Display for Refused {
             Refused::NotTheHolder => {
                 write!(f, "the process does not hold the worker's scoreboard file")
             }
+            Refused::OtherUser(uid) => write!(
+                f,
+                "the process runs as uid {uid}, not as the scoreboard directory's owner"
+            ),
             Refused::Unchecked(why) => write!(f, "could not check the process: {why}"),
         }
     }
@@ -49,7 +69,14 @@ pub struct Target<'a> {
     pub control_group: &'a str,
     /// The worker's file (device, inode), whose `flock` the process must hold.
     pub file: (u64, u64),
+    /// The scoreboard directory's owner: the process must run as this user.
+    pub owner: u32,
 }
+
+/// The most of `/proc/locks` read for one check: any local user can grow it (a lock per
+/// descriptor), so it is streamed in bounded memory and given up on past this, failing
+/// closed.
+pub const MAX_LOCKS_BYTES: u64 = 8 << 20;
 
 /// Sends `signal` to `target.pid` if every check passes.
 pub fn signal_worker(target: &Target<'_>, signal: Signal) -> Result<(), Refused> {
@@ -77,10 +104,20 @@ pub fn signal_worker(target: &Target<'_>, signal: Signal) -> Result<(), Refused>
             crate::escape::escape_controls(&shown).into_owned(),
         ));
     }
-    let locks = std::fs::read_to_string("/proc/locks")
+    let status = std::fs::read_to_string(format!("/proc/{}/status", target.pid))
+        .map_err(|e| Refused::Unchecked(format!("reading /proc/{}/status: {e}", target.pid)))?;
+    match real_uid(&status) {
+        Some(uid) if uid == target.owner => {}
+        Some(uid) => return Err(Refused::OtherUser(uid)),
+        None => return Err(Refused::Unchecked("no Uid: in /proc/PID/status".to_owned())),
+    }
+    let locks = std::fs::File::open("/proc/locks")
         .map_err(|e| Refused::Unchecked(format!("reading /proc/locks: {e}")))?;
-    if !holds_write_lock(&locks, target.pid, target.file) {
-        return Err(Refused::NotTheHolder);
+    let reader = std::io::BufReader::new(std::io::Read::take(locks, MAX_LOCKS_BYTES));
+    match holds_write_lock_in(reader, target.pid, target.file) {
+        Ok(true) => {}
+        Ok(false) => return Err(Refused::NotTheHolder),
+        Err(e) => return Err(Refused::Unchecked(format!("reading /proc/locks: {e}"))),
     }
     match rustix::process::pidfd_send_signal(&pidfd, signal) {
         Ok(()) => Ok(()),
@@ -111,6 +148,35 @@ pub fn in_control_group(proc_cgroup: &str, control_group: &str) -> bool {
     })
 }
 
+/// The real uid in `/proc/PID/status` (`Uid:\treal\teffective\tsaved\tfs`).
+fn real_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// [`holds_write_lock`] over a stream, line by line in bounded memory.
+pub fn holds_write_lock_in(
+    mut locks: impl std::io::BufRead,
+    pid: i32,
+    file: (u64, u64),
+) -> std::io::Result<bool> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if locks.read_line(&mut line)? == 0 {
+            return Ok(false);
+        }
+        if holds_write_lock(&line, pid, file) {
+            return Ok(true);
+        }
+    }
+}
+
 /// Whether `/proc/locks` lists a `FLOCK … WRITE` lock held by `pid` on the file
 /// `(dev, ino)`. Lines read `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, the
 /// device as hexadecimal major:minor; lines of blocked waiters (`->`) do not hold.
@@ -122,11 +188,13 @@ pub fn holds_write_lock(locks: &str, pid: i32, (dev, ino): (u64, u64)) -> bool {
     );
     let pid = pid.to_string();
     locks.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        matches!(
-            fields.as_slice(),
-            [_, "FLOCK", _, "WRITE", holder, file, ..] if *holder == pid && *file == device
-        )
+        let mut fields = line.split_whitespace();
+        fields.next(); // "1:"
+        fields.next() == Some("FLOCK")
+            && fields.next().is_some()
+            && fields.next() == Some("WRITE")
+            && fields.next() == Some(pid.as_str())
+            && fields.next() == Some(device.as_str())
     })
 }
 
@@ -198,6 +266,21 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn the_lock_list_is_streamed_and_the_real_uid_read() {
+        let dev = rustix::fs::makedev(8, 1);
+        let mut locks = String::new();
+        for n in 0..10_000 {
+            locks.push_str(&format!("{n}: FLOCK  ADVISORY  READ 1 08:01:{n} 0 EOF\n"));
+        }
+        locks.push_str("9: FLOCK  ADVISORY  WRITE 4242 08:01:777 0 EOF\n");
+        assert!(holds_write_lock_in(locks.as_bytes(), 4242, (dev, 777)).unwrap());
+        assert!(!holds_write_lock_in(locks.as_bytes(), 4243, (dev, 777)).unwrap());
+        let status = "Name:\tperl\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(real_uid(status), Some(1000));
+        assert_eq!(real_uid("Name:\tx\n"), None);
+    }
+
     /// A live process of ours holding a flock on a file is found as its holder, and one
     /// that holds nothing is refused before any signal.
     #[test]
@@ -225,6 +308,7 @@ mod tests {
             pid: me,
             control_group: &path_in_cgroup,
             file: (other_stat.st_dev, other_stat.st_ino),
+            owner: rustix::process::getuid().as_raw(),
         };
         if path_in_cgroup != "/" {
             assert_eq!(
@@ -237,6 +321,7 @@ mod tests {
             pid: i32::MAX - 1,
             control_group: "/system.slice/x.service",
             file: (0, 0),
+            owner: 0,
         };
         assert_eq!(signal_worker(&gone, Signal::TERM), Err(Refused::Gone));
     }

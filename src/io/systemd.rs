@@ -155,6 +155,28 @@ impl MainProcess {
         self.still_there_in(CGROUP_HIERARCHIES)
     }
 
+    /// Whether the pid is listed in the unit's own cgroup now (no fallback): what must
+    /// hold right before speaking for it with an action, so that a remembered pid that
+    /// was reused by another unit's process is never credited with it.
+    pub fn in_unit_now(&self) -> bool {
+        let relative = self.control_group.trim_start_matches('/');
+        if self.pid == 0 || relative.is_empty() {
+            return false;
+        }
+        CGROUP_HIERARCHIES.iter().any(|hierarchy| {
+            std::fs::read_to_string(
+                std::path::Path::new(hierarchy)
+                    .join(relative)
+                    .join("cgroup.procs"),
+            )
+            .is_ok_and(|listed| {
+                listed
+                    .lines()
+                    .any(|line| line.trim() == self.pid.to_string())
+            })
+        })
+    }
+
     /// [`MainProcess::still_there`], looking for the cgroup under `hierarchies`, the
     /// first one holding it deciding.
     pub fn still_there_in(&self, hierarchies: &[impl AsRef<std::path::Path>]) -> bool {
