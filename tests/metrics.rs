@@ -8,13 +8,13 @@
 //! except under `CI=true`, where they fail.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
 
-use rustix::process::{Pid, Signal, kill_process};
+use rustix::process::Signal;
 use scoreboard::{Scoreboard, SkipReason};
+use scoreboard_testkit::{AgentDir, poll, wait_until};
 
 const PROMETHEUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus");
 
@@ -39,18 +39,6 @@ const EXTERNAL: &[(&str, &str)] = &[
 /// How long a condition may take before a test gives up: generous, this is no timing
 /// test.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    condition()
-}
 
 // ---------------------------------------------------------------------------------
 // promtool
@@ -451,47 +439,34 @@ fn the_rules_and_the_dashboard_read_only_exported_names() {
 /// `scoreboard-agent` running in a temporary directory: `agent.toml` (no bus, a 100 ms
 /// interval, a textfile), `services.d/`, one scoreboard directory per service.
 struct Agent {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: scoreboard_testkit::Agent,
+    dir: AgentDir,
 }
 
 impl Agent {
     /// Services as (name, extra TOML lines); a name starting with `absent-` gets no
     /// directory.
     fn start(services: &[(&str, &str)]) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path();
-        std::fs::create_dir(path.join("services.d")).unwrap();
-        std::fs::create_dir(path.join("state")).unwrap();
-        std::fs::write(
-            path.join("agent.toml"),
-            format!(
-                "interval = \"100ms\"\nbus = \"none\"\nstate_directory = \"{}\"\n\n[metrics]\ntextfile = \"{}\"\n",
-                path.join("state").display(),
-                path.join("metrics.prom").display()
-            ),
-        )
-        .unwrap();
+        let dir = AgentDir::new("interval = \"100ms\"\nbus = \"none\"\n");
+        dir.append(&format!(
+            "\n[metrics]\ntextfile = \"{}\"\n",
+            dir.path("metrics.prom").display()
+        ));
         for (name, extra) in services {
-            add_service(path, name, extra);
+            add_service(&dir, name, extra);
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_scoreboard-agent"))
-            .arg("--config")
-            .arg(path.join("agent.toml"))
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("JOURNAL_STREAM")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(path.join("agent.log")).unwrap())
-            .spawn()
-            .expect("the agent binary runs");
-        Agent { child, dir }
+        let process = scoreboard_testkit::Agent::spawn_logged(
+            dir.agent_command(Path::new(env!("CARGO_BIN_EXE_scoreboard-agent")))
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+            &dir.path("agent.log"),
+        );
+        Agent { process, dir }
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir.root()
     }
 
     fn textfile_path(&self) -> PathBuf {
@@ -514,17 +489,16 @@ impl Agent {
     /// The first textfile that `holds`, which is returned; else a failure with the
     /// last one and the agent's log.
     fn wait_until_textfile(&self, what: &str, holds: impl Fn(&str) -> bool) -> String {
-        let mut text = String::new();
-        if wait_until(PATIENCE, || {
-            text = self.textfile();
-            holds(&text)
-        }) {
-            return text;
-        }
-        panic!(
-            "waiting for {what}; the textfile:\n{text}\nthe agent's log:\n{}",
-            self.log()
-        );
+        poll(PATIENCE, || {
+            Some(self.textfile()).filter(|text| holds(text))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "waiting for {what}; the textfile:\n{}\nthe agent's log:\n{}",
+                self.textfile(),
+                self.log()
+            )
+        })
     }
 
     /// The first textfile with the sample line `line`.
@@ -537,21 +511,18 @@ impl Agent {
     }
 
     fn signal(&self, signal: Signal) {
-        kill_process(Pid::from_child(&self.child), signal).unwrap();
+        self.process.signal(signal);
     }
 
     /// Waits for the agent to exit; its exit status.
     fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let mut status = None;
-        assert!(
-            wait_until(PATIENCE, || {
-                status = self.child.try_wait().unwrap();
-                status.is_some()
-            }),
-            "the agent did not exit; its log:\n{}",
-            self.log()
+        let log = self.log();
+        wait_until(
+            PATIENCE,
+            format!("the agent to exit; its log:\n{log}"),
+            || !self.process.running(),
         );
-        status.unwrap()
+        self.process.wait()
     }
 
     /// SIGTERM, and a clean exit that leaves no textfile.
@@ -563,27 +534,15 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn add_service(path: &Path, name: &str, extra: &str) {
+fn add_service(dir: &AgentDir, name: &str, extra: &str) {
     if !name.starts_with("absent-") {
-        std::fs::create_dir_all(path.join(name)).unwrap();
+        std::fs::create_dir_all(dir.path(name)).unwrap();
     }
-    std::fs::write(
-        path.join("services.d").join(format!("{name}.toml")),
-        format!(
-            "unit = \"{name}\"\ndirectory = \"{}\"\nnotify = \"none\"\n{extra}\n",
-            path.join(name).display()
-        ),
-    )
-    .unwrap();
+    dir.service(
+        name,
+        &dir.path(name),
+        &format!("notify = \"none\"\n{extra}\n"),
+    );
 }
 
 fn has_line(text: &str, line: &str) -> bool {
@@ -694,7 +653,7 @@ fn every_counter_is_at_zero_from_the_start_and_follows_reloads() {
     });
 
     // A unit added by a reload has its series at 0 at once.
-    add_service(agent.path(), "jobs", "");
+    add_service(&agent.dir, "jobs", "");
     agent.signal(Signal::HUP);
     let text = agent.wait_for(r#"scoreboard_reaped_total{unit="jobs.service"} 0"#);
     for line in zero_series("jobs.service") {

@@ -29,6 +29,15 @@ impl AgentDir {
         AgentDir { tmp }
     }
 
+    /// Appends `toml` to `agent.toml`: settings that name paths inside the directory
+    /// (a `[metrics]` textfile), known once it exists.
+    pub fn append(&self, toml: &str) -> &AgentDir {
+        let mut text = std::fs::read_to_string(self.config()).unwrap();
+        text.push_str(toml);
+        std::fs::write(self.config(), text).unwrap();
+        self
+    }
+
     /// The directory itself.
     pub fn root(&self) -> &Path {
         self.tmp.path()
