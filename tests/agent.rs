@@ -62,8 +62,11 @@ fn summaries_follow_workers_joining_changing_dying_and_sticking() {
     );
     let dir = setup.path("run/web/scoreboard");
     let _agent = setup.agent(&[]);
-    // The directory does not exist yet: the agent waits for it.
-    setup.notify.expect("STATUS=0 workers: none", 5 * SECOND);
+    // The directory does not exist yet: the agent waits for it, and says so rather
+    // than "0 workers" it has not seen.
+    setup
+        .notify
+        .expect("STATUS=scoreboard not found: no directory yet", 5 * SECOND);
 
     let mut workers: Vec<Worker> = (0..3).map(|_| Worker::start(&dir)).collect();
     for worker in &mut workers {
@@ -133,7 +136,9 @@ fn a_directory_that_vanishes_is_picked_up_again() {
     // The service stops: its RuntimeDirectory= goes, with our scoreboard in it.
     worker.kill9();
     std::fs::remove_dir_all(setup.path("run/web")).unwrap();
-    setup.notify.expect("STATUS=0 workers: none", 2 * SECOND);
+    setup
+        .notify
+        .expect("STATUS=scoreboard not found: no directory yet", 2 * SECOND);
     // It starts again.
     let mut again = Worker::start(&dir);
     again.say("busy GET /");

@@ -94,6 +94,31 @@ fn main() {
             agent_restart_mid_wedge,
         ),
         (
+            "health 6: a fresh pool whose workers have not written yet is left alone",
+            fresh_pool_is_left_alone,
+        ),
+        (
+            "health 7: a pool the agent cannot read is unknown: said so, never restarted",
+            unreadable_pool_is_unknown,
+        ),
+        (
+            "health 8: a worker serving back to back is never stuck; a hung one beside it is",
+            busy_worker_is_not_stuck,
+        ),
+        (
+            "health 9: the agent restarted between SIGTERM and the grace: one TERM, one KILL",
+            one_signal_across_agent_restart,
+        ),
+        (
+            "health 10: saved progress times an hour old: bounded by the process, nothing signalled",
+            saved_times_are_bounded,
+        ),
+        (
+            "health 11: report mode reports what acting would do, tagged, once",
+            report_mode_reports_exactly,
+        ),
+        ("health: tidy up", health_teardown),
+        (
             "8 dpkg -r and --purge leave nothing behind",
             remove_and_purge,
         ),
@@ -1727,8 +1752,14 @@ const PERL_POOL_DIR: &str = "/usr/local/lib/scoreboard-test";
 /// forks N workers and forks a new one whenever one exits; each worker publishes its
 /// state with Parallel::Scoreboard (its id is its pid). A worker works (`busy request
 /// N`, `idle`, every 0.2 s) unless `/run/pool-control` (all workers) or
-/// `/run/pool-control.<pid>` (this one) says `hang`: then it stands still in `busy
-/// hanging` — a wedged request — until told otherwise.
+/// `/run/pool-control.<pid>` (this one) says otherwise:
+/// * `hang`: it writes `busy hanging` once and then writes nothing — a wedged request —
+///   until told otherwise;
+/// * `stubborn`: the same, and it ignores SIGTERM;
+/// * `flip`: it serves requests back to back, `busy GET /health` for 50 ms, `idle` for
+///   1 ms, so that two looks a second apart mostly find the same text;
+/// * `silent`: it publishes nothing, as Plack::Middleware::ServerStatus::Lite's workers
+///   before their first request (no file at all).
 const PERL_POOL: &str = r#"use strict;
 use warnings;
 use Time::HiRes qw(sleep);
@@ -1747,9 +1778,19 @@ sub said {
 sub work {
     $SIG{TERM} = 'DEFAULT';
     my $i = 0;
+    my $was = '';
     while (1) {
         my $mode = said("/run/pool-control.$$") || said('/run/pool-control');
-        if ($mode eq 'hang') { $sb->update('busy hanging'); sleep 0.2; next }
+        my $new = $mode ne $was;
+        $was = $mode;
+        if ($mode eq 'hang' || $mode eq 'stubborn') {
+            $SIG{TERM} = 'IGNORE' if $mode eq 'stubborn';
+            $sb->update('busy hanging') if $new;
+            sleep 0.2;
+            next;
+        }
+        if ($mode eq 'flip') { $sb->update('busy GET /health'); sleep 0.05; $sb->update('idle'); sleep 0.001; next }
+        if ($mode eq 'silent') { sleep 0.2; next }
         if ($mode eq 'idle') { $sb->update('idle'); sleep 0.2; next }
         $i++;
         $sb->update("busy request $i");
@@ -2093,14 +2134,300 @@ fn agent_restart_mid_wedge(system: &System) {
         .matches("triggered its watchdog")
         .count();
     assert_eq!(triggers, 1);
-    // Tidy up: the pool, its drop-ins and files go.
+    eprintln!(
+        "agent restarted 2.5 s into a 5.2 s wedge: the pool was restarted {restarted:.1?} after \
+         the hang (once; a later agent restart did not trigger again)"
+    );
+}
+
+/// The pool's services.d file with `settings` in place of every health setting (and
+/// `stuck_after`), in force after a reload.
+fn pool_settings(system: &System, settings: &str) {
+    let base = system.must(
+        "grep -v -e stuck_after -e _after -e kill_ -e '^actions' /etc/scoreboard/services.d/pool.toml",
+    );
+    system.must(&format!(
+        "cat > /etc/scoreboard/services.d/pool.toml <<'EOF'\n{base}{settings}EOF\n\
+         systemctl reload scoreboard-agent"
+    ));
+}
+
+/// The agent's journal entries after `cursor` that carry `SCOREBOARD_ACTION`.
+fn action_entries(system: &System, cursor: &str) -> Vec<serde_json::Value> {
+    system
+        .sh(&format!(
+            "journalctl -u scoreboard-agent --after-cursor={} -o json --no-pager",
+            shell_quote(cursor)
+        ))
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["SCOREBOARD_ACTION"].is_string())
+        .collect()
+}
+
+/// The pool restarted with workers that publish nothing, as ServerStatus::Lite's before
+/// their first request: "0 workers", and nothing done about it however long it lasts.
+fn fresh_pool_is_left_alone(system: &System) {
+    pool_actions(system, "wedged_after = \"4s\"\nkill_stuck_after = \"2s\"\n");
+    system.must(
+        "rm -f /run/pool-control.* && echo silent > /run/pool-control && systemctl restart pool",
+    );
+    let before = restarts(system);
+    let cursor = system.journal_cursor();
+    system.expect_status("pool", "0 workers: none", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(15));
+    let log = system.agent_log_since(&cursor);
+    assert_eq!(restarts(system), before, "{log}");
+    assert_eq!(system.property("pool", "StatusText"), "0 workers: none");
+    assert!(action_entries(system, &cursor).is_empty(), "{log}");
+    system.must("echo work > /run/pool-control");
+    let back = poll(Duration::from_secs(5), || {
+        (pool_status_workers(system) == Some(4)).then_some(())
+    });
+    assert!(back.is_some(), "{}", system.property("pool", "StatusText"));
+    eprintln!(
+        "a pool with no worker files for 15 s (wedged_after 4 s): NRestarts {before} -> {}, \
+         no action, Status \"0 workers: none\"",
+        restarts(system)
+    );
+}
+
+const HIDDEN_UNIT: &str = "[Unit]
+Description=Perl pool the agent cannot read
+[Service]
+User=nobody
+ExecStart=/usr/bin/perl -I/usr/local/lib/scoreboard-test /usr/local/lib/scoreboard-test/pool.pl /run/hidden/scoreboard 3
+RuntimeDirectory=hidden
+UMask=0077
+Restart=on-failure
+RestartSec=200ms
+";
+
+/// A service whose workers (another user, umask 077) make a directory the agent may
+/// not open, watched by a services.d file written by hand: unknown, said so with the
+/// fix, never restarted; the fix named works.
+fn unreadable_pool_is_unknown(system: &System) {
+    system.must(&format!(
+        "cat > /etc/systemd/system/hidden.service <<'EOF'\n{HIDDEN_UNIT}EOF\n\
+         cat > /etc/scoreboard/services.d/hidden.toml <<'EOF'\n\
+         unit = \"hidden.service\"\nstuck_after = \"1s\"\nwedged_after = \"3s\"\nEOF\n\
+         systemctl daemon-reload && systemctl reload scoreboard-agent && systemctl start hidden"
+    ));
+    let expected =
+        "scoreboard unreadable: permission denied — run: scoreboardctl enable hidden.service";
+    let took = system.expect_status("hidden", expected, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(system.property("hidden", "NRestarts"), "0");
+    assert_eq!(system.property("hidden", "StatusText"), expected);
+    let out = system.run("scoreboardctl status hidden");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("unseen: permission_denied: "), "{stdout}");
+    let unseen = system.must(
+        "busctl --system get-property io.scoreboard.Agent1 /io/scoreboard/Agent1/service/hidden_2eservice \
+         io.scoreboard.Agent1.Service Unseen",
+    );
+    assert!(unseen.contains("permission_denied"), "{unseen}");
+    // The fix the line names: the agent reads the pool from the next start on.
+    system.must("scoreboardctl enable hidden.service && systemctl restart hidden");
+    let seen = poll(Duration::from_secs(8), || {
+        let status = system.property("hidden", "StatusText");
+        status.starts_with("3 workers").then_some(status)
+    })
+    .unwrap_or_else(|| panic!("{}", system.property("hidden", "StatusText")));
+    system.must(
+        "systemctl stop hidden && scoreboardctl disable hidden.service; \
+         rm -f /etc/systemd/system/hidden.service /etc/scoreboard/services.d/hidden.toml; \
+         systemctl daemon-reload && systemctl reload scoreboard-agent",
+    );
+    eprintln!(
+        "unreadable directory (drwx------ nobody): Status {expected:?} within {took:.1?}, NRestarts 0 \
+         after 12 s with wedged_after 3 s, scoreboardctl exit 1; after the named fix: {seen:?}"
+    );
+}
+
+/// One worker serving requests back to back (50 ms busy, 1 ms idle: the same text at
+/// most looks) and one hung beside it: the hung one is signalled, the busy one never.
+fn busy_worker_is_not_stuck(system: &System) {
+    pool_actions(system, "kill_stuck_after = \"5s\"\nkill_grace = \"5s\"\n");
+    let workers = pool_workers(system);
+    assert_eq!(workers.len(), 4, "{workers:?}");
+    let (flipper, hung) = (workers[0].clone(), workers[1].clone());
+    let cursor = system.journal_cursor();
+    let started = Instant::now();
+    system.must(&format!(
+        "echo flip > /run/pool-control.{flipper} && echo hang > /run/pool-control.{hung}"
+    ));
+    let replaced = poll(Duration::from_secs(12), || {
+        (!pool_workers(system).contains(&hung)).then(|| started.elapsed())
+    })
+    .unwrap_or_else(|| panic!("{hung} not signalled: {}", system.agent_log_since(&cursor)));
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(started.elapsed()));
+    let log = system.agent_log_since(&cursor);
+    assert!(pool_workers(system).contains(&flipper), "{log}");
+    assert!(!log.contains(&format!("worker {flipper} stuck")), "{log}");
+    assert!(
+        log.contains(&format!("sent SIGTERM to pid {hung}")),
+        "{log}"
+    );
+    system.must(&format!(
+        "rm -f /run/pool-control.{flipper} /run/pool-control.{hung}"
+    ));
+    eprintln!(
+        "a worker flipping busy 50 ms / idle 1 ms for 20 s: never signalled (kill_stuck_after \
+         5 s); the hung one beside it replaced {replaced:.1?} after it hung"
+    );
+}
+
+/// A stuck worker that ignores SIGTERM; the agent restarted two seconds after the
+/// signal: no second SIGTERM, SIGKILL at the first one plus kill_grace.
+fn one_signal_across_agent_restart(system: &System) {
+    pool_actions(system, "kill_stuck_after = \"2s\"\nkill_grace = \"8s\"\n");
+    let victim = pool_workers(system)[0].clone();
+    let cursor = system.journal_cursor();
+    system.must(&format!("echo stubborn > /run/pool-control.{victim}"));
+    let term = format!("sent SIGTERM to pid {victim}");
+    let kill = format!("sent SIGKILL to pid {victim}");
+    let termed = poll(Duration::from_secs(10), || {
+        system
+            .agent_log_since(&cursor)
+            .contains(&term)
+            .then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    std::thread::sleep(Duration::from_secs(2));
+    system.must("systemctl restart scoreboard-agent");
+    let killed = poll(Duration::from_secs(15), || {
+        system
+            .agent_log_since(&cursor)
+            .contains(&kill)
+            .then(Instant::now)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    let log = system.agent_log_since(&cursor);
+    assert_eq!(log.matches(&term).count(), 1, "{log}");
+    assert_eq!(log.matches(&kill).count(), 1, "{log}");
+    let grace = killed - termed;
+    assert!(
+        grace >= Duration::from_millis(7500) && grace <= Duration::from_millis(10_500),
+        "SIGKILL {grace:?} after SIGTERM, kill_grace 8 s\n{log}"
+    );
+    system.must(&format!("rm -f /run/pool-control.{victim}"));
+    eprintln!(
+        "a worker ignoring SIGTERM, the agent restarted 2 s after it: 1 SIGTERM, 1 SIGKILL \
+         {grace:.1?} after it (kill_grace 8 s)"
+    );
+}
+
+/// Saved progress times moved an hour back while the agent is stopped (as a clock step
+/// or a damaged file would): a remembered time never precedes the process's start, so
+/// workers a few seconds old are not stuck for an hour.
+fn saved_times_are_bounded(system: &System) {
+    pool_settings(
+        system,
+        "stuck_after = \"10m\"\nkill_stuck_after = \"20m\"\nwedged_after = \"10m\"\n",
+    );
+    system.must(
+        "rm -f /run/pool-control.* && echo hang > /run/pool-control && systemctl restart pool",
+    );
+    let up = poll(Duration::from_secs(5), || {
+        (pool_workers(system).len() == 4).then_some(())
+    });
+    assert!(up.is_some(), "{}", system.property("pool", "StatusText"));
+    let workers = pool_workers(system);
+    std::thread::sleep(Duration::from_secs(3));
+    system.must("systemctl stop scoreboard-agent");
+    // Every saved time, whatever its name, an hour earlier.
+    system.must(
+        "python3 - /run/scoreboard/pool.service.json <<'EOF'\n\
+import json, sys\n\
+path = sys.argv[1]\n\
+state = json.load(open(path))\n\
+for worker in state['workers'].values():\n\
+    for key in ('since_ms', 'progress_boot_ms'):\n\
+        if key in worker:\n\
+            worker[key] = max(0, worker[key] - 3600000)\n\
+json.dump(state, open(path, 'w'))\n\
+EOF",
+    );
+    let cursor = system.journal_cursor();
+    system.must("systemctl start scoreboard-agent");
+    std::thread::sleep(Duration::from_secs(4));
+    let log = system.agent_log_since(&cursor);
+    assert!(action_entries(system, &cursor).is_empty(), "{log}");
+    assert_eq!(pool_workers(system), workers, "{log}");
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status pool --json")).unwrap();
+    let oldest = json["services"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["unchanged_seconds"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(oldest < 60.0, "{json}");
+    system.must("echo work > /run/pool-control");
+    eprintln!(
+        "saved times an hour back: nothing signalled, the oldest worker unchanged for \
+         {oldest:.1} s (bounded by its process's start)"
+    );
+}
+
+/// Report mode through an empty start and then a real wedge: the wedge reported once,
+/// every entry `SCOREBOARD_ACTION=reported` with what acting would do in
+/// `SCOREBOARD_WOULD` (watchdog, signal, then kill after the grace); nothing done.
+fn report_mode_reports_exactly(system: &System) {
+    pool_actions(
+        system,
+        "wedged_after = \"2s\"\nkill_stuck_after = \"2s\"\nkill_grace = \"3s\"\nactions = \"report\"\n",
+    );
+    system.must(
+        "rm -f /run/pool-control.* && echo silent > /run/pool-control && systemctl restart pool",
+    );
+    let cursor = system.journal_cursor();
+    let before = restarts(system);
+    std::thread::sleep(Duration::from_secs(4));
+    system.must("echo hang > /run/pool-control");
+    let would = |entries: &[serde_json::Value], what: &str| {
+        entries
+            .iter()
+            .filter(|e| e["SCOREBOARD_WOULD"] == what)
+            .count()
+    };
+    poll(Duration::from_secs(15), || {
+        let entries = action_entries(system, &cursor);
+        (would(&entries, "watchdog") >= 1 && would(&entries, "kill") >= 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    std::thread::sleep(Duration::from_secs(2));
+    let entries = action_entries(system, &cursor);
+    let log = system.agent_log_since(&cursor);
+    assert_eq!(would(&entries, "watchdog"), 1, "{log}");
+    assert_eq!(would(&entries, "signal"), 4, "{log}");
+    assert_eq!(would(&entries, "kill"), 4, "{log}");
+    assert!(
+        entries.iter().all(|e| e["SCOREBOARD_ACTION"] == "reported"),
+        "{log}"
+    );
+    let wedge = log
+        .lines()
+        .find(|l| l.contains("would trigger its watchdog"))
+        .unwrap();
+    assert!(wedge.contains("all 4 workers stuck"), "{wedge}");
+    assert_eq!(restarts(system), before);
+    assert_eq!(pool_workers(system).len(), 4);
+    system.must("echo work > /run/pool-control");
+    eprintln!(
+        "report mode, 4 s empty then all hung: {} entries, all reported (1 watchdog, 4 signal, \
+         4 kill in SCOREBOARD_WOULD), nothing done: {wedge}",
+        entries.len()
+    );
+}
+
+/// The pool, its drop-ins and files go.
+fn health_teardown(system: &System) {
     system.must("systemctl stop pool && scoreboardctl disable pool.service");
     system.must(
         "rm -rf /etc/systemd/system/pool.service /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf \
          /run/pool-control* && systemctl daemon-reload && systemctl restart scoreboard-agent",
-    );
-    eprintln!(
-        "agent restarted 2.5 s into a 5.2 s wedge: the pool was restarted {restarted:.1?} after \
-         the hang (once; a later agent restart did not trigger again)"
     );
 }

@@ -112,9 +112,13 @@ fn failed(operation: &'static str, path: &Path, at: &Path, errno: Errno) -> Erro
     Error::new(operation, path, message)
 }
 
+/// The operation of every error of the safe resolution itself (a component refused, a
+/// symbolic link not followed), as opposed to a syscall on the way failing.
+pub(crate) const RESOLVE_SAFELY: &str = "resolve safely";
+
 fn refused(path: &Path, refusal: Refusal) -> Error {
     Error::new(
-        "resolve safely",
+        RESOLVE_SAFELY,
         path,
         io::Error::new(io::ErrorKind::PermissionDenied, refusal),
     )
@@ -187,7 +191,7 @@ fn resolve(path: &Path) -> Result<Step> {
                 }
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(Errno::LOOP).context("resolve safely", || path.to_owned());
+                    return Err(Errno::LOOP).context(RESOLVE_SAFELY, || path.to_owned());
                 }
                 let target = rustix::fs::readlinkat(&fd, c"", Vec::new())
                     .map_err(|e| failed("readlinkat", path, &child_path, e))?;
@@ -212,7 +216,7 @@ fn resolve(path: &Path) -> Result<Step> {
                     path: child_path,
                 });
             }
-            _ => return Err(failed("resolve safely", path, &child_path, Errno::NOTDIR)),
+            _ => return Err(failed(RESOLVE_SAFELY, path, &child_path, Errno::NOTDIR)),
         }
     }
     Ok(stack.pop().expect("the root is never popped"))

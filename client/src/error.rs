@@ -49,6 +49,14 @@ impl Error {
         self.source.kind()
     }
 
+    /// Whether opening a directory was refused by its safe resolution (a component
+    /// owned by another user on the way, or a symbolic link it does not follow), rather
+    /// than failing for lack of permission or of the directory.
+    pub fn is_unsafe_path(&self) -> bool {
+        self.operation == crate::chase::RESOLVE_SAFELY
+            && self.kind() != io::ErrorKind::NotADirectory
+    }
+
     /// The underlying error itself (its `raw_os_error`, say).
     pub fn io_error(&self) -> &io::Error {
         &self.source

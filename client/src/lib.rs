@@ -25,6 +25,10 @@
 //!   to 10 times while the md5 does not match, which means a write was in progress).
 //!   Granted: the owner died, remove the file — in a way that never removes a file a
 //!   live process has just put under the same name (see `dir::reap`).
+//! * Every update is a write a reader can see, whatever the text: the file's
+//!   modification time moves (Perl's `print` and a `pwrite` move it; the mapped writer
+//!   moves it itself at most every [`VISIBLE_EVERY`]), so "no write since the last
+//!   look" is told apart from "wrote the same text again" ([`DirReader::written`]).
 //! * The lock is `flock(2)`, taken through std's `File::lock`/`File::try_lock`; it is the
 //!   lock Perl's `flock` takes, so Perl and Rust workers and readers share directories.
 //!
@@ -68,7 +72,7 @@ pub use error::{Error, Result};
 pub use reader::{
     DEFAULT_MAX_STATUS_BYTES, DEFAULT_MAX_STATUS_LEN, DEFAULT_MAX_WORKERS, DirReader,
     MAX_LISTED_SKIPS, Progress, ReadOptions, SkipReason, Skipped, Snapshot, TORN_BACK_OFF_BUDGET,
-    TORN_READ_ATTEMPTS, Worker, read_dir,
+    TORN_READ_ATTEMPTS, Worker, Written, read_dir,
 };
-pub use sink::WriteMode;
+pub use sink::{VISIBLE_EVERY, WriteMode};
 pub use writer::{Builder, Scoreboard};

@@ -66,6 +66,30 @@ pub struct Worker {
     pub status: Vec<u8>,
     /// When the status was read.
     pub read_at: Instant,
+    /// The file's inode number: names the file for [`DirReader::written`].
+    pub inode: u64,
+}
+
+/// When a worker's file was last written, as its modification time says. A change
+/// detector, never a clock: two looks that find different values know the worker wrote
+/// in between (every writer moves it, see the crate docs), but the value itself is the
+/// wall clock of the writer's kernel, which steps, and which the file's owner may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Written {
+    /// `st_mtime`.
+    pub seconds: i64,
+    /// `st_mtime_nsec`.
+    pub nanoseconds: i64,
+}
+
+impl Written {
+    fn of(stat: &rustix::fs::Stat) -> Written {
+        #[allow(clippy::unnecessary_cast)] // i64 on 64-bit targets, not everywhere
+        Written {
+            seconds: stat.st_mtime as i64,
+            nanoseconds: stat.st_mtime_nsec as i64,
+        }
+    }
 }
 
 impl Worker {
@@ -310,7 +334,7 @@ impl<'a> Scan<'a> {
                 let alive =
                     own_id == Some(id) || collector.lock_test_and_reap(dir, name, id, &file);
                 if alive && mode == Mode::ReadOnce {
-                    collector.read_worker(dir, name, id, &file, None);
+                    collector.read_worker(dir, name, (id, ino), &file, None);
                 }
             },
         )?;
@@ -481,7 +505,7 @@ impl Collector {
         &mut self,
         dir: &ScoreDir,
         name: &CStr,
-        id: &[u8],
+        (id, inode): (&[u8], u64),
         file: &File,
         verified: Option<&mut Vec<u8>>,
     ) {
@@ -496,6 +520,7 @@ impl Collector {
                     id: worker_id(id),
                     status,
                     read_at: self.read_at,
+                    inode,
                 });
                 return;
             }
@@ -799,6 +824,18 @@ impl DirReader {
         Ok((stat.st_dev, stat.st_ino))
     }
 
+    /// When the file of a worker this reader returned (by its [`Worker::inode`]) was last
+    /// written: one `fstat` of the file it holds, never a path lookup. `None` when the
+    /// reader no longer holds it (gone, or replaced since).
+    pub fn written(&self, inode: u64) -> Option<std::io::Result<Written>> {
+        let held = self.held.get(&inode)?;
+        Some(
+            rustix::fs::fstat(&held.file)
+                .map(|stat| Written::of(&stat))
+                .map_err(Into::into),
+        )
+    }
+
     /// Reads every live worker and reaps dead ones, reusing open files: one whole pass.
     pub fn sweep(&mut self) -> Result<Snapshot> {
         loop {
@@ -881,7 +918,13 @@ impl DirReader {
                     return collector.skip(dir, name, SkipReason::HardLinked { links });
                 }
                 if collector.lock_test_and_reap(dir, name, id, &entry.file) {
-                    collector.read_worker(dir, name, id, &entry.file, Some(&mut entry.verified));
+                    collector.read_worker(
+                        dir,
+                        name,
+                        (id, ino),
+                        &entry.file,
+                        Some(&mut entry.verified),
+                    );
                 } else {
                     // Reaped or unusable: close it now, reopen if the name comes back.
                     held.remove(&ino);

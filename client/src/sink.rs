@@ -9,6 +9,17 @@
 //! and never shrunk, so readers always find the frame at offset 0 followed by slack
 //! (zeros, or the tail of a longer old status) that they ignore.
 //!
+//! Every update is visible as a write, whatever the text: a store into a mapping does
+//! not move the file's modification time (tmpfs never does; disk filesystems only when
+//! a clean page is first dirtied), and an update that republishes the same status is
+//! skipped. So the sink sets the modification time itself (`futimens`) whenever
+//! [`VISIBLE_EVERY`] has passed since it last moved — a reader comparing modification
+//! times between two looks then knows the worker wrote in between, even when the text
+//! it finds is the same. Between two such moves at most [`VISIBLE_EVERY`] of writes go
+//! unseen, which is far below the agent's one-second resolution for `stuck_after`; the
+//! cost is one coarse clock reading per update (vDSO, no syscall) and one syscall per
+//! [`VISIBLE_EVERY`] at most.
+//!
 //! One hazard is accepted: a process with write access to our file that truncates it
 //! would make our next store fault (`SIGBUS`). Only the owner writes status files in
 //! this protocol, and the directory's permissions decide who else could.
@@ -17,7 +28,9 @@ use std::fs::File;
 use std::io;
 use std::ptr::NonNull;
 
+use rustix::fs::{Timestamps, UTIME_NOW, UTIME_OMIT};
 use rustix::mm::{MapFlags, MremapFlags, ProtFlags};
+use rustix::time::{ClockId, Timespec};
 
 use crate::frame::{self, frame_len};
 
@@ -43,11 +56,18 @@ const MIN_CAPACITY: usize = 256;
 /// into the mapping at once.
 const STAGED_FRAME: usize = 128;
 
+/// How often at most an update moves the file's modification time itself (see the
+/// module docs): 100 ms, a tenth of the agent's finest `stuck_after`.
+pub const VISIBLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(crate) struct Sink {
     target: Target,
     /// Whether a frame has been written. Until then the file's zeros must not pass for
     /// an already published empty status.
     wrote_frame: bool,
+    /// When the file's modification time last moved (`CLOCK_MONOTONIC_COARSE`): the
+    /// file's creation, a `pwrite`, or our own `futimens`.
+    visible_at: Timespec,
 }
 
 enum Target {
@@ -86,7 +106,32 @@ impl Sink {
         Ok(Sink {
             target,
             wrote_frame: false,
+            visible_at: coarse_now(),
         })
+    }
+
+    /// Makes this update visible as a write when [`VISIBLE_EVERY`] has passed since the
+    /// modification time last moved: `futimens(UTIME_NOW)` on the modification time
+    /// (the access time left alone).
+    #[inline]
+    fn keep_visible(&mut self, file: &File) -> Result<(), SinkError> {
+        let now = coarse_now();
+        if !elapsed_at_least(self.visible_at, now, VISIBLE_EVERY) {
+            return Ok(());
+        }
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
+            last_modification: Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_NOW,
+            },
+        };
+        rustix::fs::futimens(file, &times).map_err(|e| ("futimens", e.into()))?;
+        self.visible_at = now;
+        Ok(())
     }
 
     /// Writes the frame for `status` at offset 0 in one step.
@@ -103,7 +148,7 @@ impl Sink {
                 // Republishing the status already there (a worker saying "idle" on every
                 // loop) costs a comparison, not an md5.
                 if wrote_frame && frame::carries(dst, status) {
-                    return Ok(());
+                    return self.keep_visible(file);
                 }
                 // Stores into a mapping can be preempted halfway, leaving the frame torn
                 // for a whole time slice, where a write(2) of a small frame cannot be. So
@@ -117,7 +162,7 @@ impl Sink {
                 } else {
                     frame::encode_into(dst, status);
                 }
-                Ok(())
+                self.keep_visible(file)
             }
             Target::Pwrite(buf) => {
                 let len = frame_len(status.len());
@@ -127,12 +172,16 @@ impl Sink {
                 }
                 // `buf` holds the last frame written: skip the write when it is the same.
                 if wrote_frame && frame::carries(&buf[..len], status) {
-                    return Ok(());
+                    return self.keep_visible(file);
                 }
                 frame::encode_into(&mut buf[..len], status);
                 let written = pwrite_all(file, &buf[..len]);
                 // A failed write must not let the next identical status be skipped.
                 self.wrote_frame = written.is_ok();
+                if written.is_ok() {
+                    // pwrite(2) moved the modification time.
+                    self.visible_at = coarse_now();
+                }
                 written
             }
         }
@@ -207,6 +256,16 @@ impl Drop for Mapping {
         // SAFETY: the range was mapped by us and no reference into it outlives `self`.
         let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.mapped) };
     }
+}
+
+fn coarse_now() -> Timespec {
+    rustix::time::clock_gettime(ClockId::MonotonicCoarse)
+}
+
+/// Whether at least `interval` lies between `then` and `now` (a monotonic clock).
+fn elapsed_at_least(then: Timespec, now: Timespec, interval: std::time::Duration) -> bool {
+    let nanos = |t: Timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+    nanos(now) - nanos(then) >= interval.as_nanos() as i128
 }
 
 fn check_len(status_len: usize) -> Result<(), SinkError> {
@@ -287,6 +346,50 @@ mod tests {
                 assert_eq!(frame::decode(&bytes, 1 << 20), Ok(status), "{mode:?}");
             }
         }
+    }
+
+    fn modified(file: &File) -> (i64, i64) {
+        let stat = rustix::fs::fstat(file).unwrap();
+        (stat.st_mtime, stat.st_mtime_nsec as i64)
+    }
+
+    /// A write is visible whatever the text: the same status published again, or a
+    /// store into the mapping, moves the modification time once [`VISIBLE_EVERY`] has
+    /// passed since it last moved.
+    #[test]
+    fn every_update_moves_the_modification_time_at_most_every_interval() {
+        for mode in [WriteMode::Mapped, WriteMode::Pwrite] {
+            let file = tempfile::tempfile().unwrap();
+            let mut sink = Sink::new(&file, mode, 4).unwrap();
+            sink.write(&file, b"busy GET /health").unwrap();
+            let first = modified(&file);
+            std::thread::sleep(VISIBLE_EVERY + std::time::Duration::from_millis(20));
+            sink.write(&file, b"busy GET /health").unwrap();
+            let second = modified(&file);
+            assert!(second > first, "{mode:?}: {first:?} then {second:?}");
+            std::thread::sleep(VISIBLE_EVERY + std::time::Duration::from_millis(20));
+            sink.write(&file, b"idle").unwrap();
+            assert!(modified(&file) > second, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn the_interval_is_measured_on_a_monotonic_clock() {
+        let t = |s, n| Timespec {
+            tv_sec: s,
+            tv_nsec: n,
+        };
+        assert!(!elapsed_at_least(
+            t(5, 950_000_000),
+            t(6, 49_000_000),
+            VISIBLE_EVERY
+        ));
+        assert!(elapsed_at_least(
+            t(5, 950_000_000),
+            t(6, 50_000_000),
+            VISIBLE_EVERY
+        ));
+        assert!(!elapsed_at_least(t(6, 0), t(5, 0), VISIBLE_EVERY));
     }
 
     #[test]

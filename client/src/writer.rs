@@ -146,9 +146,10 @@ impl Scoreboard {
 
     /// Publishes `status` as this worker's status.
     ///
-    /// After the first call this makes no syscall and no allocation in
-    /// [`WriteMode::Mapped`]: it checks the (cached) pid, computes an md5 and stores
-    /// the frame into the file's shared mapping.
+    /// After the first call this makes no allocation, and in [`WriteMode::Mapped`] no
+    /// syscall but one `futimens` per [`VISIBLE_EVERY`] at most: it checks the (cached)
+    /// pid, computes an md5, stores the frame into the file's shared mapping, and keeps
+    /// the write visible to readers (see the crate docs) even when the text is the same.
     pub fn update(&mut self, status: impl AsRef<[u8]>) -> Result<()> {
         let status = status.as_ref();
         let pid = crate::pid::current();

@@ -3,7 +3,8 @@
 //! group as systemd last said them; the worker's process and file), done — or, with
 //! `actions = "report"`, only said — and then said everywhere once: the journal (fields
 //! `SCOREBOARD_UNIT`, `SCOREBOARD_WORKER`, `SCOREBOARD_ACTION`, `SCOREBOARD_STATUS`,
-//! `SCOREBOARD_STOOD`), the bus (`ActionTaken`, `LastAction`), and
+//! `SCOREBOARD_STOOD`; in report mode `SCOREBOARD_ACTION=reported` and what acting would
+//! do in `SCOREBOARD_WOULD`), the bus (`ActionTaken`, `LastAction`), and
 //! `scoreboard_actions_total{unit,action}`.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
 use super::Agent;
-use crate::core::health::{Decision, Escalation, Start, UnitLife, Wedge};
+use crate::core::health::{Action, Decision, Escalation, Start, UnitLife};
 use crate::escape::Escaped;
 use crate::io::actions::{Refused, Target, signal_of, signal_worker};
 use crate::io::notify::Message;
@@ -38,8 +39,7 @@ impl Agent {
                     .pool
                     .lock()
                     .expect("never poisoned: no panics while held");
-                let swept = watched.schedule.swept_once();
-                watched.health.decide(&pool, life, swept, now)
+                watched.health.decide(&pool, life, now)
             };
             for decision in decisions {
                 self.carry_out(index, decision, main.as_ref());
@@ -48,29 +48,18 @@ impl Agent {
     }
 
     fn carry_out(&mut self, index: usize, decision: Decision, main: Option<&MainProcess>) {
+        if self.services[index].health.report_only() {
+            return self.report(index, &decision);
+        }
         let control_group = main.map_or("", |main| main.control_group.as_str());
-        let report_only = self.services[index].health.report_only();
         let unit = self.services[index].unit().to_owned();
         match decision {
             Decision::TriggerWatchdog {
                 pid,
-                why,
+                stuck,
                 wedged_for,
             } => {
-                let why = match why {
-                    Wedge::AllStuck(n) => format!("all {n} workers stuck for {}", secs(wedged_for)),
-                    Wedge::Empty => format!("no workers for {}", secs(wedged_for)),
-                };
-                if report_only {
-                    info!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}); would trigger its watchdog (actions = \"report\")");
-                    self.record(
-                        index,
-                        "reported",
-                        "",
-                        &format!("would trigger the watchdog: {why}"),
-                    );
-                    return;
-                }
+                let why = format!("all {stuck} workers stuck for {}", secs(wedged_for));
                 // The pid systemd gave is checked again right before it is spoken for: a
                 // remembered main process whose pid was reused by another unit's process
                 // must never be credited with a trigger.
@@ -89,10 +78,10 @@ impl Agent {
                 });
                 match sent {
                     Ok(()) => {
-                        warn!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
+                        warn!(unit = %unit, action = %Action::Watchdog, "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
                         self.record(
                             index,
-                            "watchdog",
+                            Action::Watchdog,
                             "",
                             &format!("triggered the watchdog: {why}"),
                         );
@@ -100,10 +89,10 @@ impl Agent {
                         self.save_state();
                     }
                     Err(e) => {
-                        warn!(unit = %unit, action = "watchdog", "{unit} is wedged ({why}), but triggering its watchdog failed: {e}");
+                        warn!(unit = %unit, action = %Action::Refused, "{unit} is wedged ({why}), but triggering its watchdog failed: {e}");
                         self.record(
                             index,
-                            "refused",
+                            Action::Refused,
                             "",
                             &format!("could not trigger the watchdog ({why}): {e}"),
                         );
@@ -121,19 +110,13 @@ impl Agent {
                     Escalation::First => self.services[index].service.actions.kill_signal,
                     Escalation::Kill => crate::config::KillSignal::Kill,
                 };
+                let action = match escalation {
+                    Escalation::First => Action::Signal,
+                    Escalation::Kill => Action::Kill,
+                };
                 let shown = Escaped::str(&worker);
                 let status_shown = crate::escape::escape_controls(&status).into_owned();
                 let stood_shown = secs(stood);
-                if report_only {
-                    info!(unit = %unit, worker = %shown, action = "signal", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}; would send SIG{signal} (actions = \"report\")");
-                    self.record(
-                        index,
-                        "reported",
-                        &worker,
-                        &format!("would send SIG{signal}: stuck for {stood_shown}"),
-                    );
-                    return;
-                }
                 let owner = self.services[index]
                     .pool()
                     .access()
@@ -155,17 +138,15 @@ impl Agent {
                     });
                 match checked {
                     Ok(()) => {
-                        let action = match escalation {
-                            Escalation::First => "signal",
-                            Escalation::Kill => "kill",
-                        };
-                        warn!(unit = %unit, worker = %shown, action = action, status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown} (status {status_shown:?}): sent SIG{signal} to pid {pid}");
+                        warn!(unit = %unit, worker = %shown, action = %action, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown} (status {status_shown:?}): sent SIG{signal} to pid {pid}");
                         self.record(
                             index,
                             action,
                             &worker,
                             &format!("sent SIG{signal} to pid {pid}: stuck for {stood_shown}"),
                         );
+                        // Once per process, whatever happens to the agent next.
+                        self.save_state();
                     }
                     Err(refused) => {
                         // Nothing was sent: no SIGKILL follows.
@@ -177,42 +158,100 @@ impl Agent {
                             .warnings
                             .allow_hashed(("refused", &unit, refused.kind()), Instant::now())
                         {
-                            warn!(unit = %unit, worker = %shown, action = "refused", status = %status_shown, stood = %stood_shown, "worker {shown} stuck for {stood_shown}: not signalled: {refused}");
+                            warn!(unit = %unit, worker = %shown, action = %Action::Refused, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown}: not signalled: {refused}");
                         }
                         self.record(
                             index,
-                            "refused",
+                            Action::Refused,
                             &worker,
                             &format!("not signalled: {refused}"),
                         );
                     }
                 }
             }
-            Decision::NotAPid { worker, stood } => {
-                let shown = Escaped::str(&worker);
-                let stood_shown = secs(stood);
-                if self
-                    .warnings
-                    .allow_hashed(("not_a_pid", &unit), Instant::now())
-                {
-                    warn!(unit = %unit, worker = %shown, action = "not_a_pid", stood = %stood_shown, "worker {shown} stuck for {stood_shown}: its id is not a pid, so it is never signalled");
-                }
+            Decision::NotAPid { worker, stood } => self.not_a_pid(index, &worker, stood, None),
+        }
+    }
+
+    /// Report mode: the decision said as acting would say it (the journal's
+    /// `SCOREBOARD_ACTION=reported`, what acting would do in `SCOREBOARD_WOULD`),
+    /// nothing done and nothing saved.
+    fn report(&mut self, index: usize, decision: &Decision) {
+        let unit = self.services[index].unit().to_owned();
+        let would = decision.action();
+        match decision {
+            Decision::TriggerWatchdog {
+                stuck, wedged_for, ..
+            } => {
+                let why = format!("all {stuck} workers stuck for {}", secs(*wedged_for));
+                info!(unit = %unit, action = %Action::Reported, would = %would, "{unit} is wedged ({why}); would trigger its watchdog (actions = \"report\")");
                 self.record(
                     index,
-                    "not_a_pid",
-                    &worker,
-                    &format!("stuck for {stood_shown}; its id is not a pid"),
+                    Action::Reported,
+                    "",
+                    &format!("would trigger the watchdog: {why}"),
                 );
+            }
+            Decision::Signal {
+                worker,
+                pid,
+                escalation,
+                stood,
+                status,
+            } => {
+                let signal = match escalation {
+                    Escalation::First => self.services[index].service.actions.kill_signal,
+                    Escalation::Kill => crate::config::KillSignal::Kill,
+                };
+                let shown = Escaped::str(worker);
+                let status_shown = crate::escape::escape_controls(status).into_owned();
+                let stood_shown = secs(*stood);
+                info!(unit = %unit, worker = %shown, action = %Action::Reported, would = %would, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown} (status {status_shown:?}); would send SIG{signal} to pid {pid} (actions = \"report\")");
+                self.record(
+                    index,
+                    Action::Reported,
+                    worker,
+                    &format!("would send SIG{signal} to pid {pid}: stuck for {stood_shown}"),
+                );
+            }
+            Decision::NotAPid { worker, stood } => {
+                self.not_a_pid(index, worker, *stood, Some(would))
             }
         }
     }
 
+    /// A stuck worker whose id is not a pid: said (once per quiet period per unit),
+    /// never acted on.
+    fn not_a_pid(&mut self, index: usize, worker: &str, stood: Duration, would: Option<Action>) {
+        let unit = self.services[index].unit().to_owned();
+        let shown = Escaped::str(worker);
+        let stood_shown = secs(stood);
+        let action = if would.is_some() {
+            Action::Reported
+        } else {
+            Action::NotAPid
+        };
+        if self
+            .warnings
+            .allow_hashed(("not_a_pid", &unit), Instant::now())
+        {
+            let would = would.map(|would| would.to_string());
+            warn!(unit = %unit, worker = %shown, action = %action, would = would, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown}: its id is not a pid, so it is never signalled");
+        }
+        self.record(
+            index,
+            action,
+            worker,
+            &format!("stuck for {stood_shown}; its id is not a pid"),
+        );
+    }
+
     /// The action said on the bus, counted, and kept as the service's last action.
-    fn record(&mut self, index: usize, action: &'static str, worker: &str, detail: &str) {
+    fn record(&mut self, index: usize, action: Action, worker: &str, detail: &str) {
         let unit = self.services[index].unit().to_owned();
         self.metrics.action(&unit, action);
         if let Some(bus) = &self.bus {
-            bus.action_taken(&unit, action, worker, detail);
+            bus.action_taken(&unit, action.as_str(), worker, detail);
         }
         let when = humantime::format_rfc3339_seconds(SystemTime::now());
         let line = if worker.is_empty() {

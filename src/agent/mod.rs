@@ -13,7 +13,7 @@ mod reload;
 mod service;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,11 +23,13 @@ use tracing::{debug, error, info, warn};
 use crate::bus::BusThread;
 use crate::bus::server::Published;
 use crate::config::{Bus, Config, NotifyMode};
+use crate::core::health::{self, Sent};
+use crate::core::pool::Remembered;
 use crate::core::schedule::{DirChange, Timers};
 use crate::io::logging::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::io::notify::{self, Message, NotifySocket};
-use crate::io::state;
 use crate::io::watch::{DirEvent, Watcher};
+use crate::io::{boot, state};
 use crate::metrics::{self, Metrics};
 use service::{Shell, Watched};
 
@@ -425,35 +427,104 @@ impl Agent {
     }
 
     /// Picks up what an earlier agent saved for the service at `index`, from the
-    /// configuration in force.
+    /// configuration in force: only what was saved on this boot, each time bounded by
+    /// what the agent can vouch for.
     fn recall(&mut self, index: usize) {
-        let watched = &self.services[index];
-        match state::load(&self.config.state_directory, &watched.service.unit) {
-            Ok(Some(memory)) => {
-                debug!(unit = %watched.service.unit, workers = memory.history.len(), "remembering change times");
-                watched
-                    .pool()
-                    .remember(memory.history, Instant::now(), SystemTime::now());
-                if let Some(start) = memory.watchdog_triggered_for {
-                    self.services[index].health.remember_triggered(start);
-                }
+        let unit = self.services[index].service.unit.clone();
+        let memory = match state::load(&self.config.state_directory, &unit) {
+            Ok(Some(memory)) => memory,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(unit = %unit, "ignoring the saved state in {}: {e}", self.config.state_directory.display());
+                return;
             }
-            Ok(None) => {}
-            Err(e) => warn!(
-                unit = %watched.service.unit,
-                "ignoring the saved state in {}: {e}",
-                self.config.state_directory.display()
-            ),
+        };
+        if boot::boot_id().is_none_or(|id| id != memory.boot_id) {
+            info!(unit = %unit, "the saved state is of another boot; starting without it");
+            return;
+        }
+        debug!(unit = %unit, workers = memory.workers.len(), "remembering progress times");
+        let since_boot = boot::since_boot();
+        let now = Instant::now();
+        let history = memory
+            .workers
+            .into_iter()
+            .map(|(id, worker)| {
+                // Nothing about a process is older than the process: a saved time that
+                // says otherwise (a file not ours, a bug) is cut to its start.
+                let started = health::pid_of(&id).and_then(boot::process_started);
+                let since = started.map_or(worker.progress_at, |s| s.max(worker.progress_at));
+                let remembered = Remembered {
+                    fingerprint: worker.fingerprint,
+                    written: worker.written,
+                    age: since_boot.saturating_sub(since),
+                };
+                (id, remembered)
+            })
+            .collect();
+        let watched = &mut self.services[index];
+        watched.pool().remember(history);
+        if let Some(start) = memory.watchdog_triggered_for {
+            watched.health.remember_triggered(start);
+        }
+        for (id, sent) in memory.signalled {
+            // The same process (pid and start), or it was answered already.
+            if boot::process_started(sent.pid) != Some(sent.process_started) {
+                continue;
+            }
+            let Some(at) = now.checked_sub(since_boot.saturating_sub(sent.sent_at)) else {
+                continue;
+            };
+            let remembered = Sent {
+                pid: sent.pid,
+                at,
+                killed: sent.killed,
+            };
+            watched.health.remember_sent(id, remembered);
         }
     }
 
-    /// Saves, per service, when each worker's status last changed.
+    /// Saves, per service, what a restarted agent needs: progress times, the watchdog
+    /// trigger, the signals sent.
     fn save_state(&mut self) {
-        let (now, wall) = (Instant::now(), SystemTime::now());
+        let Some(boot_id) = boot::boot_id() else {
+            return;
+        };
+        let now = Instant::now();
+        let since_boot = boot::since_boot();
+        let at = |age: Duration| since_boot.saturating_sub(age);
         for watched in &self.services {
+            let workers = watched
+                .pool()
+                .history(now)
+                .into_iter()
+                .map(|(id, remembered)| {
+                    let worker = state::WorkerMemory {
+                        fingerprint: remembered.fingerprint,
+                        written: remembered.written,
+                        progress_at: at(remembered.age),
+                    };
+                    (id, worker)
+                })
+                .collect();
+            let signalled = watched
+                .health
+                .sent()
+                .filter_map(|(id, sent)| {
+                    let memory = state::SignalMemory {
+                        pid: sent.pid,
+                        process_started: boot::process_started(sent.pid)?,
+                        sent_at: at(now.saturating_duration_since(sent.at)),
+                        killed: sent.killed,
+                    };
+                    Some((id.to_owned(), memory))
+                })
+                .collect();
             let memory = state::Memory {
-                history: watched.pool().history(now, wall),
+                boot_id: boot_id.clone(),
+                workers,
                 watchdog_triggered_for: watched.health.triggered_for(),
+                signalled,
             };
             if let Err(e) =
                 state::save(&self.config.state_directory, &watched.service.unit, &memory)

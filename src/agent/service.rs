@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{NotifyMode, Service};
 use crate::core::health::Health;
-use crate::core::pool::Pool;
+use crate::core::pool::{Cause, Pool, Sight, Unseen};
 use crate::core::privacy::DirAccess;
 use crate::core::schedule::{Listener, Schedule};
 use crate::escape::{Escaped, escape_controls};
@@ -120,16 +120,11 @@ impl Watched {
                 self.schedule.pass_unfinished();
                 return;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.forget_directory(shell);
-                self.schedule.pass_over();
-                return;
-            }
             Err(e) => {
+                // Unknown now, whatever it held: not "0 workers", nothing acted on.
+                self.forget_directory(shell);
+                self.cannot_read(shell, &e, now);
                 self.schedule.pass_over();
-                if shell.warnings.allow_hashed(("sweep", &unit), now) {
-                    warn!(unit = %unit, "{e}");
-                }
                 return;
             }
         };
@@ -142,11 +137,28 @@ impl Watched {
                 gid: stat.st_gid,
                 mode: stat.st_mode & 0o7777,
             });
-        let (changes, summary) = {
-            let mut pool = self.pool();
-            let changes = pool.observe(&mut snapshot, now);
+        let (changes, summary, last_words) = {
+            let mut pool = self
+                .pool
+                .lock()
+                .expect("never poisoned: no panics while held");
+            let last_words: Vec<LastWords> = snapshot
+                .reaped
+                .iter()
+                .take(REAPED_SAID_EACH)
+                .map(|id| {
+                    let last = pool
+                        .worker(id, now)
+                        .and_then(|w| Some((w.status, w.unchanged_seconds?)));
+                    (id.clone(), last)
+                })
+                .collect();
+            // Same text is not no progress: asked of the workers standing still.
+            let changes = pool.observe_writes(&mut snapshot, now, |worker| {
+                reader.written(worker.inode).and_then(Result::ok)
+            });
             pool.set_access(access);
-            (changes, pool.summary(now))
+            (changes, pool.summary(now), last_words)
         };
         self.schedule.pass_done(&changes);
         shell.metrics.sweep(
@@ -160,9 +172,7 @@ impl Watched {
         for id in &changes.added {
             debug!(unit = %unit, worker = %Escaped::str(id), "worker joined");
         }
-        for id in &snapshot.reaped {
-            info!(unit = %unit, worker = %Escaped::str(id), "removed the file of a dead worker");
-        }
+        log_reaped(&unit, &last_words, snapshot.reaped.len());
         for id in &changes.removed {
             debug!(unit = %unit, worker = %Escaped::str(id), "worker left");
         }
@@ -188,15 +198,26 @@ impl Watched {
                 true
             }
             Err(e) => {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    // Not there (yet): an empty pool, known as of now.
-                    shell.metrics.no_directory(unit, SystemTime::now());
-                } else if shell.warnings.allow_hashed(("open", unit), now) {
-                    warn!(unit = %unit, "{e}; not reading it");
-                }
+                self.cannot_read(shell, &e, now);
                 false
             }
         }
+    }
+
+    /// The directory could not be opened or read: the pool is unknown, and says why —
+    /// in its line, on the bus, in metrics, and once per quiet period in the journal.
+    fn cannot_read(&mut self, shell: &mut Shell<'_>, error: &scoreboard::Error, now: Instant) {
+        let unit = &self.service.unit;
+        let cause = cause_of(error);
+        let detail = escape_controls(&error.to_string()).into_owned();
+        let unseen = Unseen { cause, detail };
+        let changed = *self.pool().sight() != Sight::Unseen(unseen.clone());
+        if changed && cause != Cause::Missing && shell.warnings.allow_hashed(("open", unit), now) {
+            warn!(unit = %unit, "{unit}: {}; its workers are unknown, and nothing is done about them{}", unseen.detail, fix(cause, unit));
+        }
+        shell.metrics.unseen(unit, cause, SystemTime::now());
+        let gone = self.pool().unseen(unseen);
+        self.schedule.directory_gone(gone);
     }
 
     /// The directory went away: drop what we held, report its workers gone, and take
@@ -219,6 +240,63 @@ impl Watched {
         if let Some(wd) = self.wd.take() {
             watcher.unwatch(wd);
         }
+    }
+}
+
+/// What a failure to open or read a directory is.
+fn cause_of(error: &scoreboard::Error) -> Cause {
+    use std::io::ErrorKind;
+    if error.is_unsafe_path() {
+        return Cause::Unsafe;
+    }
+    match error.kind() {
+        ErrorKind::NotFound => Cause::Missing,
+        ErrorKind::PermissionDenied => Cause::PermissionDenied,
+        ErrorKind::NotADirectory => Cause::NotADirectory,
+        _ => Cause::Failed,
+    }
+}
+
+/// What the operator can do about it, where there is one thing to do.
+fn fix(cause: Cause, unit: &str) -> String {
+    match cause {
+        Cause::PermissionDenied => {
+            format!(" — run: scoreboardctl enable {unit} (it lets the agent read the directory)")
+        }
+        Cause::Unsafe => " — the path must not pass through a directory another user owns; \
+                          point `directory` at one owned by root or the service's user"
+            .to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Dead workers said one by one in a pass; the rest of the pass's are counted in one
+/// more line, so a directory's owner making thousands die costs a few lines, and none
+/// goes unsaid.
+const REAPED_SAID_EACH: usize = 8;
+
+/// A dead worker as the pool last knew it: its last status and how long it had stood.
+type LastWords = (String, Option<(String, f64)>);
+
+/// Every dead worker's file removed is logged as one self-contained line naming the
+/// unit and the worker, with what it was doing: the first [`REAPED_SAID_EACH`] of a
+/// pass each, then one line with how many more.
+fn log_reaped(unit: &str, said: &[LastWords], reaped: usize) {
+    for (id, last) in said {
+        let shown = Escaped::str(id);
+        match last {
+            Some((status, stood)) => {
+                let status = escape_controls(status);
+                info!(unit = %unit, worker = %shown, status = %status, stood = %format!("{stood:.1}s"), "{unit}: worker {shown} died while {status:?} (unchanged {stood:.1} s); removed its file")
+            }
+            None => {
+                info!(unit = %unit, worker = %shown, "{unit}: worker {shown} died; removed its file")
+            }
+        }
+    }
+    if reaped > said.len() {
+        let more = reaped - said.len();
+        info!(unit = %unit, reaped = reaped, "{unit}: {more} more dead workers' files removed in this pass ({reaped} in all)");
     }
 }
 

@@ -95,6 +95,9 @@ pub trait Service {
     /// The last health action, with when; empty when none.
     #[zbus(property)]
     fn last_action(&self) -> zbus::Result<String>;
+    /// Why the scoreboard directory cannot be read; empty while it is read.
+    #[zbus(property)]
+    fn unseen(&self) -> zbus::Result<String>;
 }
 
 #[cfg(test)]

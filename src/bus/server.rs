@@ -26,7 +26,7 @@ use zbus::{
 use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
 use crate::bus::quota::Quota;
 use crate::config::Service;
-use crate::core::pool::Pool;
+use crate::core::pool::{Pool, Sight};
 use crate::core::privacy::{self, Caller, DirAccess};
 use crate::core::status_line::bus_string;
 use crate::core::worker::WorkerReport;
@@ -380,6 +380,15 @@ impl ServiceObject {
         self.with_pool(|pool, now| bus_string(&pool.status_line(now)).into_owned())
     }
 
+    /// Empty while the agent reads the scoreboard directory; else why it cannot, as
+    /// "cause: detail" (cause one of missing, permission_denied, not_a_directory,
+    /// unsafe_path, failed): the workers are then unknown, Total and Counts say nothing,
+    /// and no health action is taken.
+    #[zbus(property)]
+    fn unseen(&self) -> String {
+        self.with_pool(|pool, _| bus_string(&unseen_text(pool)).into_owned())
+    }
+
     /// How many live workers there are.
     #[zbus(property)]
     fn total(&self) -> u32 {
@@ -504,6 +513,8 @@ pub struct Published {
     pub counts: Vec<(String, usize)>,
     /// Stuck.
     pub stuck: usize,
+    /// Unseen.
+    pub unseen: String,
 }
 
 impl Published {
@@ -515,6 +526,7 @@ impl Published {
             total: summary.total,
             counts: summary.counts,
             stuck: summary.stuck,
+            unseen: unseen_text(pool),
         }
     }
 }
@@ -606,6 +618,14 @@ impl Served {
             }
             Served::Standard => None,
         }
+    }
+}
+
+/// The `Unseen` property's text: empty for a pool seen (or not looked at yet).
+fn unseen_text(pool: &Pool) -> String {
+    match pool.sight() {
+        Sight::Unseen(why) => format!("{}: {}", why.cause, why.detail),
+        Sight::NotYet | Sight::Seen => String::new(),
     }
 }
 
@@ -820,6 +840,10 @@ impl Server {
         }
         if current.stuck != published.stuck {
             changed.insert("Stuck", zbus::Variant::from(current.stuck as u32));
+        }
+        if current.unseen != published.unseen {
+            let unseen = bus_string(&current.unseen).into_owned();
+            changed.insert("Unseen", zbus::Variant::from(unseen));
         }
         if changed.is_empty() {
             return Ok(());

@@ -1,20 +1,26 @@
-//! Health actions, decided without I/O: when a service's pool is wedged (every worker
-//! stuck, or no worker at all, for `wedged_after` while the unit is active), ask systemd
-//! to apply the unit's own watchdog handling; when a worker has been stuck for
+//! Health actions, decided without I/O: when a service's pool is wedged (workers the
+//! agent saw, every one of them stuck, for `wedged_after` while the unit is active), ask
+//! systemd to apply the unit's own watchdog handling; when a worker has been stuck for
 //! `kill_stuck_after`, signal it (TERM, then KILL after `kill_grace`).
+//!
+//! Only on what was seen: a pool whose directory the last pass could not read is
+//! unknown, and nothing is decided on it; an empty pool is never wedged (an idle server
+//! may publish nothing until its first request). Each action is taken at most once per
+//! process (or per start of the unit), across agent restarts: the shell saves what
+//! [`Health::sent`] and [`Health::triggered_for`] say and gives them back.
 //!
 //! The core only decides. Whether a worker id is really a signallable process of the
 //! unit — alive, in the unit's control group, holding the worker's file — is the shell's
 //! check, made on a pidfd between the check and the signal; the core never names a pid it
-//! has not parsed from the id.
-//!
-//! Not wired into the agent yet (issue 12 is in progress): this is its pure part.
+//! has not parsed from the id. In report mode (`actions = "report"`) the same decisions
+//! are made and only said; nothing they remember is saved, so a report never uses up
+//! what acting would later do.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::{ActionMode, Actions};
-use crate::core::pool::Pool;
+use crate::core::pool::{Pool, Sight};
 
 /// What systemd says about the unit, as last learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +50,56 @@ pub enum Escalation {
     Kill,
 }
 
+/// What a health action did, or in report mode would have done: a closed set whose
+/// `Display` is the journal's `SCOREBOARD_ACTION` (and, in report mode,
+/// `SCOREBOARD_WOULD`), the `action` label of `scoreboard_actions_total`, and the bus's
+/// `ActionTaken` action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// `WATCHDOG=trigger` sent on behalf of the unit's main process.
+    Watchdog,
+    /// The configured first signal (`kill_signal`) sent to a stuck worker.
+    Signal,
+    /// `SIGKILL` sent to a worker still there after `kill_grace`.
+    Kill,
+    /// An action was due and the checks before it refused it: nothing was sent.
+    Refused,
+    /// A stuck worker whose id is not a pid: said, never acted on.
+    NotAPid,
+    /// Report mode: the action in `SCOREBOARD_WOULD` was due, and only said.
+    Reported,
+}
+
+impl Action {
+    /// Every action, for counters set up at 0.
+    pub const ALL: [Action; 6] = [
+        Action::Watchdog,
+        Action::Signal,
+        Action::Kill,
+        Action::Refused,
+        Action::NotAPid,
+        Action::Reported,
+    ];
+
+    /// The wire and journal text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Watchdog => "watchdog",
+            Action::Signal => "signal",
+            Action::Kill => "kill",
+            Action::Refused => "refused",
+            Action::NotAPid => "not_a_pid",
+            Action::Reported => "reported",
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One thing to do (or, in report-only mode, to say).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -51,8 +107,8 @@ pub enum Decision {
     TriggerWatchdog {
         /// The main process spoken for.
         pid: u32,
-        /// Why: every worker stuck, or none at all.
-        why: Wedge,
+        /// How many workers, every one stuck.
+        stuck: usize,
         /// How long the pool has been wedged.
         wedged_for: Duration,
     },
@@ -78,21 +134,36 @@ pub enum Decision {
     },
 }
 
-/// How a pool is wedged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wedge {
-    /// Every one of this many workers is stuck.
-    AllStuck(usize),
-    /// There are no workers at all.
-    Empty,
+impl Decision {
+    /// What acting on it does.
+    pub fn action(&self) -> Action {
+        match self {
+            Decision::TriggerWatchdog { .. } => Action::Watchdog,
+            Decision::Signal {
+                escalation: Escalation::First,
+                ..
+            } => Action::Signal,
+            Decision::Signal {
+                escalation: Escalation::Kill,
+                ..
+            } => Action::Kill,
+            Decision::NotAPid { .. } => Action::NotAPid,
+        }
+    }
 }
 
-/// A signal sent to a worker and not yet answered by its going away.
-#[derive(Debug, Clone, Copy)]
-struct Signalled {
-    pid: i32,
-    at: Instant,
-    killed: bool,
+/// A signal sent to a worker and not yet answered by its going away: remembered so
+/// that it is sent once, and SIGKILL follows `kill_grace` after it — across agent
+/// restarts too (the shell saves it with the process's start time, and gives it back
+/// only for the same process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The pid it went to (0: a worker id that is not a pid, said once).
+    pub pid: i32,
+    /// When the first signal went.
+    pub at: Instant,
+    /// Whether nothing more follows: SIGKILL sent, or the first signal refused.
+    pub killed: bool,
 }
 
 /// Worker decisions (signals and not-a-pid reports) made at most per call of
@@ -108,13 +179,10 @@ const MORE_DECISIONS_AFTER: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Health {
     rules: Actions,
-    /// Since when the pool has had no workers, as this agent saw it: a fresh agent
-    /// waits `wedged_after` before calling an empty pool wedged.
-    empty_since: Option<Instant>,
     /// The start of the unit for which the watchdog was triggered: at most once per
     /// start, remembered across agent restarts.
     triggered_for: Option<u64>,
-    signalled: HashMap<String, Signalled>,
+    signalled: HashMap<String, Sent>,
     /// The last call stopped at [`MAX_WORKER_DECISIONS`]: more are due.
     more: bool,
 }
@@ -124,7 +192,6 @@ impl Health {
     pub fn new(rules: Actions) -> Health {
         Health {
             rules,
-            empty_since: None,
             triggered_for: None,
             signalled: HashMap::new(),
             more: false,
@@ -147,9 +214,26 @@ impl Health {
         self.triggered_for = Some(start_usec);
     }
 
-    /// The start for which the watchdog was last triggered, to save.
+    /// The start for which the watchdog was last triggered, to save (never in report
+    /// mode: a report does not use up the trigger).
     pub fn triggered_for(&self) -> Option<u64> {
-        self.triggered_for
+        self.triggered_for.filter(|_| !self.report_only())
+    }
+
+    /// The signals sent and not yet answered, to save (none in report mode, and none to
+    /// ids that are not pids).
+    pub fn sent(&self) -> impl Iterator<Item = (&str, &Sent)> {
+        let acting = !self.report_only();
+        self.signalled
+            .iter()
+            .filter(move |(_, sent)| acting && sent.pid > 0)
+            .map(|(id, sent)| (id.as_str(), sent))
+    }
+
+    /// A signal an earlier agent sent to `worker` (the shell has checked that the
+    /// process is the same one): not sent again, and SIGKILL follows the grace from it.
+    pub fn remember_sent(&mut self, worker: String, sent: Sent) {
+        self.signalled.insert(worker, sent);
     }
 
     /// The next moment a decision could change if nothing else happens: a wedge's or a
@@ -166,12 +250,9 @@ impl Health {
             }
         };
         if let Some(after) = self.rules.wedged_after {
-            let since = if pool.is_empty() {
-                self.empty_since
-            } else {
-                pool.all_stuck_since(now)
-            };
-            at(since.and_then(|since| since.checked_add(after)));
+            at(pool
+                .all_stuck_since(now)
+                .and_then(|since| since.checked_add(after)));
         }
         if let Some(after) = self.rules.kill_stuck_after {
             at(pool.next_to_stand(after, now));
@@ -190,22 +271,12 @@ impl Health {
         }
     }
 
-    /// What to do now about the pool (after a whole pass: `swept` says the pool is the
-    /// directory's truth, not a first partial look).
-    pub fn decide(
-        &mut self,
-        pool: &Pool,
-        life: Option<UnitLife>,
-        swept: bool,
-        now: Instant,
-    ) -> Vec<Decision> {
+    /// What to do now about the pool: nothing unless the last pass read the directory
+    /// whole ([`Sight::Seen`]).
+    pub fn decide(&mut self, pool: &Pool, life: Option<UnitLife>, now: Instant) -> Vec<Decision> {
         let mut decisions = Vec::new();
-        if pool.is_empty() {
-            if swept {
-                self.empty_since.get_or_insert(now);
-            }
-        } else {
-            self.empty_since = None;
+        if *pool.sight() != Sight::Seen {
+            return decisions;
         }
         if let Some(decision) = self.wedge(pool, life, now) {
             decisions.push(decision);
@@ -221,11 +292,8 @@ impl Health {
         if life.main_pid == 0 || self.triggered_for == Some(start.usec) {
             return None;
         }
-        let (why, since) = if pool.is_empty() {
-            (Wedge::Empty, self.empty_since?)
-        } else {
-            (Wedge::AllStuck(pool.len()), pool.all_stuck_since(now)?)
-        };
+        // Workers seen, every one stuck: an empty pool never is.
+        let since = pool.all_stuck_since(now)?;
         // Judged only within this start of the unit, and only once per start.
         let since = since.max(start.at);
         let wedged_for = now.saturating_duration_since(since);
@@ -235,7 +303,7 @@ impl Health {
         self.triggered_for = Some(start.usec);
         Some(Decision::TriggerWatchdog {
             pid: life.main_pid,
-            why,
+            stuck: pool.len(),
             wedged_for,
         })
     }
@@ -258,7 +326,7 @@ impl Health {
                     // Said once: remembered as if signalled, with no pid.
                     self.signalled.insert(
                         id.to_owned(),
-                        Signalled {
+                        Sent {
                             pid: 0,
                             at: now,
                             killed: true,
@@ -276,7 +344,7 @@ impl Health {
                 None => {
                     self.signalled.insert(
                         id.to_owned(),
-                        Signalled {
+                        Sent {
                             pid,
                             at: now,
                             killed: false,
@@ -348,6 +416,7 @@ mod tests {
                     id: id.to_string(),
                     status: status.as_bytes().to_vec(),
                     read_at: now,
+                    inode: 0,
                 })
                 .collect(),
             ..Snapshot::default()
@@ -387,36 +456,21 @@ mod tests {
         observe(&mut pool, &workers, t0);
         let mut health = Health::new(rules());
         // All stuck from t0 + 5 s; wedged 3 s later.
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 7 * SECOND)
-                .is_empty()
-        );
-        let decisions = health.decide(&pool, life(t0), true, t0 + 8 * SECOND);
+        assert!(health.decide(&pool, life(t0), t0 + 7 * SECOND).is_empty());
+        let decisions = health.decide(&pool, life(t0), t0 + 8 * SECOND);
         assert_eq!(
             decisions,
             [Decision::TriggerWatchdog {
                 pid: 100,
-                why: Wedge::AllStuck(3),
+                stuck: 3,
                 wedged_for: 3 * SECOND
             }]
         );
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 60 * SECOND)
-                .is_empty()
-        );
+        assert!(health.decide(&pool, life(t0), t0 + 60 * SECOND).is_empty());
         // The unit restarted (a new start): judged afresh, from that start.
         let t1 = t0 + 61 * SECOND;
-        assert!(
-            health
-                .decide(&pool, life(t1), true, t1 + 2 * SECOND)
-                .is_empty()
-        );
-        assert_eq!(
-            health.decide(&pool, life(t1), true, t1 + 3 * SECOND).len(),
-            1
-        );
+        assert!(health.decide(&pool, life(t1), t1 + 2 * SECOND).is_empty());
+        assert_eq!(health.decide(&pool, life(t1), t1 + 3 * SECOND).len(), 1);
     }
 
     #[test]
@@ -425,62 +479,134 @@ mod tests {
         let mut pool = pool(5);
         observe(&mut pool, &[("101", "busy a"), ("102", "idle")], t0);
         let mut health = Health::new(rules());
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 600 * SECOND)
-                .is_empty()
-        );
+        assert!(health.decide(&pool, life(t0), t0 + 600 * SECOND).is_empty());
         let mut idle = self::pool(5);
         observe(&mut idle, &[("101", "idle"), ("102", "idle")], t0);
-        assert!(
-            health
-                .decide(&idle, life(t0), true, t0 + 600 * SECOND)
-                .is_empty()
-        );
+        assert!(health.decide(&idle, life(t0), t0 + 600 * SECOND).is_empty());
     }
 
+    /// An idle server may publish nothing until its first request: an empty pool is
+    /// never wedged, however long it stays empty.
     #[test]
-    fn an_empty_pool_is_wedged_only_after_this_agent_saw_it_empty_that_long() {
+    fn an_empty_pool_is_never_wedged() {
         let t0 = Instant::now();
-        let pool = pool(5);
+        let mut pool = pool(5);
+        observe(&mut pool, &[], t0);
         let mut health = Health::new(rules());
-        // Not before a whole pass has seen the directory.
-        assert!(health.decide(&pool, life(t0), false, t0).is_empty());
-        let t1 = t0 + 100 * SECOND;
-        assert!(health.decide(&pool, life(t0), true, t1).is_empty());
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t1 + 2 * SECOND)
-                .is_empty()
-        );
-        assert_eq!(
-            health.decide(&pool, life(t0), true, t1 + 3 * SECOND),
-            [Decision::TriggerWatchdog {
-                pid: 100,
-                why: Wedge::Empty,
-                wedged_for: 3 * SECOND
-            }]
-        );
+        for seconds in [0, 3, 10, 600] {
+            assert!(
+                health
+                    .decide(&pool, life(t0), t0 + seconds * SECOND)
+                    .is_empty()
+            );
+        }
+        assert_eq!(health.next_wake(&pool, t0), None);
+    }
+
+    /// A pool the agent could not read is unknown, not empty and not stuck: nothing is
+    /// decided on it, whatever was seen before.
+    #[test]
+    fn nothing_is_decided_on_a_pool_not_seen() {
+        use crate::core::pool::{Cause, Unseen};
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        let mut health = Health::new(Actions {
+            wedged_after: Some(SECOND),
+            kill_stuck_after: Some(SECOND),
+            ..Actions::default()
+        });
+        // Never looked at.
+        assert!(health.decide(&pool, life(t0), t0 + 60 * SECOND).is_empty());
+        observe(&mut pool, &[("101", "busy a"), ("102", "busy b")], t0);
+        pool.unseen(Unseen {
+            cause: Cause::PermissionDenied,
+            detail: "open directory /run/w/scoreboard: Permission denied".into(),
+        });
+        assert!(health.decide(&pool, life(t0), t0 + 60 * SECOND).is_empty());
+        assert!(pool.status_line(t0).contains("permission denied"));
+    }
+
+    /// Report mode decides as acting would, but saves nothing: switching to acting
+    /// finds the trigger and the signals still to do.
+    #[test]
+    fn a_report_uses_up_nothing_acting_would_do() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(&mut pool, &[("101", "busy")], t0);
+        let mut report = Health::new(Actions {
+            mode: ActionMode::Report,
+            wedged_after: Some(SECOND),
+            kill_stuck_after: Some(SECOND),
+            kill_grace: SECOND,
+            ..Actions::default()
+        });
+        let decided: Vec<Action> = report
+            .decide(&pool, life(t0), t0 + 3 * SECOND)
+            .iter()
+            .map(Decision::action)
+            .collect();
+        assert_eq!(decided, [Action::Watchdog, Action::Signal]);
+        let kill: Vec<Action> = report
+            .decide(&pool, life(t0), t0 + 5 * SECOND)
+            .iter()
+            .map(Decision::action)
+            .collect();
+        assert_eq!(kill, [Action::Kill], "a would-be SIGKILL is a kill");
+        assert_eq!(report.triggered_for(), None);
+        assert_eq!(report.sent().count(), 0);
+    }
+
+    /// A signal an earlier agent sent is not sent again; SIGKILL follows the grace from
+    /// that first signal.
+    #[test]
+    fn a_signal_sent_before_an_agent_restart_is_not_sent_again() {
+        let t0 = Instant::now();
+        let mut pool = pool(1);
+        observe(&mut pool, &[("101", "busy")], t0);
+        let rules = Actions {
+            kill_stuck_after: Some(2 * SECOND),
+            kill_grace: 15 * SECOND,
+            ..Actions::default()
+        };
+        let mut before = Health::new(rules.clone());
+        let first = before.decide(&pool, life(t0), t0 + 2 * SECOND);
+        assert_eq!(first[0].action(), Action::Signal);
+        let saved: Vec<(String, Sent)> = before
+            .sent()
+            .map(|(id, sent)| (id.to_owned(), *sent))
+            .collect();
+        assert_eq!(saved.len(), 1);
+        let mut after = Health::new(rules);
+        for (id, sent) in saved {
+            after.remember_sent(id, sent);
+        }
+        assert!(after.decide(&pool, life(t0), t0 + 5 * SECOND).is_empty());
+        assert!(after.decide(&pool, life(t0), t0 + 16 * SECOND).is_empty());
+        let kill = after.decide(&pool, life(t0), t0 + 17 * SECOND);
+        assert_eq!(kill.len(), 1);
+        assert_eq!(kill[0].action(), Action::Kill);
     }
 
     #[test]
     fn nothing_is_triggered_for_an_inactive_unit_or_without_a_main_process() {
         let t0 = Instant::now();
-        let pool = pool(5);
+        let mut pool = pool(5);
+        // Every worker stuck, long enough: only the unit's state stands in the way.
+        observe(&mut pool, &[("101", "busy")], t0);
         let mut health = Health::new(rules());
         let later = t0 + 600 * SECOND;
-        health.decide(&pool, None, true, t0);
-        assert!(health.decide(&pool, None, true, later).is_empty());
+        health.decide(&pool, None, t0);
+        assert!(health.decide(&pool, None, later).is_empty());
         let inactive = Some(UnitLife {
             main_pid: 100,
             start: None,
         });
-        assert!(health.decide(&pool, inactive, true, later).is_empty());
+        assert!(health.decide(&pool, inactive, later).is_empty());
         let no_main = Some(UnitLife {
             main_pid: 0,
             ..life(t0).unwrap()
         });
-        assert!(health.decide(&pool, no_main, true, later).is_empty());
+        assert!(health.decide(&pool, no_main, later).is_empty());
     }
 
     #[test]
@@ -489,17 +615,10 @@ mod tests {
         let mut pool = pool(1);
         observe(&mut pool, &[("101", "busy")], t0);
         let mut before = Health::new(rules());
-        assert_eq!(
-            before.decide(&pool, life(t0), true, t0 + 4 * SECOND).len(),
-            1
-        );
+        assert_eq!(before.decide(&pool, life(t0), t0 + 4 * SECOND).len(), 1);
         let mut after = Health::new(rules());
         after.remember_triggered(before.triggered_for().unwrap());
-        assert!(
-            after
-                .decide(&pool, life(t0), true, t0 + 5 * SECOND)
-                .is_empty()
-        );
+        assert!(after.decide(&pool, life(t0), t0 + 5 * SECOND).is_empty());
     }
 
     #[test]
@@ -523,8 +642,8 @@ mod tests {
             kill_grace: 10 * SECOND,
             ..Actions::default()
         });
-        assert!(health.decide(&pool, life(t0), true, t0 + SECOND).is_empty());
-        let first = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
+        assert!(health.decide(&pool, life(t0), t0 + SECOND).is_empty());
+        let first = health.decide(&pool, life(t0), t0 + 2 * SECOND);
         assert_eq!(
             first,
             [Decision::Signal {
@@ -535,12 +654,8 @@ mod tests {
                 status: "busy slow".into()
             }]
         );
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 5 * SECOND)
-                .is_empty()
-        );
-        let kill = health.decide(&pool, life(t0), true, t0 + 12 * SECOND);
+        assert!(health.decide(&pool, life(t0), t0 + 5 * SECOND).is_empty());
+        let kill = health.decide(&pool, life(t0), t0 + 12 * SECOND);
         assert!(matches!(
             kill.as_slice(),
             [Decision::Signal {
@@ -549,11 +664,7 @@ mod tests {
                 ..
             }]
         ));
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 60 * SECOND)
-                .is_empty()
-        );
+        assert!(health.decide(&pool, life(t0), t0 + 60 * SECOND).is_empty());
     }
 
     #[test]
@@ -571,18 +682,14 @@ mod tests {
             kill_grace: SECOND,
             ..Actions::default()
         });
-        let decisions = health.decide(&pool, life(t0), true, t0 + 2 * SECOND);
+        let decisions = health.decide(&pool, life(t0), t0 + 2 * SECOND);
         assert_eq!(decisions.len(), 3);
         assert!(
             decisions
                 .iter()
                 .all(|d| matches!(d, Decision::NotAPid { .. }))
         );
-        assert!(
-            health
-                .decide(&pool, life(t0), true, t0 + 9 * SECOND)
-                .is_empty()
-        );
+        assert!(health.decide(&pool, life(t0), t0 + 9 * SECOND).is_empty());
     }
 
     #[test]
@@ -601,10 +708,10 @@ mod tests {
         assert_eq!(health.next_wake(&pool, t0), Some(t0 + 2 * SECOND));
         // All stuck since t0 + 1 s: the wedge at t0 + 4 s; the kill thresholds passed.
         let t = t0 + 2 * SECOND;
-        assert_eq!(health.decide(&pool, life(t0), true, t).len(), 2);
+        assert_eq!(health.decide(&pool, life(t0), t).len(), 2);
         assert_eq!(health.next_wake(&pool, t), Some(t0 + 4 * SECOND));
         let t = t0 + 4 * SECOND;
-        assert_eq!(health.decide(&pool, life(t0), true, t).len(), 1);
+        assert_eq!(health.decide(&pool, life(t0), t).len(), 1);
         // Then the grace of the signalled ones.
         assert_eq!(health.next_wake(&pool, t), Some(t0 + 7 * SECOND));
     }
@@ -625,7 +732,7 @@ mod tests {
         let mut now = t0 + 3 * SECOND;
         let mut decided = 0;
         for _ in 0..200 {
-            let decisions = health.decide(&pool, life(t0), true, now);
+            let decisions = health.decide(&pool, life(t0), now);
             assert!(decisions.len() <= MAX_WORKER_DECISIONS);
             decided += decisions.len();
             if decisions.is_empty() {

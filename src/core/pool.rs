@@ -5,6 +5,16 @@
 //! answers with what changed, a [`Summary`], its `STATUS=` line, and per-worker
 //! [`WorkerReport`]s.
 //!
+//! What the agent saw is kept apart from what it did not: a pool whose directory could
+//! not be read is [`Sight::Unseen`], never "0 workers" — its line says why, and no
+//! health action is taken on it.
+//!
+//! Progress is any write, not a different text: a worker whose text is the same at two
+//! looks has still made progress if it wrote its file in between (its modification
+//! time moved, see [`scoreboard::Written`]). So a worker serving the same URL back to
+//! back, or a poller republishing one line, is never stuck; "stuck" is "not idle and no
+//! write for `stuck_after`".
+//!
 //! Its cost follows what *changed*, not the pool's size, wherever it can: a sweep of
 //! 10,000 unchanged workers is one hash lookup and one comparison each (no allocation,
 //! no rebuilt map), the counts per state are kept up to date as statuses change, and
@@ -15,9 +25,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use scoreboard::Snapshot;
+use scoreboard::{Snapshot, Worker, Written};
 
 use crate::config::{Service, StateRule};
 use crate::core::status_line::{self, Summary};
@@ -28,8 +38,12 @@ use crate::core::worker::WorkerReport;
 struct Tracked {
     status: Vec<u8>,
     state: String,
-    /// When the status last changed (or the worker first appeared).
+    /// When the worker was last seen to make progress: its status changed, its file was
+    /// written, or it first appeared.
     changed_at: Instant,
+    /// Its file's modification time at the last look that asked (see
+    /// [`Pool::observe_writes`]); `None` until one has.
+    written: Option<Written>,
     /// The last observation that saw it (see [`Pool::observe`]).
     seen: u64,
 }
@@ -65,12 +79,104 @@ pub struct Pool {
     last_action: Option<String>,
     /// Change times saved by an earlier agent, used for workers seen again with the same
     /// status (see [`Pool::remember`]).
-    remembered: HashMap<String, (u64, Instant)>,
+    remembered: HashMap<String, Remembered>,
+    /// What the agent knows of the directory.
+    sight: Sight,
 }
 
-/// What a restarted agent needs to keep stuck timers running: per worker id, a
-/// fingerprint of its status and the wall-clock time that status was first seen.
-pub type History = std::collections::BTreeMap<String, (u64, SystemTime)>;
+/// What the agent knows of a pool: three states, never two.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sight {
+    /// Not looked at yet.
+    NotYet,
+    /// Read whole by the last pass: the workers are what the directory held (none, if
+    /// it held none).
+    Seen,
+    /// The directory could not be opened, resolved or read: its workers are unknown.
+    Unseen(Unseen),
+}
+
+/// Why a pool's directory could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unseen {
+    /// The kind of failure.
+    pub cause: Cause,
+    /// The failure as the reader said it (path, operation, error).
+    pub detail: String,
+}
+
+/// The kinds of failure to read a scoreboard directory: a closed set, whose `Display` is
+/// the text of the D-Bus `Unseen` property and the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// No such directory (yet).
+    Missing,
+    /// The agent may not open or list it.
+    PermissionDenied,
+    /// Something else than a directory is there.
+    NotADirectory,
+    /// Resolving it would cross into another user's directory (the safe-path rule).
+    Unsafe,
+    /// Any other failure.
+    Failed,
+}
+
+impl Cause {
+    /// Every cause, for gauges set up before any is seen.
+    pub const ALL: [Cause; 5] = [
+        Cause::Missing,
+        Cause::PermissionDenied,
+        Cause::NotADirectory,
+        Cause::Unsafe,
+        Cause::Failed,
+    ];
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cause::Missing => "missing",
+            Cause::PermissionDenied => "permission_denied",
+            Cause::NotADirectory => "not_a_directory",
+            Cause::Unsafe => "unsafe_path",
+            Cause::Failed => "failed",
+        })
+    }
+}
+
+impl Unseen {
+    /// The `STATUS=` line for a pool not seen: what is wrong, in words an operator can
+    /// act on, and the fix where there is one.
+    pub fn status_line(&self, unit: &str) -> String {
+        match self.cause {
+            Cause::Missing => "scoreboard not found: no directory yet".to_owned(),
+            Cause::PermissionDenied => format!(
+                "scoreboard unreadable: permission denied — run: scoreboardctl enable {unit}"
+            ),
+            Cause::NotADirectory => "scoreboard unreadable: not a directory".to_owned(),
+            Cause::Unsafe => {
+                "scoreboard refused: unsafe path — see journalctl -u scoreboard-agent".to_owned()
+            }
+            Cause::Failed => {
+                "scoreboard unreadable — see journalctl -u scoreboard-agent".to_owned()
+            }
+        }
+    }
+}
+
+/// What an earlier agent saved of one worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remembered {
+    /// Its status's [`fingerprint`].
+    pub fingerprint: u64,
+    /// Its file's modification time at that agent's last look, if it had one.
+    pub written: Option<Written>,
+    /// How long before now it was last seen to make progress.
+    pub age: Duration,
+}
+
+/// What a restarted agent needs to keep stuck timers running, per worker id.
+pub type History = std::collections::BTreeMap<String, Remembered>;
 
 /// A 64-bit FNV-1a fingerprint of a status: enough to tell "the same status as before
 /// the restart" from any other, without saving statuses themselves.
@@ -116,6 +222,7 @@ impl Pool {
             access: None,
             last_action: None,
             remembered: HashMap::new(),
+            sight: Sight::NotYet,
         }
     }
 
@@ -128,7 +235,29 @@ impl Pool {
     /// memory never grows with what alternating unreadable frames could make it keep.
     ///
     /// Statuses that changed are moved out of the snapshot into the pool, not copied.
+    ///
+    /// Without modification times (see [`Pool::observe_writes`]) only a different text
+    /// is progress: for readers that cannot tell.
     pub fn observe(&mut self, snapshot: &mut Snapshot, now: Instant) -> Changes {
+        self.observe_writes(snapshot, now, |_| None)
+    }
+
+    /// [`Pool::observe`], told by `written` when a worker's file was last written. It is
+    /// asked only about workers that could be stuck (not idle) whose text is the same as
+    /// at the last look — the rest have made progress or cannot be stuck — so its cost
+    /// (an `fstat`) follows the workers standing still, not the pool.
+    ///
+    /// A worker whose modification time moved has made progress. One whose last look
+    /// did not ask (its text had just changed) has no time to compare with: it is taken
+    /// to have made progress, so a worker is called stuck only on two looks that found
+    /// the same time — a hung worker is found one interval later, a working one never.
+    pub fn observe_writes(
+        &mut self,
+        snapshot: &mut Snapshot,
+        now: Instant,
+        mut written: impl FnMut(&Worker) -> Option<Written>,
+    ) -> Changes {
+        self.sight = Sight::Seen;
         self.observations += 1;
         let this = self.observations;
         let mut changes = Changes::default();
@@ -145,20 +274,43 @@ impl Pool {
                     let state = state_of(&self.rule, &worker.status);
                     let state = (state != tracked.state).then(|| state.into_owned());
                     let status = std::mem::take(&mut worker.status);
+                    tracked.written = None;
                     self.change(&worker.id, status, state, now);
                     changes.updated += 1;
+                } else if self.stuck_after.is_some() && !is_idle(&self.idle_states, &tracked.state)
+                {
+                    let Some(now_written) = written(worker) else {
+                        continue;
+                    };
+                    if tracked.written.replace(now_written) != Some(now_written) {
+                        // Wrote since the last look (or no earlier time to compare).
+                        self.progressed(&worker.id, now);
+                    }
                 }
                 continue;
             }
+            let state = derive_state(&self.rule, &worker.status);
+            // A worker an earlier agent saw with this status keeps its time, unless its
+            // file was written since that agent's last look.
             let remembered = self
                 .remembered
                 .remove(&worker.id)
-                .filter(|(print, _)| *print == fingerprint(&worker.status));
-            let state = derive_state(&self.rule, &worker.status);
+                .filter(|memory| memory.fingerprint == fingerprint(&worker.status));
+            let (changed_at, now_written) = match remembered {
+                Some(memory) => {
+                    let now_written = written(worker);
+                    let unwritten = memory.written.is_some() && memory.written == now_written;
+                    let at = now.checked_sub(memory.age).filter(|_| unwritten);
+                    (at.unwrap_or(now), now_written)
+                }
+                None => (now, None),
+            };
             let status = std::mem::take(&mut worker.status);
-            let changed_at = remembered.map_or(now, |(_, at)| at);
             seen += 1;
             self.insert(worker.id.clone(), status, state, changed_at);
+            if let Some(tracked) = self.workers.get_mut(&worker.id) {
+                tracked.written = now_written;
+            }
             changes.added.push(worker.id.clone());
         }
         // Live but not read: kept if known (status within the budget), else counted
@@ -208,7 +360,7 @@ impl Pool {
     }
 
     fn is_idle(&self, state: &str) -> bool {
-        self.idle_states.iter().any(|idle| idle == state)
+        is_idle(&self.idle_states, state)
     }
 
     /// Whether a worker in `state` is ordered in [`Pool::waiting`].
@@ -247,6 +399,7 @@ impl Pool {
                 status,
                 state,
                 changed_at,
+                written: None,
                 seen,
             },
         );
@@ -291,6 +444,18 @@ impl Pool {
         }
     }
 
+    /// A worker made progress at `now` without changing its text: its clock restarts.
+    fn progressed(&mut self, id: &str, now: Instant) {
+        let Some(tracked) = self.workers.get_mut(id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut tracked.changed_at, now);
+        if old != now && self.stuck_after.is_some() && !is_idle(&self.idle_states, &tracked.state) {
+            self.waiting.remove(&(old, id.to_owned()));
+            self.waiting.insert((now, id.to_owned()));
+        }
+    }
+
     fn remove(&mut self, id: &str) {
         let Some(tracked) = self.workers.remove(id) else {
             return;
@@ -302,29 +467,41 @@ impl Pool {
         self.status_bytes -= tracked.status.len();
     }
 
-    /// Each worker's status fingerprint and the wall-clock time its status last changed,
-    /// `now` being `wall`.
-    pub fn history(&self, now: Instant, wall: SystemTime) -> History {
+    /// Each worker's status fingerprint, last modification time, and how long before
+    /// `now` it last made progress.
+    pub fn history(&self, now: Instant) -> History {
         self.workers
             .iter()
             .map(|(id, tracked)| {
-                let age = now.saturating_duration_since(tracked.changed_at);
-                (id.clone(), (fingerprint(&tracked.status), wall - age))
+                let memory = Remembered {
+                    fingerprint: fingerprint(&tracked.status),
+                    written: tracked.written,
+                    age: now.saturating_duration_since(tracked.changed_at),
+                };
+                (id.clone(), memory)
             })
             .collect()
     }
 
-    /// Takes in a history saved by an earlier agent (`now` being `wall`): a worker the
-    /// next snapshot shows for the first time, with the status it had then, keeps the
-    /// time its status last changed, so a restart does not reset its stuck timer.
-    pub fn remember(&mut self, history: History, now: Instant, wall: SystemTime) {
-        self.remembered = history
-            .into_iter()
-            .filter_map(|(id, (print, changed))| {
-                let age = wall.duration_since(changed).unwrap_or_default();
-                Some((id, (print, now.checked_sub(age)?)))
-            })
-            .collect();
+    /// Takes in a history saved by an earlier agent, ages as of now (the shell has bound
+    /// each by what it can vouch for): a worker the next snapshot shows for the first
+    /// time, with the status it had then and no write since, keeps its time, so a
+    /// restart does not reset its stuck timer.
+    pub fn remember(&mut self, history: History) {
+        self.remembered = history.into_iter().collect();
+    }
+
+    /// What the agent knows of the directory.
+    pub fn sight(&self) -> &Sight {
+        &self.sight
+    }
+
+    /// The directory could not be read: its workers are unknown, and forgotten (the
+    /// ids are returned, sorted); the line says why.
+    pub fn unseen(&mut self, why: Unseen) -> Vec<String> {
+        self.sight = Sight::Unseen(why);
+        self.access = None;
+        self.clear()
     }
 
     /// Forgets every worker (the directory is gone); returns their ids, sorted.
@@ -399,9 +576,13 @@ impl Pool {
         self.render(&self.summary(now))
     }
 
-    /// The `STATUS=` line for a summary of this pool already taken.
+    /// The `STATUS=` line for a summary of this pool already taken; for a pool not
+    /// seen, what is wrong instead (never "0 workers").
     pub fn render(&self, summary: &Summary) -> String {
-        status_line::render(summary, &self.template, &self.unit)
+        match &self.sight {
+            Sight::Unseen(why) => why.status_line(&self.unit),
+            Sight::NotYet | Sight::Seen => status_line::render(summary, &self.template, &self.unit),
+        }
     }
 
     /// Every worker at `now`, sorted by id.
@@ -524,6 +705,10 @@ impl Pool {
     }
 }
 
+fn is_idle(idle_states: &[String], state: &str) -> bool {
+    idle_states.iter().any(|idle| idle == state)
+}
+
 /// A worker's state from its status, by the service's rule, at most [`MAX_STATE_LEN`]
 /// bytes. A status the rule cannot read has the state `unknown`; an empty first word is
 /// `empty`.
@@ -604,6 +789,7 @@ mod tests {
                     id: id.to_string(),
                     status: status.as_bytes().to_vec(),
                     read_at: Instant::now(),
+                    inode: 0,
                 })
                 .collect(),
             ..Snapshot::default()
@@ -735,31 +921,133 @@ mod tests {
         assert_eq!(pool.worker("w1", now).unwrap().stuck, Some(false));
     }
 
+    fn stamp(n: i64) -> Option<Written> {
+        Some(Written {
+            seconds: 1_764_000_000 + n,
+            nanoseconds: 0,
+        })
+    }
+
     #[test]
-    fn a_restarted_agent_keeps_stuck_timers_for_unchanged_statuses() {
+    fn a_restarted_agent_keeps_stuck_timers_for_workers_that_did_not_write() {
         let service = service(Some(Duration::from_secs(60)));
         let t0 = Instant::now();
-        let wall = SystemTime::now();
         let mut before = Pool::new(&service);
-        before.observe(
-            &mut snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /x")]),
-            t0,
-        );
-        let saved = before.history(t0 + Duration::from_secs(50), wall);
+        let workers = [
+            ("a", "busy GET /slow"),
+            ("b", "busy GET /x"),
+            ("c", "busy GET /c"),
+        ];
+        before.observe_writes(&mut snapshot(&workers), t0, |_| stamp(0));
+        // A second look with the same text and the same modification time: the baseline.
+        before.observe_writes(&mut snapshot(&workers), t0, |_| stamp(0));
+        let saved = before.history(t0 + Duration::from_secs(50));
+        assert_eq!(saved["a"].age, Duration::from_secs(50));
 
-        // Ten seconds later, a new agent; worker b has moved on meanwhile.
+        // Ten seconds later, a new agent; b has moved on, c wrote the same text again.
         let t1 = t0 + Duration::from_secs(1000);
         let mut after = Pool::new(&service);
-        after.remember(saved, t1, wall + Duration::from_secs(10));
-        after.observe(
-            &mut snapshot(&[("a", "busy GET /slow"), ("b", "busy GET /y")]),
-            t1,
+        after.remember(
+            saved
+                .into_iter()
+                .map(|(id, r)| {
+                    let age = r.age + Duration::from_secs(10);
+                    (id, Remembered { age, ..r })
+                })
+                .collect(),
         );
+        let now = [
+            ("a", "busy GET /slow"),
+            ("b", "busy GET /y"),
+            ("c", "busy GET /c"),
+        ];
+        after.observe_writes(&mut snapshot(&now), t1, |w| {
+            stamp(if w.id == "c" { 9 } else { 0 })
+        });
         let views = after.workers(t1);
         assert_eq!(views[0].unchanged_seconds, Some(60.0));
         assert_eq!(views[0].stuck, Some(true));
         assert_eq!(views[1].unchanged_seconds, Some(0.0));
+        assert_eq!(views[2].unchanged_seconds, Some(0.0), "c wrote since");
         assert_eq!(after.summary(t1).stuck, 1);
+    }
+
+    /// Same text is not no progress: a worker that wrote between two looks (its
+    /// modification time moved) made progress, whatever the text; one that did not, did
+    /// not. Idle workers and workers whose text changed are not asked about.
+    #[test]
+    fn a_write_with_the_same_text_is_progress() {
+        let mut pool = Pool::new(&service(Some(Duration::from_secs(5))));
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let look = |pool: &mut Pool, at: Instant, stamps: &[(&str, i64)]| {
+            let workers = [
+                ("flip", "busy GET /health"),
+                ("hung", "busy GET /slow"),
+                ("rest", "idle"),
+            ];
+            pool.observe_writes(&mut snapshot(&workers), at, |w| {
+                asked.borrow_mut().push(w.id.clone());
+                stamps
+                    .iter()
+                    .find(|(id, _)| *id == w.id)
+                    .and_then(|(_, n)| stamp(*n))
+            });
+        };
+        look(&mut pool, t0, &[]);
+        assert!(asked.borrow().is_empty(), "new workers are not asked about");
+        // No earlier time to compare with: taken as progress.
+        look(&mut pool, t0 + second, &[("flip", 1), ("hung", 1)]);
+        assert_eq!(
+            *asked.borrow(),
+            ["flip", "hung"],
+            "idle ones are not asked about"
+        );
+        for n in 2..=10 {
+            look(
+                &mut pool,
+                t0 + n as u32 * second,
+                &[("flip", n), ("hung", 1)],
+            );
+        }
+        let at = t0 + 10 * second;
+        let views = pool.workers(at);
+        assert_eq!(
+            (views[0].id.as_str(), views[0].stuck),
+            ("flip", Some(false))
+        );
+        assert_eq!(views[0].unchanged_seconds, Some(0.0));
+        assert_eq!((views[1].id.as_str(), views[1].stuck), ("hung", Some(true)));
+        assert_eq!(views[1].unchanged_seconds, Some(9.0));
+        assert_eq!(pool.summary(at).stuck, 1);
+        // A reader that cannot tell (no modification time): only the text counts.
+        look(&mut pool, t0 + 11 * second, &[]);
+        assert_eq!(
+            pool.workers(t0 + 11 * second)[1].unchanged_seconds,
+            Some(10.0)
+        );
+    }
+
+    #[test]
+    fn a_pool_not_seen_says_why_never_zero_workers() {
+        let mut pool = Pool::new(&service(None));
+        let now = Instant::now();
+        pool.observe(&mut snapshot(&[("1", "idle")]), now);
+        let gone = pool.unseen(Unseen {
+            cause: Cause::PermissionDenied,
+            detail: "open directory /run/w/scoreboard: Permission denied (os error 13)".into(),
+        });
+        assert_eq!(gone, ["1"]);
+        assert_eq!(
+            pool.status_line(now),
+            "scoreboard unreadable: permission denied — run: scoreboardctl enable web.service"
+        );
+        assert!(!pool.status_line(now).contains("0 workers"));
+        // Read again: seen, counted.
+        pool.observe(&mut snapshot(&[]), now);
+        assert_eq!(pool.status_line(now), "0 workers: none");
+        assert_eq!(*pool.sight(), Sight::Seen);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod render;
 pub mod exit {
     /// Everything shown.
     pub const OK: u8 = 0;
-    /// The configuration or a directory could not be read.
+    /// The configuration or a directory could not be read (by us, or by the agent).
     pub const FAILURE: u8 = 1;
     /// A service's scoreboard directory does not exist: the service is not running.
     pub const NOT_RUNNING: u8 = 3;
@@ -61,6 +61,9 @@ pub struct ServiceReport {
     /// The agent's last health action on the service, with when (`null` when none, or
     /// read without the agent).
     pub last_action: Option<String>,
+    /// Why the agent cannot read the scoreboard directory, as "cause: detail" (`null`
+    /// while it reads it, or read without the agent): the workers are then unknown.
+    pub unseen: Option<String>,
 }
 
 /// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
@@ -299,9 +302,16 @@ async fn from_agent(connection: &zbus::Connection) -> Result<AgentAnswer, NoAgen
                 .await
                 .ok()
                 .filter(|line| !line.is_empty());
+            let unseen = service.unseen().await.ok().filter(|why| !why.is_empty());
+            // The agent's view of the directory, not ours: we may not be allowed to see it.
+            let running = match &unseen {
+                Some(why) => !why.starts_with("missing:"),
+                None => std::path::Path::new(&directory).is_dir(),
+            };
             reports.push(ServiceReport {
                 last_action,
-                running: std::path::Path::new(&directory).is_dir(),
+                unseen,
+                running,
                 summary: service.summary().await?,
                 workers,
                 directory,
@@ -372,6 +382,7 @@ pub fn from_directories(config: &Config) -> Result<Reports, Unreadable> {
 fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> ServiceReport {
     ServiceReport {
         last_action: None,
+        unseen: None,
         unit: service.unit.clone(),
         directory: service.directory.display().to_string(),
         running: pool.is_some(),
@@ -399,6 +410,12 @@ pub fn service_table(report: &ServiceReport) -> String {
         format!("not running (no {})", escape_controls(&report.directory))
     };
     let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
+    if let Some(why) = &report.unseen {
+        out.push_str(&format!(
+            "  unseen: {} (workers unknown; no health action is taken)\n",
+            escape_controls(why)
+        ));
+    }
     if let Some(action) = &report.last_action {
         out.push_str(&format!("  last action: {}\n", escape_controls(action)));
     }
@@ -452,7 +469,10 @@ pub fn status(
         }
     }
     let not_running = unit.is_some() && selected.iter().any(|s| !s.running);
-    Ok(if not_running {
+    let unseen = unit.is_some() && selected.iter().any(|s| s.running && s.unseen.is_some());
+    Ok(if unseen {
+        exit::FAILURE
+    } else if not_running {
         exit::NOT_RUNNING
     } else {
         exit::OK
@@ -540,6 +560,7 @@ mod tests {
         Reports {
             source: Source::Directory,
             services: vec![ServiceReport {
+                unseen: None,
                 last_action: Some("2026-11-29T22:00:00Z signal 7: sent\x1b[2J".to_owned()),
                 unit: "web.service".to_owned(),
                 directory: "/run/web/scoreboard".to_owned(),

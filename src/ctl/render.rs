@@ -130,6 +130,7 @@ mod tests {
             id: id.to_owned(),
             status: status.to_vec(),
             read_at: std::time::Instant::now(),
+            inode: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the agent does to the system besides the bus: inotify, notify sockets, systemd,
 //! saved state, logs.
 pub mod actions;
+pub mod boot;
 pub mod logging;
 pub mod notify;
 pub mod state;

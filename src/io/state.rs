@@ -1,8 +1,11 @@
 //! The agent's memory across restarts, in its runtime directory (`/run/scoreboard`,
 //! which systemd makes for the packaged unit's `RuntimeDirectory=scoreboard`, owned by
-//! the agent's user): per watched unit, each worker's status fingerprint and when that
-//! status was first seen, so a restarted agent does not reset stuck timers. Saved every
-//! ten intervals and when the agent stops; a missing or unreadable file just means
+//! the agent's user): per watched unit, each worker's status fingerprint, file
+//! modification time and when it last made progress, so a restarted agent does not
+//! reset stuck timers; the watchdog trigger of the unit's current start and the signals
+//! sent, so a restarted agent does neither twice. Times are on the boot's own clock
+//! (see [`crate::io::boot`]), never the wall clock. Saved every ten intervals, after
+//! every action and when the agent stops; a missing or unreadable file just means
 //! starting without memory.
 //!
 //! What is found in the directory is not trusted to be what the agent wrote: a file is
@@ -14,13 +17,13 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::core::pool::History;
+use scoreboard::Written;
 
 /// The most a state file may hold. A worker takes about 60 bytes (its id, a 16-digit
 /// fingerprint, a time), so 10,000 workers take ~0.6 MB: 16 MiB is room for any real
@@ -29,28 +32,79 @@ pub const MAX_STATE_FILE: u64 = 16 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
+    /// The boot the times below are on: another boot's state is not read.
+    #[serde(default)]
+    boot_id: String,
     workers: BTreeMap<String, SavedWorker>,
     /// The start of the unit (`ActiveEnterTimestampMonotonic`, µs) for which the agent
     /// triggered its watchdog: never twice for one start, whatever restarts the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     watchdog_triggered_for: Option<u64>,
+    /// Signals sent and not yet answered, per worker id: never sent twice to one
+    /// process, and SIGKILL after the grace from the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    signalled: BTreeMap<String, SavedSignal>,
 }
 
-/// What an agent remembers of a unit.
+/// What an agent remembers of a unit, on this boot's clock (see [`crate::io::boot`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
-    /// Each worker's status fingerprint and when that status was first seen.
-    pub history: History,
+    /// The boot these times are on.
+    pub boot_id: String,
+    /// Per worker id: its status fingerprint, its file's modification time, and when
+    /// (time since boot) it was last seen to make progress.
+    pub workers: BTreeMap<String, WorkerMemory>,
     /// See [`crate::core::health::Health::triggered_for`].
     pub watchdog_triggered_for: Option<u64>,
+    /// Per worker id, the signal sent to it.
+    pub signalled: BTreeMap<String, SignalMemory>,
+}
+
+/// One worker, as saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerMemory {
+    /// Its status's fingerprint.
+    pub fingerprint: u64,
+    /// Its file's modification time at the last look, if known.
+    pub written: Option<Written>,
+    /// When it last made progress, as time since boot.
+    pub progress_at: Duration,
+}
+
+/// One signal sent, as saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalMemory {
+    /// The process signalled.
+    pub pid: i32,
+    /// When that process started (time since boot): names the process, not its pid.
+    pub process_started: Duration,
+    /// When the first signal went (time since boot).
+    pub sent_at: Duration,
+    /// Whether nothing more follows (SIGKILL sent, or refused).
+    pub killed: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedWorker {
     /// The status fingerprint, in hex (JSON numbers lose precision past 2^53).
     status: String,
-    /// When that status was first seen, in milliseconds since the Unix epoch.
-    since_ms: u64,
+    /// The file's modification time, seconds and nanoseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    written: Option<(i64, i64)>,
+    /// When it last made progress, in milliseconds since boot (`CLOCK_BOOTTIME`).
+    progress_boot_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedSignal {
+    pid: i32,
+    process_started_boot_ms: u64,
+    sent_boot_ms: u64,
+    killed: bool,
+}
+
+fn ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn file(directory: &Path, unit: &str) -> PathBuf {
@@ -61,22 +115,31 @@ fn file(directory: &Path, unit: &str) -> PathBuf {
 /// Writes what the agent remembers of `unit`, atomically.
 pub fn save(directory: &Path, unit: &str, memory: &Memory) -> std::io::Result<()> {
     let saved = Saved {
+        boot_id: memory.boot_id.clone(),
         watchdog_triggered_for: memory.watchdog_triggered_for,
         workers: memory
-            .history
+            .workers
             .iter()
-            .map(|(id, (print, since))| {
-                let since_ms = since
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as u64;
-                (
-                    id.clone(),
-                    SavedWorker {
-                        status: format!("{print:016x}"),
-                        since_ms,
-                    },
-                )
+            .map(|(id, worker)| {
+                let saved = SavedWorker {
+                    status: format!("{:016x}", worker.fingerprint),
+                    written: worker.written.map(|w| (w.seconds, w.nanoseconds)),
+                    progress_boot_ms: ms(worker.progress_at),
+                };
+                (id.clone(), saved)
+            })
+            .collect(),
+        signalled: memory
+            .signalled
+            .iter()
+            .map(|(id, sent)| {
+                let saved = SavedSignal {
+                    pid: sent.pid,
+                    process_started_boot_ms: ms(sent.process_started),
+                    sent_boot_ms: ms(sent.sent_at),
+                    killed: sent.killed,
+                };
+                (id.clone(), saved)
             })
             .collect(),
     };
@@ -151,23 +214,39 @@ pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<Memory>> {
             format!("{}: {e}", path.display()),
         )
     })?;
-    let history = saved
+    let workers = saved
         .workers
         .into_iter()
         .filter_map(|(id, worker)| {
-            let print = u64::from_str_radix(&worker.status, 16).ok()?;
-            Some((
-                id,
-                (
-                    print,
-                    UNIX_EPOCH.checked_add(Duration::from_millis(worker.since_ms))?,
-                ),
-            ))
+            let memory = WorkerMemory {
+                fingerprint: u64::from_str_radix(&worker.status, 16).ok()?,
+                written: worker.written.map(|(seconds, nanoseconds)| Written {
+                    seconds,
+                    nanoseconds,
+                }),
+                progress_at: Duration::from_millis(worker.progress_boot_ms),
+            };
+            Some((id, memory))
+        })
+        .collect();
+    let signalled = saved
+        .signalled
+        .into_iter()
+        .map(|(id, sent)| {
+            let memory = SignalMemory {
+                pid: sent.pid,
+                process_started: Duration::from_millis(sent.process_started_boot_ms),
+                sent_at: Duration::from_millis(sent.sent_boot_ms),
+                killed: sent.killed,
+            };
+            (id, memory)
         })
         .collect();
     Ok(Some(Memory {
-        history,
+        boot_id: saved.boot_id,
+        workers,
         watchdog_triggered_for: saved.watchdog_triggered_for,
+        signalled,
     }))
 }
 
@@ -198,39 +277,54 @@ fn describe(kind: FileType) -> &'static str {
     }
 }
 
-/// Milliseconds are what is saved: compare at that precision.
-pub fn truncated(time: SystemTime) -> SystemTime {
-    UNIX_EPOCH
-        + Duration::from_millis(
-            time.duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
-        )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn remembered(history: History) -> Memory {
+    fn remembered(workers: BTreeMap<String, WorkerMemory>) -> Memory {
         Memory {
-            history,
-            watchdog_triggered_for: None,
+            boot_id: "b".into(),
+            workers,
+            ..Memory::default()
         }
     }
 
     #[test]
-    fn history_round_trips() {
+    fn memory_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
-        let now = truncated(SystemTime::now());
-        let history: History = [
-            ("w1".to_owned(), (u64::MAX - 7, now)),
-            ("w2".to_owned(), (3, now - Duration::from_secs(90))),
-        ]
-        .into();
+        let worker = |fingerprint, written, ms| WorkerMemory {
+            fingerprint,
+            written,
+            progress_at: Duration::from_millis(ms),
+        };
         let memory = Memory {
-            history,
+            boot_id: "5e7c3e1a-0000-4000-8000-000000000001".into(),
+            workers: [
+                ("w1".to_owned(), worker(u64::MAX - 7, None, 90_000)),
+                (
+                    "w2".to_owned(),
+                    worker(
+                        3,
+                        Some(Written {
+                            seconds: 1_764_000_000,
+                            nanoseconds: 999_999_999,
+                        }),
+                        1,
+                    ),
+                ),
+            ]
+            .into(),
             watchdog_triggered_for: Some(123_456_789),
+            signalled: [(
+                "4242".to_owned(),
+                SignalMemory {
+                    pid: 4242,
+                    process_started: Duration::from_millis(5_000),
+                    sent_at: Duration::from_millis(60_000),
+                    killed: false,
+                },
+            )]
+            .into(),
         };
         save(tmp.path(), "web.service", &memory).unwrap();
         assert_eq!(load(tmp.path(), "web.service").unwrap(), Some(memory));
@@ -241,8 +335,16 @@ mod tests {
         assert_eq!(load(tmp.path(), "web.service").unwrap(), None);
     }
 
-    fn history() -> History {
-        [("w1".to_owned(), (7, truncated(SystemTime::now())))].into()
+    fn history() -> BTreeMap<String, WorkerMemory> {
+        [(
+            "w1".to_owned(),
+            WorkerMemory {
+                fingerprint: 7,
+                written: None,
+                progress_at: Duration::from_secs(1),
+            },
+        )]
+        .into()
     }
 
     #[test]

@@ -29,6 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::core::health::Action;
+use crate::core::pool::Cause;
 use crate::core::status_line::Summary;
 use crate::escape;
 
@@ -77,14 +79,16 @@ pub struct ActionLabels {
 /// triggered, a stuck worker sent its signal, sent SIGKILL after the grace, a signal
 /// refused by the checks, a stuck worker whose id is not a pid, and (dry run) an action
 /// only reported.
-pub const ACTIONS: [&str; 6] = [
-    "watchdog",
-    "signal",
-    "kill",
-    "refused",
-    "not_a_pid",
-    "reported",
-];
+pub const ACTIONS: [Action; 6] = Action::ALL;
+
+/// `unit`, `cause`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UnseenLabels {
+    /// The systemd unit.
+    pub unit: String,
+    /// Why its directory could not be read: a [`Cause`].
+    pub cause: String,
+}
 
 /// `unit`, `kind`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,6 +111,7 @@ pub struct Metrics {
     actions: Family<ActionLabels, Counter>,
     pool: Family<UnitLabel, Gauge>,
     last_sweep: Family<UnitLabel, Gauge<f64, AtomicU64>>,
+    unseen: Family<UnseenLabels, Gauge>,
     /// States last exported per unit, so a state nobody is in any more disappears.
     states: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
@@ -137,6 +142,12 @@ impl Metrics {
         let actions = Family::<ActionLabels, Counter>::default();
         let pool = Family::<UnitLabel, Gauge>::default();
         let last_sweep = Family::<UnitLabel, Gauge<f64, AtomicU64>>::default();
+        let unseen = Family::<UnseenLabels, Gauge>::default();
+        registry.register(
+            "scoreboard_pool_unseen",
+            "1 while the unit's scoreboard directory cannot be read, by cause: its workers are unknown (not 0)",
+            unseen.clone(),
+        );
         registry.register(
             "scoreboard_workers",
             "Live workers by unit and state (stuck ones excluded)",
@@ -195,6 +206,7 @@ impl Metrics {
             actions,
             pool,
             last_sweep,
+            unseen,
             states: Mutex::default(),
         }
     }
@@ -212,10 +224,16 @@ impl Metrics {
         drop(self.reaped.get_or_create(&label));
         drop(self.notify_errors.get_or_create(&label));
         drop(self.sweep_duration.get_or_create(&label));
-        for action in ACTIONS {
+        for action in ACTIONS.map(Action::as_str) {
             drop(self.actions.get_or_create(&ActionLabels {
                 unit: unit.to_owned(),
                 action: action.to_owned(),
+            }));
+        }
+        for cause in Cause::ALL {
+            drop(self.unseen.get_or_create(&UnseenLabels {
+                unit: unit.to_owned(),
+                cause: cause.to_string(),
             }));
         }
         for kind in scoreboard::SkipReason::KINDS {
@@ -238,10 +256,16 @@ impl Metrics {
         self.notify_errors.remove(&label);
         self.sweep_duration.remove(&label);
         self.last_sweep.remove(&label);
-        for action in ACTIONS {
+        for action in ACTIONS.map(Action::as_str) {
             self.actions.remove(&ActionLabels {
                 unit: unit.to_owned(),
                 action: action.to_owned(),
+            });
+        }
+        for cause in Cause::ALL {
+            self.unseen.remove(&UnseenLabels {
+                unit: unit.to_owned(),
+                cause: cause.to_string(),
             });
         }
         for kind in scoreboard::SkipReason::KINDS {
@@ -270,6 +294,7 @@ impl Metrics {
             unit: unit.to_owned(),
         };
         self.swept_at(&label, wall);
+        self.set_unseen(unit, None);
         self.sweep_duration
             .get_or_create(&label)
             .observe(took.as_secs_f64());
@@ -286,16 +311,35 @@ impl Metrics {
         self.set_counts(unit, summary);
     }
 
-    /// A pass that found no directory at `wall` (the service is not running): no
-    /// workers, and the unit's data is as fresh as after a sweep.
-    pub fn no_directory(&self, unit: &str, wall: SystemTime) {
+    /// A pass that could not read the directory at `wall`: the workers are unknown, so
+    /// their gauges go (never a 0 that was not seen), and `scoreboard_pool_unseen` says
+    /// why; the unit's data is as fresh as after a sweep.
+    pub fn unseen(&self, unit: &str, cause: Cause, wall: SystemTime) {
         self.forget(unit);
+        let label = UnitLabel {
+            unit: unit.to_owned(),
+        };
+        self.pool.remove(&label);
+        self.stuck.remove(&label);
+        self.set_unseen(unit, Some(cause));
         self.swept_at(
             &UnitLabel {
                 unit: unit.to_owned(),
             },
             wall,
         );
+    }
+
+    fn set_unseen(&self, unit: &str, now: Option<Cause>) {
+        for cause in Cause::ALL {
+            let labels = UnseenLabels {
+                unit: unit.to_owned(),
+                cause: cause.to_string(),
+            };
+            self.unseen
+                .get_or_create(&labels)
+                .set(i64::from(now == Some(cause)));
+        }
     }
 
     fn swept_at(&self, label: &UnitLabel, wall: SystemTime) {
@@ -352,12 +396,11 @@ impl Metrics {
     }
 
     /// Counts one health action (one of [`ACTIONS`]).
-    pub fn action(&self, unit: &str, action: &'static str) {
-        debug_assert!(ACTIONS.contains(&action));
+    pub fn action(&self, unit: &str, action: Action) {
         self.actions
             .get_or_create(&ActionLabels {
                 unit: unit.to_owned(),
-                action: action.to_owned(),
+                action: action.to_string(),
             })
             .inc();
     }
@@ -753,23 +796,50 @@ mod tests {
     }
 
     #[test]
-    fn a_gone_directory_is_an_empty_pool_and_still_a_fresh_one() {
+    fn an_unreadable_directory_has_no_worker_counts_and_says_why() {
         let metrics = Metrics::new();
         metrics.watch("web.service");
         metrics.set_counts("web.service", &summary(&[("busy", 2)], 1));
-        metrics.no_directory(
+        metrics.unseen(
             "web.service",
+            Cause::PermissionDenied,
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000),
         );
         let text = metrics.encode();
         assert_eq!(state_lines(&text, "web.service"), Vec::<String>::new());
         for line in [
-            "scoreboard_pool_workers{unit=\"web.service\"} 0\n",
-            "scoreboard_stuck_workers{unit=\"web.service\"} 0\n",
+            "scoreboard_pool_unseen{unit=\"web.service\",cause=\"permission_denied\"} 1\n",
+            "scoreboard_pool_unseen{unit=\"web.service\",cause=\"missing\"} 0\n",
             "scoreboard_last_sweep_timestamp_seconds{unit=\"web.service\"} 1764000000.0\n",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        // Unknown is not 0: no worker count is exported for it.
+        assert!(
+            !text.contains("scoreboard_pool_workers{unit=\"web.service\"}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("scoreboard_stuck_workers{unit=\"web.service\"}"),
+            "{text}"
+        );
+        // Read again: the cause clears, the counts are back.
+        metrics.sweep(
+            "web.service",
+            Duration::from_millis(1),
+            &summary(&[("idle", 1)], 0),
+            0,
+            &Default::default(),
+            SystemTime::UNIX_EPOCH,
+        );
+        let text = metrics.encode();
+        assert!(text.contains(
+            "scoreboard_pool_unseen{unit=\"web.service\",cause=\"permission_denied\"} 0\n"
+        ));
+        assert!(
+            text.contains("scoreboard_pool_workers{unit=\"web.service\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! The boot's own clock, for what crosses an agent restart: `CLOCK_BOOTTIME`, which
+//! wall-clock steps (NTP, an operator's `date -s`) do not move, named by the boot's id
+//! so another boot's times are never read as this one's; and a process's start on the
+//! same clock, which bounds how long anything about that process can have lasted.
+
+use std::time::Duration;
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`); `None` where it cannot be read,
+/// and then nothing saved is trusted.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+}
+
+/// Time since boot (`CLOCK_BOOTTIME`, suspend included).
+pub fn since_boot() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(
+        now.tv_sec.max(0) as u64,
+        now.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+/// When process `pid` started, as time since boot (`/proc/PID/stat` field 22); `None`
+/// when it is gone or hidden from the agent (`ProtectProc=invisible`).
+pub fn process_started(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    start_of(&stat, rustix::param::clock_ticks_per_second())
+}
+
+/// Field 22 (`starttime`, in clock ticks) of a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses: fields are counted after its last `)`.
+fn start_of(stat: &str, ticks_per_second: u64) -> Option<Duration> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Fields 3 onwards; starttime is the 20th of them.
+    let ticks: u64 = after_name.split_whitespace().nth(19)?.parse().ok()?;
+    let per_second = ticks_per_second.max(1);
+    Some(
+        Duration::from_secs(ticks / per_second)
+            + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_is_field_22_whatever_the_command_name_holds() {
+        let stat =
+            "4242 (a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 12345 1000 50";
+        assert_eq!(start_of(stat, 100), Some(Duration::from_millis(123_450)));
+        assert_eq!(start_of("4242 (x) S 1", 100), None);
+    }
+
+    #[test]
+    fn our_own_process_started_before_now() {
+        let started = process_started(std::process::id() as i32).unwrap();
+        assert!(started <= since_boot());
+        assert!(boot_id().is_some());
+    }
+}
