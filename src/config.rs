@@ -91,8 +91,8 @@ pub struct Service {
 /// `kill_grace`, `actions`): off unless one of the two thresholds is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actions {
-    /// Every worker stuck, or none at all, this long while the unit is active: the pool
-    /// is wedged, and the unit's watchdog is triggered.
+    /// Workers seen, every one stuck, this long while the unit is active: the pool is
+    /// wedged, and the unit's watchdog is triggered (an empty pool never is).
     pub wedged_after: Option<Duration>,
     /// A worker stuck this long is signalled (only if its id is a pid of the unit that
     /// holds its file).

@@ -94,7 +94,7 @@ pub enum Command {
         /// A non-idle worker whose status stands this long is stuck (e.g. "1m").
         #[arg(long, value_name = "DURATION")]
         stuck_after: Option<String>,
-        /// Every worker stuck (or none) this long while the unit is active: trigger the
+        /// Workers seen, every one stuck, this long while the unit is active: trigger the
         /// unit's watchdog (health action).
         #[arg(long, value_name = "DURATION")]
         wedged_after: Option<String>,

@@ -8,7 +8,7 @@
 //! * [`schedule`] — per service, what is due when: events in (inotify, passes, ticks,
 //!   sends), decisions out (sweep now, send this line, emit these signals, wake at T);
 //!   and the agent-wide timers (tick, watchdog, READY, saving state).
-//! * [`health`] — health actions (issue 12, not wired yet): when a wedged pool asks for
+//! * [`health`] — health actions, on what was seen only: when a wedged pool asks for
 //!   the unit's watchdog, when a stuck worker gets a signal.
 //! * [`privacy`] — who may see per-worker details: whoever could read the directory.
 //! * [`worker`] — the one worker record every edge shows.
