@@ -439,7 +439,7 @@ impl Agent {
                 return;
             }
         };
-        if boot::boot_id().is_none_or(|id| id != memory.boot_id) {
+        if !boot::Boot::now().is(&memory.boot) {
             info!(unit = %unit, "the saved state is of another boot; starting without it");
             return;
         }
@@ -487,9 +487,7 @@ impl Agent {
     /// Saves, per service, what a restarted agent needs: progress times, the watchdog
     /// trigger, the signals sent.
     fn save_state(&mut self) {
-        let Some(boot_id) = boot::boot_id() else {
-            return;
-        };
+        let boot = boot::Boot::now();
         let now = Instant::now();
         let since_boot = boot::since_boot();
         let at = |age: Duration| since_boot.saturating_sub(age);
@@ -521,7 +519,7 @@ impl Agent {
                 })
                 .collect();
             let memory = state::Memory {
-                boot_id: boot_id.clone(),
+                boot: boot.clone(),
                 workers,
                 watchdog_triggered_for: watched.health.triggered_for(),
                 signalled,

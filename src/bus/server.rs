@@ -431,6 +431,16 @@ impl ServiceObject {
         id: &str,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<WorkerInfo, CallError> {
+        // No worker id is longer than a file name escaped (255 bytes, at most 4 each):
+        // a longer one is answered at once, and never echoed.
+        if id.len() > MAX_ID_ON_BUS {
+            return Err(Error::NoSuchWorker(format!(
+                "no live worker with an id of {} bytes in {}: ids are at most {MAX_ID_ON_BUS}",
+                id.len(),
+                self.service.unit
+            ))
+            .into());
+        }
         // Only an id holding a backslash can be an escaped form, and finding it means
         // comparing every id: charged as the pool's size.
         let (access, size) = self.with_pool(|pool, _| (pool.access(), pool.len() as u64));
@@ -629,8 +639,17 @@ fn unseen_text(pool: &Pool) -> String {
     }
 }
 
+/// The longest worker id on the bus: a file name (255 bytes) less `status_`, each byte
+/// escaped in at most four.
+const MAX_ID_ON_BUS: usize = 1024;
+
+/// The most of a caller's argument an error reply repeats: a name that long is no
+/// property of ours, and a caller's 30 MiB must never come back as 30 MiB more.
+const MAX_ECHOED: usize = 255;
+
 fn unknown_property(property: &str) -> BoxDBusError {
-    zbus::fdo::Error::UnknownProperty(format!("Unknown property '{property}'")).into()
+    let shown = crate::escape::printable_capped(property.as_bytes(), MAX_ECHOED);
+    zbus::fdo::Error::UnknownProperty(format!("Unknown property '{shown}'")).into()
 }
 
 #[interface(name = "org.freedesktop.DBus.Properties", introspection_docs = false)]

@@ -5,12 +5,48 @@
 
 use std::time::Duration;
 
-/// This boot's id (`/proc/sys/kernel/random/boot_id`); `None` where it cannot be read,
-/// and then nothing saved is trusted.
-pub fn boot_id() -> Option<String> {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let id = id.trim();
-    (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+/// Which boot this is: its id (`/proc/sys/kernel/random/boot_id`) where the agent may
+/// read it, and when it began on the wall clock, which is all the shipped unit's
+/// `ProcSubset=pid` leaves readable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Boot {
+    /// The kernel's boot id, if readable.
+    pub id: Option<String>,
+    /// When the boot began, in milliseconds since the Unix epoch: now on the wall clock
+    /// less [`since_boot`].
+    pub began_ms: u64,
+}
+
+/// How far apart two readings of the boot's beginning may be and still name one boot:
+/// the two clocks are read one after the other, and an NTP slew moves the wall clock a
+/// little. A step of the wall clock moves it more, and then saved state is dropped —
+/// forgetting is safe, trusting another boot's times is not.
+const SAME_BOOT_WITHIN_MS: u64 = 2_000;
+
+impl Boot {
+    /// This boot.
+    pub fn now() -> Boot {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|id| id.trim().to_owned())
+            .filter(|id| !id.is_empty() && id.len() <= 64);
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let began = wall.saturating_sub(since_boot());
+        Boot {
+            id,
+            began_ms: u64::try_from(began.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether `saved` names this boot: by id where both have one, else by when it began.
+    pub fn is(&self, saved: &Boot) -> bool {
+        match (&self.id, &saved.id) {
+            (Some(id), Some(saved)) => id == saved,
+            _ => self.began_ms.abs_diff(saved.began_ms) <= SAME_BOOT_WITHIN_MS,
+        }
+    }
 }
 
 /// Time since boot (`CLOCK_BOOTTIME`, suspend included).
@@ -58,6 +94,20 @@ mod tests {
     fn our_own_process_started_before_now() {
         let started = process_started(std::process::id() as i32).unwrap();
         assert!(started <= since_boot());
-        assert!(boot_id().is_some());
+    }
+
+    #[test]
+    fn a_boot_is_named_by_its_id_or_else_by_when_it_began() {
+        let now = Boot::now();
+        assert!(now.is(&Boot::now()));
+        let other = |id: Option<&str>, began_ms| Boot {
+            id: id.map(str::to_owned),
+            began_ms,
+        };
+        let a = other(Some("a"), 1_000_000);
+        assert!(a.is(&other(Some("a"), 9_000_000)));
+        assert!(!a.is(&other(Some("b"), 1_000_000)));
+        assert!(a.is(&other(None, 1_001_500)));
+        assert!(!a.is(&other(None, 1_003_000)));
     }
 }

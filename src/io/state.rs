@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use scoreboard::Written;
 
+use crate::io::boot::Boot;
+
 /// The most a state file may hold. A worker takes about 60 bytes (its id, a 16-digit
 /// fingerprint, a time), so 10,000 workers take ~0.6 MB: 16 MiB is room for any real
 /// pool, and keeps a file that is not ours (or runs away) from costing unbounded memory.
@@ -32,9 +34,11 @@ pub const MAX_STATE_FILE: u64 = 16 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
-    /// The boot the times below are on: another boot's state is not read.
-    #[serde(default)]
+    /// The boot the times below are on (see [`Boot`]): another boot's state is not read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     boot_id: String,
+    #[serde(default)]
+    boot_began_ms: u64,
     workers: BTreeMap<String, SavedWorker>,
     /// The start of the unit (`ActiveEnterTimestampMonotonic`, µs) for which the agent
     /// triggered its watchdog: never twice for one start, whatever restarts the agent.
@@ -50,7 +54,7 @@ struct Saved {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
     /// The boot these times are on.
-    pub boot_id: String,
+    pub boot: Boot,
     /// Per worker id: its status fingerprint, its file's modification time, and when
     /// (time since boot) it was last seen to make progress.
     pub workers: BTreeMap<String, WorkerMemory>,
@@ -115,7 +119,8 @@ fn file(directory: &Path, unit: &str) -> PathBuf {
 /// Writes what the agent remembers of `unit`, atomically.
 pub fn save(directory: &Path, unit: &str, memory: &Memory) -> std::io::Result<()> {
     let saved = Saved {
-        boot_id: memory.boot_id.clone(),
+        boot_id: memory.boot.id.clone().unwrap_or_default(),
+        boot_began_ms: memory.boot.began_ms,
         watchdog_triggered_for: memory.watchdog_triggered_for,
         workers: memory
             .workers
@@ -243,7 +248,10 @@ pub fn load(directory: &Path, unit: &str) -> std::io::Result<Option<Memory>> {
         })
         .collect();
     Ok(Some(Memory {
-        boot_id: saved.boot_id,
+        boot: Boot {
+            id: Some(saved.boot_id).filter(|id| !id.is_empty()),
+            began_ms: saved.boot_began_ms,
+        },
         workers,
         watchdog_triggered_for: saved.watchdog_triggered_for,
         signalled,
@@ -283,7 +291,10 @@ mod tests {
 
     fn remembered(workers: BTreeMap<String, WorkerMemory>) -> Memory {
         Memory {
-            boot_id: "b".into(),
+            boot: Boot {
+                id: Some("b".into()),
+                began_ms: 1,
+            },
             workers,
             ..Memory::default()
         }
@@ -298,7 +309,10 @@ mod tests {
             progress_at: Duration::from_millis(ms),
         };
         let memory = Memory {
-            boot_id: "5e7c3e1a-0000-4000-8000-000000000001".into(),
+            boot: Boot {
+                id: Some("5e7c3e1a-0000-4000-8000-000000000001".into()),
+                began_ms: 1_764_000_000_000,
+            },
             workers: [
                 ("w1".to_owned(), worker(u64::MAX - 7, None, 90_000)),
                 (
