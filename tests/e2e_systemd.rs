@@ -65,6 +65,10 @@ fn main() {
             bus_flood,
         ),
         (
+            "D-Bus: 30 MiB arguments from uid 65534 on 3 connections: no restart, memory bounded",
+            huge_messages,
+        ),
+        (
             "9 an injected MAINPID=1 does not move demo's MainPID",
             injection,
         ),
@@ -1361,6 +1365,134 @@ fn bus_flood(system: &System) {
     // demo's pool whole again for what follows.
     system.must("systemctl restart demo");
     system.expect_status("demo", "3 workers: 2 idle, 1 busy", Duration::from_secs(3));
+}
+
+/// A hostile local user's huge calls, through python3-dbus: `Properties.Get` with a
+/// 30 MiB interface name, `GetWorker` with a 30 MiB id (as a string and as `ay`),
+/// `Introspect` on a 20 MiB object path, one after the other on each of its
+/// connections.
+const HUGE_CALLER: &str = r#"import sys, time
+import dbus
+until = time.monotonic() + float(sys.argv[1])
+bus = dbus.SystemBus(private=True)
+big = "x" * (30 << 20)
+path = "/" + "/".join(["x" * 255] * ((20 << 20) // 256))
+service = "/io/scoreboard/Agent1/service/demo_2eservice"
+calls = [
+    ("/io/scoreboard/Agent1", "org.freedesktop.DBus.Properties", "Get", "ss", (big, "Services")),
+    (service, "io.scoreboard.Agent1.Service", "GetWorker", "s", (big,)),
+    (service, "io.scoreboard.Agent1.Service", "GetWorker", "ay", (dbus.ByteArray(big.encode()),)),
+    (path, "org.freedesktop.DBus.Introspectable", "Introspect", "", ()),
+]
+sent = failed = 0
+while time.monotonic() < until:
+    where, interface, method, signature, args = calls[sent % len(calls)]
+    try:
+        bus.call_blocking("io.scoreboard.Agent1", where, interface, method, signature, args, timeout=2)
+    except dbus.exceptions.DBusException:
+        failed += 1
+    sent += 1
+print(sent, failed)
+"#;
+
+fn huge_messages(system: &System) {
+    system.must(&format!(
+        "cat > /usr/local/lib/huge-caller.py <<'EOF'\n{HUGE_CALLER}EOF"
+    ));
+    let agent = system.property("scoreboard-agent", "MainPID");
+    let restarts = system.property("scoreboard-agent", "NRestarts");
+    let cursor = system.journal_cursor();
+    let callers: Vec<Child> = (0..3)
+        .map(|_| {
+            system.spawn(
+                "setpriv --reuid=65534 --regid=65534 --clear-groups \
+                 /usr/bin/python3 /usr/local/lib/huge-caller.py 20",
+            )
+        })
+        .collect();
+    let attack = Instant::now();
+    let mut rss_max = 0;
+    let sample = |rss_max: &mut u64| {
+        let (rss, _) = system.agent_rss_kib();
+        *rss_max = (*rss_max).max(rss);
+    };
+    while attack.elapsed() < Duration::from_secs(5) {
+        sample(&mut rss_max);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Mid-attack, a worker joins demo's pool and is killed: the line follows.
+    let count = |system: &System| -> Option<usize> {
+        system
+            .property("demo", "StatusText")
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let before = count(system).expect("demo has a count");
+    let mut extra = system.spawn(&format!(
+        "exec {TESTKIT} stdin-worker --dir /run/demo/scoreboard"
+    ));
+    let joined = poll(Duration::from_secs(3), || {
+        (count(system) == Some(before + 1)).then_some(())
+    });
+    assert!(
+        joined.is_some(),
+        "{}",
+        system.property("demo", "StatusText")
+    );
+    let killed = Instant::now();
+    let _ = extra.kill();
+    let _ = extra.wait();
+    system.sh(&format!("pkill -KILL -f '{TESTKIT} stdin-worker'; true"));
+    let followed = poll(Duration::from_secs(3), || {
+        (count(system) == Some(before)).then(|| killed.elapsed())
+    })
+    .unwrap_or_else(|| panic!("{}", system.property("demo", "StatusText")));
+    while attack.elapsed() < Duration::from_secs(21) {
+        sample(&mut rss_max);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut said = Vec::new();
+    for caller in callers {
+        let out = caller.wait_with_output().unwrap();
+        said.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let log = system.agent_log_since(&cursor);
+    assert_eq!(
+        system.property("scoreboard-agent", "MainPID"),
+        agent,
+        "{log}"
+    );
+    assert_eq!(
+        system.property("scoreboard-agent", "NRestarts"),
+        restarts,
+        "{log}"
+    );
+    assert!(
+        rss_max <= 48 * 1024,
+        "VmRSS {rss_max} KiB during the attack"
+    );
+    assert!(
+        followed <= Duration::from_millis(500),
+        "kill→Status {followed:?}"
+    );
+    assert!(log.contains("refused a D-Bus message of"), "{log}");
+    let settled = Instant::now();
+    let rss_after = poll(Duration::from_secs(60), || {
+        let (rss, _) = system.agent_rss_kib();
+        (rss < 16 * 1024).then_some(rss)
+    })
+    .unwrap_or_else(|| panic!("VmRSS {:?} a minute after", system.agent_rss_kib()));
+    eprintln!(
+        "3 connections of uid 65534 sending 30 MiB Get/GetWorker/GetWorker(ay) and a 20 MiB \
+         Introspect path for 20 s (calls, failed per connection: {said:?}): NRestarts {restarts} \
+         before and after, VmRSS at most {:.1} MiB sampled, kill→Status {followed:.0?} during it, \
+         {:.1} MiB {:.1?} after",
+        rss_max as f64 / 1024.0,
+        rss_after as f64 / 1024.0,
+        settled.elapsed()
+    );
 }
 
 fn injection(system: &System) {

@@ -21,11 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
 
+pub mod bounded;
 pub mod names;
 pub mod quota;
 pub mod server;
@@ -270,15 +272,41 @@ impl State {
         }
     }
 
+    /// A connection to the configured bus over a socket the agent reads itself, so
+    /// that no message over [`bounded::MAX_MESSAGE`] is ever allocated (see
+    /// [`bounded`]); zbus's own connection only for an address that is not a Unix
+    /// socket, which the agent's buses never are.
+    async fn builder(&self) -> anyhow::Result<zbus::connection::Builder<'static>> {
+        let system = match self.bus {
+            config::Bus::System => true,
+            config::Bus::Session => false,
+            config::Bus::None => return Err(zbus::Error::Unsupported.into()),
+        };
+        let address = bounded::bus_address(system).ok_or_else(|| {
+            anyhow::anyhow!("no session bus: DBUS_SESSION_BUS_ADDRESS is not set")
+        })?;
+        match bounded::endpoint(&address) {
+            Some(endpoint) => {
+                let socket = bounded::connect(&endpoint)
+                    .await
+                    .with_context(|| format!("connecting to the bus at {address}"))?;
+                Ok(zbus::connection::Builder::socket(socket))
+            }
+            None => {
+                tracing::warn!(
+                    "the bus address {address:?} is not a Unix socket: incoming messages are not bounded in size"
+                );
+                Ok(zbus::connection::Builder::address(address.as_str()))
+            }
+        }
+    }
+
     /// Both connections, every object, the name.
     async fn connect(&self) -> anyhow::Result<Live> {
-        let builder = || match self.bus {
-            config::Bus::System => Ok(zbus::connection::Builder::system()),
-            config::Bus::Session => Ok(zbus::connection::Builder::session()),
-            config::Bus::None => Err(zbus::Error::Unsupported),
-        };
-        let asking = builder()?.build().await?;
-        let serving = builder()?
+        let asking = self.builder().await?.build().await?;
+        let serving = self
+            .builder()
+            .await?
             .max_queued(MAX_QUEUED_CALLS.try_into().expect("not zero"))
             .build()
             .await?;

@@ -2,7 +2,8 @@
 //! without bound: worker records answered per second, per user and in all.
 //!
 //! Method calls are served one at a time on the agent's bus thread (the bus daemon
-//! queues the rest, within its own per-peer limits), so memory is already bounded; this
+//! queues the rest, within its own per-peer limits), and no message over
+//! [`crate::bus::bounded::MAX_MESSAGE`] is read, so memory is bounded by the queue; this
 //! bounds the time. A `ListWorkers` of 5,000 workers costs 5,000, a `GetWorker` 1. Past
 //! a budget the caller gets `org.freedesktop.DBus.Error.LimitsExceeded` at once, which
 //! costs nothing to build. Counters start afresh every second: O(1) per call, and the
