@@ -1148,3 +1148,46 @@ async fn huge_statuses_and_states_stay_within_the_bus_limits() {
     assert!(setup.busctl(&["status", NAME]).status.success());
     assert_eq!(setup.property("Total"), "u 12");
 }
+
+/// A caller's 30 MiB argument costs the agent no 30 MiB: the message is read off the
+/// socket through a fixed buffer and dropped before anything is allocated for it, said
+/// once in the log; the agent answers the next call as before.
+#[tokio::test(flavor = "current_thread")]
+async fn a_huge_call_is_refused_before_it_costs_memory() {
+    let setup = Setup::new("");
+    let _holder = hold(&setup.path("web"), 10);
+    setup.wait_for_total(10, Duration::from_secs(10));
+    let pid = setup.agent.as_ref().unwrap().pid();
+    let connection = setup.connection().await;
+    let huge = "x".repeat(30 << 20);
+    let body = (huge.as_str(),);
+    for _ in 0..3 {
+        let call = connection.call_method(Some(NAME), WEB, Some(SERVICE), "GetWorker", &body);
+        // Unanswered: the caller's own timeout ends it.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), call)
+                .await
+                .is_err(),
+            "a 30 MiB call was answered"
+        );
+    }
+    let (rss, peak) = memory_kib(pid);
+    assert!(
+        peak < 24 * 1024,
+        "VmHWM {peak} KiB after three 30 MiB calls (VmRSS {rss} KiB)"
+    );
+    let log = std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    assert_eq!(
+        log.matches("refused a D-Bus message of").count(),
+        1,
+        "{log}"
+    );
+    // The next, ordinary call is answered.
+    let reply = connection
+        .call_method(Some(NAME), WEB, Some(SERVICE), "GetWorker", &("w3",))
+        .await
+        .unwrap();
+    let (id, ..): (String, String, String, f64, bool) = reply.body().deserialize().unwrap();
+    assert_eq!(id, "w3");
+    eprintln!("three 30 MiB GetWorker calls: refused unanswered, VmHWM {peak} KiB");
+}

@@ -1431,7 +1431,7 @@ fn huge_messages(system: &System) {
     };
     let before = count(system).expect("demo has a count");
     let mut extra = system.spawn(&format!(
-        "exec {TESTKIT} stdin-worker --dir /run/demo/scoreboard"
+        "sleep infinity | {TESTKIT} hold-workers --dir /run/demo/scoreboard --count 1"
     ));
     let joined = poll(Duration::from_secs(3), || {
         (count(system) == Some(before + 1)).then_some(())
@@ -1442,13 +1442,14 @@ fn huge_messages(system: &System) {
         system.property("demo", "StatusText")
     );
     let killed = Instant::now();
-    let _ = extra.kill();
-    let _ = extra.wait();
-    system.sh(&format!("pkill -KILL -f '{TESTKIT} stdin-worker'; true"));
+    system.sh("pkill -KILL -f 'hold-workers --dir /run/demo/scoreboard'; true");
     let followed = poll(Duration::from_secs(3), || {
         (count(system) == Some(before)).then(|| killed.elapsed())
     })
     .unwrap_or_else(|| panic!("{}", system.property("demo", "StatusText")));
+    system.sh("pkill -f 'sleep infinity'; true");
+    let _ = extra.kill();
+    let _ = extra.wait();
     while attack.elapsed() < Duration::from_secs(21) {
         sample(&mut rss_max);
         std::thread::sleep(Duration::from_millis(200));

@@ -22,17 +22,17 @@ use crate::escape;
 /// Sets up the global subscriber. `RUST_LOG` overrides the default level (info).
 ///
 /// systemd sets `$JOURNAL_STREAM` when stdout/stderr go to the journal; then events go
-/// to journald natively, each field as a journal field prefixed `SCOREBOARD_` (for
-/// example `SCOREBOARD_UNIT=web.service`, `SCOREBOARD_WORKER=1234`). The journal's
-/// protocol carries any bytes in a field, so a newline there is data, not a new entry.
+/// to journald natively ([`crate::io::journal`], which never blocks), each field as a
+/// journal field prefixed `SCOREBOARD_` (for example `SCOREBOARD_UNIT=web.service`,
+/// `SCOREBOARD_WORKER=1234`). The journal's protocol carries any bytes in a field, so a
+/// newline there is data, not a new entry.
 ///
 /// Otherwise lines go to stderr, coloured only when stderr is a terminal and `NO_COLOR`
 /// is unset or empty ([`colour`]): a log in a file or a pipe is plain text.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let journal = std::env::var_os("JOURNAL_STREAM")
-        .and_then(|_| tracing_journald::layer().ok())
-        .map(|layer| layer.with_field_prefix(Some("SCOREBOARD".to_owned())));
+    let journal =
+        std::env::var_os("JOURNAL_STREAM").and_then(|_| crate::io::journal::Journal::new().ok());
     match journal {
         Some(journal) => tracing_subscriber::registry()
             .with(filter)

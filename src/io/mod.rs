@@ -2,6 +2,7 @@
 //! saved state, logs.
 pub mod actions;
 pub mod boot;
+pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod state;
