@@ -69,6 +69,10 @@ fn main() {
             huge_messages,
         ),
         (
+            "the agent stopped or killed: lines say they are not followed; a kill storm: it comes back",
+            stale_lines_and_kill_storm,
+        ),
+        (
             "9 an injected MAINPID=1 does not move demo's MainPID",
             injection,
         ),
@@ -1457,7 +1461,11 @@ fn huge_messages(system: &System) {
     let mut said = Vec::new();
     for caller in callers {
         let out = caller.wait_with_output().unwrap();
-        said.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+        said.push(format!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let log = system.agent_log_since(&cursor);
     assert_eq!(
@@ -1478,7 +1486,11 @@ fn huge_messages(system: &System) {
         followed <= Duration::from_millis(500),
         "kill→Status {followed:?}"
     );
-    assert!(log.contains("refused a D-Bus message of"), "{log}");
+    assert!(
+        log.contains("refused a D-Bus message of"),
+        "callers: {said:?}\n{log}\n{}",
+        system.sh("journalctl -u dbus --no-pager -n 20")
+    );
     let settled = Instant::now();
     let rss_after = poll(Duration::from_secs(60), || {
         let (rss, _) = system.agent_rss_kib();
@@ -1493,6 +1505,69 @@ fn huge_messages(system: &System) {
         rss_max as f64 / 1024.0,
         rss_after as f64 / 1024.0,
         settled.elapsed()
+    );
+}
+
+/// However the agent ends, no watched service keeps a line claiming a live count; and
+/// SIGKILL every 2 s for a minute does not leave it `failed`.
+fn stale_lines_and_kill_storm(system: &System) {
+    let live = system.property("demo", "StatusText");
+    system.must("systemctl stop scoreboard-agent");
+    let stopped = system.property("demo", "StatusText");
+    assert!(stopped.starts_with("not followed since "), "{stopped}");
+    system.must("systemctl start scoreboard-agent");
+    system.expect_status("demo", &live, Duration::from_secs(5));
+
+    let restarts: u32 = system
+        .property("scoreboard-agent", "NRestarts")
+        .parse()
+        .unwrap();
+    let storm = Instant::now();
+    let mut kills = 0;
+    let mut stale_seen = 0;
+    while storm.elapsed() < Duration::from_secs(60) {
+        let pid = system.property("scoreboard-agent", "MainPID");
+        if pid != "0" && system.run(&format!("kill -9 {pid}")).status.success() {
+            kills += 1;
+            let stale = poll(Duration::from_millis(1500), || {
+                system
+                    .property("demo", "StatusText")
+                    .starts_with("not followed since ")
+                    .then_some(())
+            });
+            stale_seen += usize::from(stale.is_some());
+        }
+        let next = Duration::from_secs(2 * (storm.elapsed().as_secs() / 2 + 1));
+        std::thread::sleep(next.saturating_sub(storm.elapsed()));
+    }
+    let back = Instant::now();
+    let active = poll(Duration::from_secs(10), || {
+        (system.property("scoreboard-agent", "ActiveState") == "active").then_some(())
+    });
+    assert!(
+        active.is_some(),
+        "after {kills} kills: {} {}",
+        system.property("scoreboard-agent", "ActiveState"),
+        system.property("scoreboard-agent", "Result")
+    );
+    system.expect_status("demo", &live, Duration::from_secs(5));
+    let now: u32 = system
+        .property("scoreboard-agent", "NRestarts")
+        .parse()
+        .unwrap();
+    assert!(
+        now >= restarts + kills as u32 - 1,
+        "NRestarts {restarts} -> {now}, {kills} kills"
+    );
+    assert!(
+        stale_seen * 2 >= kills,
+        "stale lines seen after {stale_seen} of {kills} kills"
+    );
+    eprintln!(
+        "systemctl stop: demo's line {stopped:?}; SIGKILL every 2 s for 60 s ({kills} kills, \
+         NRestarts {restarts} -> {now}, the line said it was not followed after {stale_seen} of \
+         them): active again {:.1?} after the storm, demo's line live again",
+        back.elapsed()
     );
 }
 

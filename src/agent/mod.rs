@@ -579,6 +579,40 @@ impl Agent {
     }
 }
 
+/// Marks each watched service's line as no longer followed (`notify = "main-pid"`
+/// services that are running): what the unit's `ExecStopPost=` runs however the agent
+/// ended, so that no `systemctl status` keeps claiming a count nobody updates.
+pub async fn mark_stopped(config: &Config) -> anyhow::Result<()> {
+    let connection = match config.bus {
+        Bus::System => zbus::connection::Builder::system().build().await?,
+        Bus::Session => zbus::connection::Builder::session().build().await?,
+        Bus::None => return Ok(()),
+    };
+    let systemd = crate::io::systemd::Systemd::new(connection);
+    let socket = NotifySocket::at(&systemd_socket_path(config))
+        .context("opening systemd's notify socket")?;
+    let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let text = format!("not followed since {since}: scoreboard-agent stopped");
+    for service in &config.services {
+        if service.notify != NotifyMode::MainPid {
+            continue;
+        }
+        let unit = &service.unit;
+        match systemd.main_process(unit).await {
+            Ok(main) if main.pid != 0 && main.notify_access != "none" => {
+                if let Err(e) = socket.send_as(&Message::Status(text.clone()), main.pid) {
+                    eprintln!("scoreboard-agent: {unit}: marking its status line: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("scoreboard-agent: {unit}: asking systemd for its main process: {e:#}")
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The service's main pid (0: not running), as the bus thread last learned it, or
 /// `None` when it is not known or systemd will not listen.
 fn main_pid(

@@ -43,7 +43,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mark_stopped = args.mark_stopped;
     let run = async {
+        if mark_stopped {
+            return agent::mark_stopped(&config).await;
+        }
         let (shutdown, reloads) = agent::signals()?;
         agent::run(config, shutdown, reloads).await
     };

@@ -28,7 +28,7 @@ use crate::bus::quota::Quota;
 use crate::config::Service;
 use crate::core::pool::{Pool, Sight};
 use crate::core::privacy::{self, Caller, DirAccess};
-use crate::core::status_line::bus_string;
+use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
 use crate::escape;
 
@@ -38,7 +38,8 @@ pub const MAX_STATUS_ON_BUS: usize = 4096;
 /// drops a peer that sends a message over its `max_message_size` (32 MiB by default),
 /// taking our name with it; a full pool of long ids must not come near that.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
-/// States listed in `Counts` on the bus; the rest are added up under `other`.
+/// States listed in `Counts` on the bus; the rest are added up under
+/// [`FOLDED_STATES`].
 pub const MAX_STATES_ON_BUS: usize = 32;
 
 impl WorkerInfo {
@@ -62,14 +63,14 @@ impl WorkerInfo {
 
 /// `Counts` as it goes on the bus: keys through [`bus_string`], at most
 /// [`MAX_STATES_ON_BUS`] of them (largest first, as `counts` comes), the rest under
-/// `other`.
+/// [`FOLDED_STATES`].
 fn counts_on_bus(counts: &[(String, usize)]) -> HashMap<String, u32> {
     let mut on_bus: HashMap<String, u32> = HashMap::new();
     for (index, (state, n)) in counts.iter().enumerate() {
         let key = if index < MAX_STATES_ON_BUS {
             bus_string(state).into_owned()
         } else {
-            "other".to_owned()
+            FOLDED_STATES.to_owned()
         };
         *on_bus.entry(key).or_default() += *n as u32;
     }

@@ -33,6 +33,11 @@ pub struct Args {
     /// Validate the configuration, print what it watches, and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Mark every watched service's status line as no longer followed, with the time,
+    /// and exit: the unit's ExecStopPost=, so that a stopped, crashed or killed agent
+    /// leaves no line claiming a live count.
+    #[arg(long, conflicts_with = "check_config")]
+    pub mark_stopped: bool,
 }
 
 #[cfg(test)]

@@ -736,6 +736,19 @@ fn cut_at(state: &str) -> usize {
     cut
 }
 
+/// A state is one word: whitespace in a JSON state becomes `_` (`"in progress"` is
+/// `in_progress`), so that a label with a space ([`crate::core::status_line::FOLDED_STATES`])
+/// is never a state; an empty one is `empty`, as an empty first word is.
+fn one_word(state: &str) -> String {
+    if state.trim().is_empty() {
+        return "empty".to_owned();
+    }
+    state
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect()
+}
+
 /// A state is a word, cut at this many bytes: one worker's first word may be a MiB
 /// long, and a state is kept per worker, counted, listed on the bus and in metrics.
 pub const MAX_STATE_LEN: usize = 64;
@@ -751,9 +764,9 @@ fn state_by_rule<'a>(rule: &StateRule, status: &'a [u8]) -> Cow<'a, str> {
         StateRule::JsonPointer(pointer) => serde_json::from_slice::<serde_json::Value>(status)
             .ok()
             .and_then(|value| match value.pointer(pointer)? {
-                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::String(s) => Some(one_word(s)),
                 serde_json::Value::Null => None,
-                other => Some(other.to_string()),
+                other => Some(one_word(&other.to_string())),
             })
             .map_or(Cow::Borrowed(UNKNOWN), Cow::Owned),
     }
@@ -1066,6 +1079,12 @@ mod tests {
             "busy"
         );
         assert_eq!(derive_state(&rule, br#"{"state":3}"#), "3");
+        assert_eq!(
+            derive_state(&rule, br#"{"state":"other states"}"#),
+            "other_states",
+            "no state can be the folded label"
+        );
+        assert_eq!(derive_state(&rule, br#"{"state":" "}"#), "empty");
         assert_eq!(derive_state(&rule, br#"{"other":1}"#), "unknown");
         assert_eq!(derive_state(&rule, b"not json"), "unknown");
     }

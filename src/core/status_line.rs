@@ -21,8 +21,13 @@ pub struct Summary {
 /// is one line of `systemctl status`.
 pub const MAX_STATUS_LINE: usize = 256;
 
-/// How many distinct states are listed before the rest are folded into "N other".
+/// How many distinct states are listed before the rest are folded into "N other states".
 const MAX_LISTED_STATES: usize = 6;
+
+/// What the states past a list's limit are added up under — in the `STATUS=` line, the
+/// bus's `Counts` and the metrics' `state` label. It holds a space, which no state does
+/// (see [`crate::core::pool::derive_state`]), so a real state named `other` stays itself.
+pub const FOLDED_STATES: &str = "other states";
 
 /// Renders `template` (checked by [`crate::config::check_template`]) for `summary`: the
 /// text systemd will show.
@@ -44,7 +49,7 @@ pub fn render(summary: &Summary, template: &str, unit: &str) -> String {
         .map(|(_, n)| n)
         .sum();
     if folded > 0 {
-        parts.push(format!("{folded} other"));
+        parts.push(format!("{folded} {FOLDED_STATES}"));
     }
     if summary.stuck > 0 {
         parts.push(format!("{} stuck", summary.stuck));
@@ -139,7 +144,7 @@ mod tests {
         };
         assert_eq!(
             render(&summary, "{counts}", "u"),
-            "1 s0, 1 s1, 1 s2, 1 s3, 1 s4, 1 s5, 2 other"
+            "1 s0, 1 s1, 1 s2, 1 s3, 1 s4, 1 s5, 2 other states"
         );
         assert_eq!(
             render(

@@ -46,9 +46,9 @@ pub const MAX_STATE_LABEL: usize = 64;
 /// make one series per request.
 pub const MAX_STATES_PER_UNIT: usize = 16;
 
-/// The `state` label of workers beyond [`MAX_STATES_PER_UNIT`] states. A worker whose
-/// state is literally `other` is counted in the same series.
-pub const OTHER_STATE: &str = "other";
+/// The `state` label of workers beyond [`MAX_STATES_PER_UNIT`] states: one no state can
+/// be, so a worker whose state is literally `other` keeps a series of its own.
+pub const OTHER_STATE: &str = crate::core::status_line::FOLDED_STATES;
 
 /// `unit="web.service"`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -657,14 +657,14 @@ mod tests {
             lines.iter().map(|l| sample_value(l)).sum::<usize>(),
             workers
         );
-        // The largest states keep their own series; the rest add up under "other".
+        // The largest states keep their own series; the rest add up under OTHER_STATE.
         assert!(lines.contains(
             &"scoreboard_workers{unit=\"web.service\",state=\"state000\"} 100".to_owned()
         ));
         let other: usize = (MAX_STATES_PER_UNIT..100).map(|i| 100 - i).sum();
         assert!(
             lines.contains(&format!(
-                "scoreboard_workers{{unit=\"web.service\",state=\"other\"}} {other}"
+                "scoreboard_workers{{unit=\"web.service\",state=\"other states\"}} {other}"
             )),
             "{lines:?}"
         );
@@ -680,16 +680,16 @@ mod tests {
     }
 
     #[test]
-    fn a_state_named_other_shares_the_overflow_series() {
-        let mut counts: Vec<(String, usize)> = (0..MAX_STATES_PER_UNIT)
-            .map(|i| (format!("s{i:02}"), 10))
-            .collect();
-        counts.push(("other".to_owned(), 2));
+    fn a_state_named_other_is_never_the_folded_series() {
+        let mut counts: Vec<(String, usize)> = vec![("other".to_owned(), 41)];
+        counts.extend((1..MAX_STATES_PER_UNIT).map(|i| (format!("s{i:02}"), 10)));
         counts.push(("late".to_owned(), 1));
+        counts.push(("later".to_owned(), 1));
         let series = state_series(&counts);
         assert_eq!(series.len(), MAX_STATES_PER_UNIT + 1);
-        assert_eq!(series[OTHER_STATE], 3);
-        assert_eq!(series.values().sum::<usize>(), 10 * MAX_STATES_PER_UNIT + 3);
+        assert_eq!(series["other"], 41, "a real state keeps its own series");
+        assert_eq!(series[OTHER_STATE], 2);
+        assert_ne!(OTHER_STATE, "other");
     }
 
     fn unit_lines(text: &str, unit: &str) -> Vec<String> {
