@@ -73,6 +73,14 @@ fn main() {
             stale_lines_and_kill_storm,
         ),
         (
+            "journald stopped for 60 s under churn: no restart, STATUS keeps following",
+            hung_journal,
+        ),
+        (
+            "metrics: Debian's node_exporter, as its own user, exports the agent's textfile",
+            node_exporter_reads_the_textfile,
+        ),
+        (
             "9 an injected MAINPID=1 does not move demo's MainPID",
             injection,
         ),
@@ -1486,11 +1494,13 @@ fn huge_messages(system: &System) {
         followed <= Duration::from_millis(500),
         "kill→Status {followed:?}"
     );
+    let own = system.property("scoreboard-agent", "StatusText");
     assert!(
-        log.contains("refused a D-Bus message of"),
-        "callers: {said:?}\n{log}\n{}",
-        system.sh("journalctl -u dbus --no-pager -n 20")
+        own.contains("oversized bus messages refused"),
+        "callers: {said:?}; agent: {own:?}\n{log}\n{}",
+        system.sh("journalctl -u scoreboard-agent -o verbose --no-pager -n 3")
     );
+    assert!(log.contains("refused a D-Bus message of"), "{own:?}\n{log}");
     let settled = Instant::now();
     let rss_after = poll(Duration::from_secs(60), || {
         let (rss, _) = system.agent_rss_kib();
@@ -1568,6 +1578,105 @@ fn stale_lines_and_kill_storm(system: &System) {
          NRestarts {restarts} -> {now}, the line said it was not followed after {stale_seen} of \
          them): active again {:.1?} after the storm, demo's line live again",
         back.elapsed()
+    );
+}
+
+/// journald stopped with SIGSTOP for a minute while workers come and die ten times a
+/// second (a log line each): the agent never waits on it — no watchdog restart, the
+/// line keeps following — and says how many entries it dropped once journald is back.
+fn hung_journal(system: &System) {
+    let agent = system.property("scoreboard-agent", "MainPID");
+    let restarts = system.property("scoreboard-agent", "NRestarts");
+    let journald = system.property("systemd-journald", "MainPID");
+    let cursor = system.journal_cursor();
+    let mut churn = system.spawn(&format!(
+        "i=0; while [ $i -lt 1200 ]; do \
+           sleep 3 | {TESTKIT} hold-workers --dir /run/demo/scoreboard --count 1 --prefix churn$i & \
+           p=$!; sleep 0.1; kill -9 $p; i=$((i+1)); done"
+    ));
+    system.must(&format!("kill -STOP {journald}"));
+    let stopped = Instant::now();
+    let mut lines = std::collections::BTreeSet::new();
+    while stopped.elapsed() < Duration::from_secs(60) {
+        lines.insert(system.property("demo", "StatusText"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let alive = system.property("scoreboard-agent", "MainPID");
+    let restarts_during = system.property("scoreboard-agent", "NRestarts");
+    system.must(&format!("kill -CONT {journald}"));
+    let _ = churn.kill();
+    let _ = churn.wait();
+    system.sh("pkill -KILL -f 'hold-workers --dir /run/demo/scoreboard'; true");
+    assert_eq!(alive, agent);
+    assert_eq!(restarts_during, restarts);
+    assert!(lines.len() >= 2, "the line did not follow: {lines:?}");
+    let said = poll(Duration::from_secs(10), || {
+        let log = system.agent_log_since(&cursor);
+        log.lines()
+            .find(|l| l.contains("log entries were dropped"))
+            .map(str::to_owned)
+            .or_else(|| log.contains("churn").then(String::new))
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    eprintln!(
+        "journald stopped 60 s while a worker died every ~0.15 s: the agent {agent} kept running \
+         (NRestarts {restarts}), {} distinct demo lines seen meanwhile; afterwards: {said:?}",
+        lines.len()
+    );
+}
+
+/// The agent's textfile, linked into Debian's node_exporter directory as README says,
+/// read by the real node_exporter running as its own user.
+fn node_exporter_reads_the_textfile(system: &System) {
+    const LISTEN: &str = "127.0.0.1:19100";
+    system.must(
+        "printf '[metrics]\\ntextfile = \"/run/scoreboard/scoreboard.prom\"\\n' >> /etc/scoreboard/agent.toml && \
+         mkdir -p /var/lib/prometheus/node-exporter && \
+         ln -sf /run/scoreboard/scoreboard.prom /var/lib/prometheus/node-exporter/scoreboard.prom && \
+         systemctl reload scoreboard-agent",
+    );
+    let mode = poll(Duration::from_secs(5), || {
+        let out = system.run("stat -c '%a %U' /run/scoreboard/scoreboard.prom");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    })
+    .expect("no textfile");
+    assert_eq!(mode, "644 scoreboard");
+    let mut exporter = system.spawn(&format!(
+        "exec setpriv --reuid=prometheus --regid=prometheus --clear-groups \
+         /usr/bin/prometheus-node-exporter --collector.disable-defaults --collector.textfile \
+         --collector.textfile.directory=/var/lib/prometheus/node-exporter --web.listen-address={LISTEN}"
+    ));
+    let exported = poll(Duration::from_secs(10), || {
+        let text = system.sh(&format!("curl -s http://{LISTEN}/metrics"));
+        (text.contains("node_textfile_scrape_error 0")
+            && text.contains("scoreboard_pool_workers{unit=\"demo.service\"}"))
+        .then_some(text)
+    });
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    system.sh("pkill -f 'prometheus-node-exporter --collector.disable-defaults'; true");
+    system.must(
+        "sed -i '/^\\[metrics\\]/,$d' /etc/scoreboard/agent.toml && \
+         rm -f /var/lib/prometheus/node-exporter/scoreboard.prom && systemctl reload scoreboard-agent",
+    );
+    let text = exported.unwrap_or_else(|| {
+        panic!(
+            "node_exporter did not export the textfile:\n{}",
+            system.sh(&format!(
+                "curl -s http://{LISTEN}/metrics | grep -e textfile -e scoreboard"
+            ))
+        )
+    });
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("scoreboard_pool_workers{unit=\"demo.service\"}"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "textfile {mode} in /run/scoreboard, linked into /var/lib/prometheus/node-exporter: \
+         node_exporter 1.5 as user prometheus exports {line:?}"
     );
 }
 

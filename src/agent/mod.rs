@@ -567,11 +567,15 @@ impl Agent {
 
     fn send_own_status(&mut self) {
         let services = self.services.len();
-        let text = format!(
+        let mut text = format!(
             "watching {services} service{}, {} workers",
             if services == 1 { "" } else { "s" },
             self.workers()
         );
+        let refused = crate::bus::bounded::refused();
+        if refused > 0 {
+            text.push_str(&format!("; {refused} oversized bus messages refused"));
+        }
         if self.own_status.as_ref() != Some(&text) {
             self.lifecycle(&Message::Status(text.clone()));
             self.own_status = Some(text);
