@@ -550,6 +550,64 @@ pub fn check_directory(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The agent unit's file-system protection, as `systemctl show` gives it: what it may
+/// write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// `ProtectSystem=`: `strict` makes everything but the listed paths read-only.
+    pub protect_system: String,
+    /// `ReadWritePaths=`, without systemd's `-`/`+` prefixes.
+    pub read_write_paths: Vec<std::path::PathBuf>,
+}
+
+impl Protection {
+    /// Reads `systemctl show -p ProtectSystem -p ReadWritePaths` output.
+    pub fn parse(show: &str) -> Protection {
+        let mut protection = Protection {
+            protect_system: String::new(),
+            read_write_paths: Vec::new(),
+        };
+        for line in show.lines() {
+            if let Some(value) = line.strip_prefix("ProtectSystem=") {
+                protection.protect_system = value.to_owned();
+            } else if let Some(value) = line.strip_prefix("ReadWritePaths=") {
+                protection.read_write_paths = value
+                    .split_whitespace()
+                    .map(|p| std::path::PathBuf::from(p.trim_start_matches(['-', '+'])))
+                    .collect();
+            }
+        }
+        protection
+    }
+
+    /// Why the agent could never remove a dead worker's file in `directory`, if so:
+    /// the unit makes it read-only. The message names the fix.
+    pub fn refuses(&self, unit: &str, directory: &Path) -> Option<String> {
+        if self.protect_system != "strict"
+            || self
+                .read_write_paths
+                .iter()
+                .any(|writable| directory.starts_with(writable))
+        {
+            return None;
+        }
+        let writable: Vec<String> = self
+            .read_write_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        Some(format!(
+            "{unit}: directory {} is read-only to scoreboard-agent.service (ProtectSystem=strict, \
+             ReadWritePaths={}): dead workers' files there could never be removed. Put the \
+             scoreboard under /run (e.g. /run/<service>/scoreboard), or let the agent write it: \
+             `systemctl edit scoreboard-agent.service` with [Service] ReadWritePaths={}",
+            directory.display(),
+            writable.join(" "),
+            directory.display()
+        ))
+    }
+}
+
 /// `path` with `.` components, repeated and trailing slashes removed and `..` applied
 /// lexically (`/run/a/../b` is `/run/b`; `..` at the root stays at the root).
 fn lexical_normal(path: &str) -> String {
@@ -918,6 +976,40 @@ mod tests {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn a_directory_the_unit_makes_read_only_is_refused_with_the_fix() {
+        let protection =
+            Protection::parse("ProtectSystem=strict\nReadWritePaths=/run -/var/lib/x +/srv/y\n");
+        assert_eq!(
+            protection.read_write_paths,
+            [
+                Path::new("/run"),
+                Path::new("/var/lib/x"),
+                Path::new("/srv/y")
+            ]
+        );
+        assert_eq!(
+            protection.refuses("web.service", Path::new("/run/web/scoreboard")),
+            None
+        );
+        assert_eq!(
+            protection.refuses("web.service", Path::new("/srv/y/scoreboard")),
+            None
+        );
+        let refused = protection
+            .refuses("ok.service", Path::new("/srv/ok/scoreboard"))
+            .unwrap();
+        assert!(
+            refused.contains("ReadWritePaths=/srv/ok/scoreboard"),
+            "{refused}"
+        );
+        let open = Protection::parse("ProtectSystem=no\nReadWritePaths=\n");
+        assert_eq!(
+            open.refuses("ok.service", Path::new("/srv/ok/scoreboard")),
+            None
+        );
     }
 
     #[test]

@@ -417,7 +417,7 @@ fn a_hostile_service_user_cannot_redirect_starve_or_stall_the_agent() {
     planted.0.wait().unwrap();
     let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
     wait_until(5 * SECOND, "the agent to refuse the symlink", || {
-        log().contains("symbolic link owned by uid 65534")
+        log().contains("symbolic link owned by nobody (uid 65534)")
     });
     // 2. Its own directory, full of what costs a reader: 100,000 symlinks, and 800 names
     //    for one locked file whose digest never matches.

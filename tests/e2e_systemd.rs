@@ -135,6 +135,10 @@ fn main() {
         ),
         ("health: tidy up", health_teardown),
         (
+            "a scoreboard the unit makes read-only is refused, with the fix named",
+            read_only_directory_is_refused,
+        ),
+        (
             "8 dpkg -r and --purge leave nothing behind",
             remove_and_purge,
         ),
@@ -1500,7 +1504,11 @@ fn huge_messages(system: &System) {
         "callers: {said:?}; agent: {own:?}\n{log}\n{}",
         system.sh("journalctl -u scoreboard-agent -o verbose --no-pager -n 3")
     );
-    assert!(log.contains("refused a D-Bus message of"), "{own:?}\n{log}");
+    assert!(
+        log.contains("refused a D-Bus message of"),
+        "{own:?}\n{log}\nthe whole journal:\n{}",
+        system.sh("journalctl --no-pager -o verbose -g 'refused a D-Bus' | head -40; journalctl --no-pager -n 15 -u systemd-journald")
+    );
     let settled = Instant::now();
     let rss_after = poll(Duration::from_secs(60), || {
         let (rss, _) = system.agent_rss_kib();
@@ -2545,8 +2553,20 @@ fn unreadable_pool_is_unknown(system: &System) {
          io.scoreboard.Agent1.Service Unseen",
     );
     assert!(unseen.contains("permission_denied"), "{unseen}");
-    // The fix the line names: the agent reads the pool from the next start on.
-    system.must("scoreboardctl enable hidden.service && systemctl restart hidden");
+    // The fix the line names. enable leaves a services.d file it did not write alone,
+    // and says how to hand it over; then the agent reads the pool from the next start.
+    let out = system.run("scoreboardctl enable hidden.service");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("mv /etc/scoreboard/services.d/hidden.toml"),
+        "{stderr}"
+    );
+    system.must(
+        "mv /etc/scoreboard/services.d/hidden.toml /etc/scoreboard/hidden.toml.orig && \
+         scoreboardctl enable hidden.service --stuck-after 1s --wedged-after 3s && \
+         systemctl restart hidden",
+    );
     let seen = poll(Duration::from_secs(8), || {
         let status = system.property("hidden", "StatusText");
         status.starts_with("3 workers").then_some(status)
@@ -2554,7 +2574,7 @@ fn unreadable_pool_is_unknown(system: &System) {
     .unwrap_or_else(|| panic!("{}", system.property("hidden", "StatusText")));
     system.must(
         "systemctl stop hidden && scoreboardctl disable hidden.service; \
-         rm -f /etc/systemd/system/hidden.service /etc/scoreboard/services.d/hidden.toml; \
+         rm -f /etc/systemd/system/hidden.service /etc/scoreboard/services.d/hidden.toml /etc/scoreboard/hidden.toml.orig; \
          systemctl daemon-reload && systemctl reload scoreboard-agent",
     );
     eprintln!(
@@ -2746,5 +2766,45 @@ fn health_teardown(system: &System) {
     system.must(
         "rm -rf /etc/systemd/system/pool.service /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf \
          /run/pool-control* && systemctl daemon-reload && systemctl restart scoreboard-agent",
+    );
+}
+
+/// A services.d file naming a directory outside the agent's `ReadWritePaths=` (where
+/// every reap would fail with EROFS): `--check-config` fails naming the fix, and the
+/// running agent refuses it the same way.
+fn read_only_directory_is_refused(system: &System) {
+    system.must(
+        "mkdir -p /var/lib/okpool/scoreboard && \
+         printf 'unit = \"okpool.service\"\\ndirectory = \"/var/lib/okpool/scoreboard\"\\n' \
+           > /etc/scoreboard/services.d/okpool.toml",
+    );
+    let out = system.run("scoreboard-agent --check-config");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ReadWritePaths=/var/lib/okpool/scoreboard"),
+        "{stderr}"
+    );
+    let cursor = system.journal_cursor();
+    system.must("systemctl reload scoreboard-agent");
+    let said = poll(Duration::from_secs(5), || {
+        system
+            .agent_log_since(&cursor)
+            .lines()
+            .find(|l| l.contains("is read-only to the agent"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    let unseen = system.must(
+        "busctl --system get-property io.scoreboard.Agent1 /io/scoreboard/Agent1/service/okpool_2eservice \
+         io.scoreboard.Agent1.Service Unseen",
+    );
+    assert!(unseen.contains("read_only"), "{unseen}");
+    system.must(
+        "rm -rf /etc/scoreboard/services.d/okpool.toml /var/lib/okpool && systemctl reload scoreboard-agent",
+    );
+    eprintln!(
+        "a directory under /var/lib: --check-config: {}; the agent: {said}",
+        stderr.trim()
     );
 }

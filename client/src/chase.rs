@@ -79,9 +79,11 @@ impl fmt::Display for Refusal {
                 dir_owner,
             } => write!(
                 f,
-                "{} is a symbolic link owned by uid {link_owner} in a directory owned by uid \
-                 {dir_owner}; only root's links in root's directories are followed",
-                at.display()
+                "{} is a symbolic link owned by {} in a directory owned by {}; only root's \
+                 links in root's directories are followed",
+                at.display(),
+                crate::User(*link_owner),
+                crate::User(*dir_owner)
             ),
             Refusal::Transition {
                 from,
@@ -90,10 +92,12 @@ impl fmt::Display for Refusal {
                 to_owner,
             } => write!(
                 f,
-                "{} (owned by uid {from_owner}) leads to {} (owned by uid {to_owner}); a \
-                 directory not owned by root may only lead to its owner's",
+                "{} (owned by {}) leads to {} (owned by {}); a directory not owned by root \
+                 may only lead to its owner's",
                 from.display(),
-                to.display()
+                crate::User(*from_owner),
+                to.display(),
+                crate::User(*to_owner)
             ),
         }
     }

@@ -62,6 +62,7 @@ mod chase;
 mod dir;
 mod error;
 pub mod frame;
+mod names;
 mod pid;
 mod reader;
 mod sink;
@@ -69,6 +70,7 @@ mod writer;
 
 pub use dir::is_worker_file;
 pub use error::{Error, Result};
+pub use names::{Group, User};
 pub use reader::{
     DEFAULT_MAX_STATUS_BYTES, DEFAULT_MAX_STATUS_LEN, DEFAULT_MAX_WORKERS, DirReader,
     MAX_LISTED_SKIPS, Progress, ReadOptions, SkipReason, Skipped, Snapshot, TORN_BACK_OFF_BUDGET,

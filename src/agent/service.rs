@@ -184,6 +184,26 @@ impl Watched {
         let unit = &self.service.unit;
         let directory = &self.service.directory;
         match DirReader::open(directory, read_options(&self.service)) {
+            Ok(reader) if read_only(&reader) => {
+                let unseen = Unseen {
+                    cause: Cause::ReadOnly,
+                    detail: format!(
+                        "{} is on a file system the agent may not write",
+                        directory.display()
+                    ),
+                };
+                if *self.pool().sight() != Sight::Unseen(unseen.clone())
+                    && shell.warnings.allow_hashed(("read-only", unit), now)
+                {
+                    warn!(unit = %unit, "{unit}: {} is read-only to the agent (its unit's ProtectSystem=strict): dead workers' files there could never be removed, so it is not read. Put the scoreboard under /run, or `systemctl edit scoreboard-agent.service` with [Service] ReadWritePaths={}", directory.display(), directory.display());
+                }
+                shell
+                    .metrics
+                    .unseen(unit, Cause::ReadOnly, SystemTime::now());
+                let gone = self.pool().unseen(unseen);
+                self.schedule.directory_gone(gone);
+                false
+            }
             Ok(reader) => {
                 match shell.watcher.watch(reader.as_fd()) {
                     Ok(wd) => self.wd = Some(wd),
@@ -241,6 +261,13 @@ impl Watched {
             watcher.unwatch(wd);
         }
     }
+}
+
+/// Whether the directory is on a read-only mount (for the agent: its unit's
+/// `ProtectSystem=strict` makes everything read-only but `ReadWritePaths=`).
+fn read_only(reader: &DirReader) -> bool {
+    rustix::fs::fstatvfs(reader.as_fd())
+        .is_ok_and(|stat| stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
 }
 
 /// What a failure to open or read a directory is.

@@ -29,7 +29,24 @@ fn main() -> ExitCode {
         for warning in &report.warnings {
             eprintln!("scoreboard-agent: warning: {warning}");
         }
-        return ExitCode::SUCCESS;
+        // What the installed unit lets the agent write, where systemd can say.
+        let refused: Vec<String> = agent_protection()
+            .map(|protection| {
+                config
+                    .services
+                    .iter()
+                    .filter_map(|s| protection.refuses(&s.unit, &s.directory))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for refusal in &refused {
+            eprintln!("scoreboard-agent: error: {refusal}");
+        }
+        return if refused.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
     }
     logging::init();
     agent::raise_fd_limit();
@@ -58,6 +75,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `scoreboard-agent.service`'s file-system protection, from `systemctl show`; `None`
+/// where systemctl cannot say (not installed, not running systemd).
+fn agent_protection() -> Option<scoreboard_agent::config::Protection> {
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "-p", "ProtectSystem", "-p", "ReadWritePaths"])
+        .arg("scoreboard-agent.service")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| scoreboard_agent::config::Protection::parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
 #[cfg(test)]

@@ -117,17 +117,21 @@ pub enum Cause {
     NotADirectory,
     /// Resolving it would cross into another user's directory (the safe-path rule).
     Unsafe,
+    /// It is on a file system the agent may not write (its unit's `ProtectSystem=strict`
+    /// without a `ReadWritePaths=` for it): dead workers could never be removed.
+    ReadOnly,
     /// Any other failure.
     Failed,
 }
 
 impl Cause {
     /// Every cause, for gauges set up before any is seen.
-    pub const ALL: [Cause; 5] = [
+    pub const ALL: [Cause; 6] = [
         Cause::Missing,
         Cause::PermissionDenied,
         Cause::NotADirectory,
         Cause::Unsafe,
+        Cause::ReadOnly,
         Cause::Failed,
     ];
 }
@@ -139,6 +143,7 @@ impl std::fmt::Display for Cause {
             Cause::PermissionDenied => "permission_denied",
             Cause::NotADirectory => "not_a_directory",
             Cause::Unsafe => "unsafe_path",
+            Cause::ReadOnly => "read_only",
             Cause::Failed => "failed",
         })
     }
@@ -156,6 +161,10 @@ impl Unseen {
             Cause::NotADirectory => "scoreboard unreadable: not a directory".to_owned(),
             Cause::Unsafe => {
                 "scoreboard refused: unsafe path — see journalctl -u scoreboard-agent".to_owned()
+            }
+            Cause::ReadOnly => {
+                "scoreboard refused: read-only to the agent — see journalctl -u scoreboard-agent"
+                    .to_owned()
             }
             Cause::Failed => {
                 "scoreboard unreadable — see journalctl -u scoreboard-agent".to_owned()

@@ -346,7 +346,10 @@ fn enable_with(
     for (path, _) in &writes {
         if path.exists() && read_ours(path).is_none() {
             bail!(
-                "{} exists and was not written by scoreboardctl enable; not overwriting it",
+                "{0} exists and was not written by scoreboardctl enable; not overwriting it. \
+                 To let enable manage it, move it aside (mv {0} {0}.orig) and run enable \
+                 again with the settings it held as options (--stuck-after, --wedged-after, …); \
+                 or keep it and leave enable out",
                 path.display()
             );
         }

@@ -54,7 +54,8 @@ impl fmt::Display for Refused {
             }
             Refused::OtherUser(uid) => write!(
                 f,
-                "the process runs as uid {uid}, not as the scoreboard directory's owner"
+                "the process runs as {}, not as the scoreboard directory's owner",
+                scoreboard::User(*uid)
             ),
             Refused::Unchecked(why) => write!(f, "could not check the process: {why}"),
         }
