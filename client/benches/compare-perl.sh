@@ -33,6 +33,22 @@ perl_update=$(perl -I"$perl_lib" -MParallel::Scoreboard -MTime::HiRes=time -e '
     printf "%.1f\n", (time - $t) / $n * 1e9;
 ' "$scratch/update")
 
+echo "== python: update of a 64-byte status (python/, this machine's python3)" >&2
+python_update=$(PYTHONPATH="$root/python/src" python3 -c '
+import sys, time
+from scoreboard import Scoreboard
+board = Scoreboard(sys.argv[1], id="py")
+s = ("A" * 64, "B" * 64)
+for i in range(20000):
+    board.update(s[i & 1])
+n = 300000
+t = time.perf_counter()
+for i in range(n):
+    board.update(s[i & 1])
+print("%.1f" % ((time.perf_counter() - t) / n * 1e9))
+board.close()
+' "$scratch/py-update")
+
 perl_read() { # DIR COUNT -> ns per worker for read_all over COUNT live workers
     local dir=$1 count=$2
     mkdir -p "$dir"
@@ -55,9 +71,9 @@ echo "== perl: read_all at 1,000 and 10,000 workers" >&2
 perl_read_1k=$(perl_read "$scratch/r1k" 1000)
 perl_read_10k=$(perl_read "$scratch/r10k" 10000)
 
-python3 - "$perl_update" "$perl_read_1k" "$perl_read_10k" <<'EOF'
+python3 - "$perl_update" "$perl_read_1k" "$perl_read_10k" "$python_update" <<'EOF'
 import json, sys
-perl_update, perl_read_1k, perl_read_10k = map(float, sys.argv[1:])
+perl_update, perl_read_1k, perl_read_10k, python_update = map(float, sys.argv[1:])
 
 def median(*path):
     with open("target/criterion/" + "/".join(path) + "/new/estimates.json") as f:
@@ -66,6 +82,7 @@ def median(*path):
 floor = median("update_64B", "floor_pwrite")
 rows = [
     ("Parallel::Scoreboard (Perl)", perl_update),
+    ("scoreboard (Python, pwrite)", python_update),
     ("bare pwrite of the frame (floor)", floor),
     ("scoreboard, mapped", median("update_64B", "mapped")),
     ("scoreboard, pwrite", median("update_64B", "pwrite")),

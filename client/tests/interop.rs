@@ -36,6 +36,18 @@ fn main() {
             "rust_writers_survive_a_0_08_reader_reaping_tmp_files",
             rust_writers_survive_tmp_reaping,
         ),
+        (
+            "the_conformance_vectors_read_alike_in_rust_and_perl",
+            vectors_read_alike,
+        ),
+        (
+            "python_writers_are_read_by_rust_and_perl_and_reaped_by_rust",
+            python_writers_read_by_rust_and_perl,
+        ),
+        (
+            "rust_and_perl_writers_are_read_by_python",
+            rust_and_perl_writers_read_by_python,
+        ),
     ]);
 }
 
@@ -329,4 +341,184 @@ fn rust_writers_survive_tmp_reaping() {
     });
     assert_eq!(writer.wait(), 0);
     assert!(reaper.wait().unwrap().success());
+}
+
+/// One conformance vector: (name, the file's bytes, what Rust reads, what Perl reads).
+type Vector = (String, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// The conformance vectors (`tests/vectors/frames.json`, which the Python tests read
+/// too): (name, the file's bytes, the status a reader returns or `None`, the same for
+/// Perl's `read_all`, where it differs).
+fn vectors() -> Vec<Vector> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/frames.json");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let hex = |text: &serde_json::Value| -> Option<Vec<u8>> {
+        let text = text.as_str()?;
+        Some(
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+                .collect(),
+        )
+    };
+    doc["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vector| {
+            let status = match &vector["status_repeat"] {
+                serde_json::Value::Null => hex(&vector["status_hex"]),
+                repeat => Some(vec![
+                    repeat["byte"].as_u64().unwrap() as u8;
+                    repeat["count"].as_u64().unwrap() as usize
+                ]),
+            };
+            let bytes = hex(&vector["frame_hex"]).unwrap_or_else(|| {
+                let status = status.as_deref().unwrap();
+                let mut frame = vec![0; scoreboard::frame::frame_len(status.len())];
+                scoreboard::frame::encode_into(&mut frame, status);
+                frame
+            });
+            let expected = (vector["expect"] == "status").then(|| status.clone().unwrap());
+            let perl = match vector["expect_perl"].as_str() {
+                Some("status") => status,
+                Some(_) => None,
+                None => expected.clone(),
+            };
+            (
+                vector["name"].as_str().unwrap().to_owned(),
+                bytes,
+                expected,
+                perl,
+            )
+        })
+        .collect()
+}
+
+/// Every vector in a live worker's file (this process holds each lock): Rust's reader
+/// and Perl's `read_all` return the same statuses, and skip the same frames.
+fn vectors_read_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let vectors = vectors();
+    let mut held = Vec::new();
+    for (index, (_, bytes, _, _)) in vectors.iter().enumerate() {
+        let path = dir.join(format!("status_v{index}"));
+        std::fs::write(&path, bytes).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        file.lock().unwrap();
+        held.push(file);
+    }
+    let rust: BTreeMap<String, Vec<u8>> = read_dir(dir)
+        .unwrap()
+        .workers
+        .into_iter()
+        .map(|w| (w.id, w.status))
+        .collect();
+    let out = perl(
+        r#"my $sb = Parallel::Scoreboard->new(base_dir => $ARGV[0], worker_id => sub { "perl-reader" });
+           my $all = $sb->read_all;
+           print "$_\t" . unpack("H*", $all->{$_}) . "\n" for sort keys %$all;"#,
+        dir,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let perl: BTreeMap<String, Vec<u8>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (id, hex) = line.split_once('\t').unwrap();
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (id.to_owned(), bytes)
+        })
+        .collect();
+    for (index, (name, _, expected, by_perl)) in vectors.iter().enumerate() {
+        let id = format!("v{index}");
+        assert_eq!(rust.get(&id), expected.as_ref(), "Rust, vector {name:?}");
+        assert_eq!(perl.get(&id), by_perl.as_ref(), "Perl, vector {name:?}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        vectors.len(),
+        "nothing reaped"
+    );
+}
+
+/// `python3` with the package from `python/src` (the repository's, not an installed one).
+fn python(script: &str, dir: &Path) -> Command {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/src");
+    let mut command = Command::new("python3");
+    command.env("PYTHONPATH", src).args(["-c", script]).arg(dir);
+    command
+}
+
+/// A Python worker's file, read by Rust and Perl alike; after its SIGKILL, reaped by Rust.
+fn python_writers_read_by_rust_and_perl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut child = python(
+        "import sys\nfrom scoreboard import Scoreboard\nb = Scoreboard(sys.argv[1])\n\
+         b.update('busy GET /py é')\nprint('ready', flush=True)\nsys.stdin.read()",
+        dir,
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let id = child.id().to_string();
+    let snapshot = read_dir(dir).unwrap();
+    assert_eq!(snapshot.workers.len(), 1);
+    assert_eq!(snapshot.workers[0].id, id);
+    assert_eq!(snapshot.workers[0].status, "busy GET /py é".as_bytes());
+    assert_eq!(perl_read_all(dir).len(), 1, "Perl sees the Python worker");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let snapshot = read_dir(dir).unwrap();
+    assert_eq!(snapshot.reaped, [id]);
+    assert!(snapshot.workers.is_empty());
+}
+
+/// Rust and Perl workers, read by Python's `read_dir`.
+fn rust_and_perl_writers_read_by_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut rust = Scoreboard::builder(dir)
+        .worker_id(|| "rust")
+        .open()
+        .unwrap();
+    rust.update("busy GET /rust").unwrap();
+    let mut perl = PerlWorker::start(dir);
+    perl.update("busy GET /perl");
+    let out = python(
+        "import sys\nfrom scoreboard import read_dir\n\
+         for k, v in sorted(read_dir(sys.argv[1]).items()): print(k, v.decode())",
+        dir,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{} busy GET /perl\nrust busy GET /rust\n", perl.id())
+    );
+    drop(perl.child.stdin.take());
+    perl.child.wait().unwrap();
 }
