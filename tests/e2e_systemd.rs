@@ -139,6 +139,10 @@ fn main() {
             read_only_directory_is_refused,
         ),
         (
+            "gunicorn (Debian's 20.1, then PyPI's newest): busy requests, kills and timeouts in the Status line and the journal",
+            gunicorn_pools,
+        ),
+        (
             "8 dpkg -r and --purge leave nothing behind",
             remove_and_purge,
         ),
@@ -2818,5 +2822,116 @@ fn read_only_directory_is_refused(system: &System) {
     eprintln!(
         "a directory under /var/lib: --check-config: {}; the agent: {said}",
         stderr.trim()
+    );
+}
+
+/// A gunicorn app as its users run it: its own user, `RuntimeDirectory=`, 4 sync
+/// workers, the one line in gunicorn.conf.py, enabled with `scoreboardctl enable`.
+const GUNICORN_APP: &str = r#"import time
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(float(environ.get("QUERY_STRING") or "4"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello\n"]
+"#;
+
+fn gunicorn_unit(gunicorn: &str) -> String {
+    format!(
+        "[Unit]\nDescription=A gunicorn app\n[Service]\nUser=nobody\nGroup=nogroup\n\
+         RuntimeDirectory=gapp\nWorkingDirectory=/usr/local/lib/gapp\n\
+         ExecStart={gunicorn} -c /usr/local/lib/gapp/gunicorn.conf.py --bind 127.0.0.1:18080 \
+         --workers 4 --timeout 3 app:app\n"
+    )
+}
+
+fn gunicorn_pools(system: &System) {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/src/scoreboard");
+    system.must(&format!(
+        "cp -r {} /usr/local/lib/python3.11/dist-packages/ && mkdir -p /usr/local/lib/gapp && \
+         cat > /usr/local/lib/gapp/app.py <<'EOF'\n{GUNICORN_APP}EOF\n\
+         echo 'from scoreboard.gunicorn import *' > /usr/local/lib/gapp/gunicorn.conf.py",
+        package.display()
+    ));
+    let debian = system.must("/usr/bin/python3 -c 'import gunicorn; print(gunicorn.__version__)'");
+    gunicorn_pool(system, "/usr/bin/gunicorn", debian.trim());
+    // The newest gunicorn from PyPI, in a virtual environment of Debian's python3.
+    system.must(
+        "/usr/bin/python3 -m venv --system-site-packages /var/lib/gvenv && \
+         /var/lib/gvenv/bin/pip install --quiet --upgrade --ignore-installed gunicorn",
+    );
+    let pypi =
+        system.must("/var/lib/gvenv/bin/python -c 'import gunicorn; print(gunicorn.__version__)'");
+    gunicorn_pool(system, "/var/lib/gvenv/bin/gunicorn", pypi.trim());
+    system.must(
+        "rm -rf /usr/local/lib/gapp /var/lib/gvenv /usr/local/lib/python3.11/dist-packages/scoreboard",
+    );
+}
+
+fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
+    system.must(&format!(
+        "cat > /etc/systemd/system/gapp.service <<'EOF'\n{}EOF\n\
+         systemctl daemon-reload && scoreboardctl enable gapp.service && systemctl start gapp",
+        gunicorn_unit(gunicorn)
+    ));
+    let up = poll(Duration::from_secs(20), || {
+        let status = system.property("gapp", "StatusText");
+        (status == "4 workers: 4 idle").then_some(status)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}\n{}",
+            system.property("gapp", "StatusText"),
+            system.sh("journalctl -u gapp --no-pager -n 20")
+        )
+    });
+    // A slow request: busy in systemctl status and in scoreboardctl.
+    let mut slow = system.spawn("curl -s 'http://127.0.0.1:18080/slow?2'");
+    system.expect_status("gapp", "4 workers: 3 idle, 1 busy", Duration::from_secs(3));
+    let table = system.must("scoreboardctl status gapp");
+    assert!(table.contains("busy GET /slow"), "{table}");
+    let _ = slow.wait();
+    system.expect_status("gapp", "4 workers: 4 idle", Duration::from_secs(4));
+    // SIGKILL of a worker: seen, and gunicorn's replacement appears.
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status gapp --json")).unwrap();
+    let ids: Vec<String> = json["services"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4, "{json}");
+    let cursor = system.journal_cursor();
+    system.must(&format!("kill -9 {}", ids[0]));
+    let replaced = poll(Duration::from_secs(10), || {
+        let json: serde_json::Value =
+            serde_json::from_str(&system.must("scoreboardctl status gapp --json")).ok()?;
+        let now: Vec<String> = json["services"][0]["workers"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| Some(w["id"].as_str()?.to_owned()))
+            .collect();
+        (now.len() == 4 && !now.contains(&ids[0])).then_some(now)
+    });
+    assert!(replaced.is_some(), "{}", system.agent_log_since(&cursor));
+    // gunicorn's --timeout (3 s) aborts a request stuck for 10 s: the agent's line names it.
+    let mut stuck = system.spawn("curl -s 'http://127.0.0.1:18080/slow?10'");
+    let named = poll(Duration::from_secs(15), || {
+        system
+            .agent_log_since(&cursor)
+            .lines()
+            .find(|l| l.contains("died while") && l.contains("GET /slow"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+    system.must(
+        "systemctl stop gapp && scoreboardctl disable gapp.service && \
+         rm -f /etc/systemd/system/gapp.service && systemctl daemon-reload",
+    );
+    eprintln!(
+        "gunicorn {version} ({gunicorn}), 4 sync workers as nobody: {up:?} at start, a slow \
+         request as busy, a killed worker replaced; its --timeout in the agent's journal: {named}"
     );
 }

@@ -287,6 +287,25 @@ pub fn enable(
     enable_with(target, &unit, user, group, &facts, health)
 }
 
+/// The primary group (its gid, which tmpfiles.d takes as it takes a name) of `user`, a
+/// name or uid, from `/etc/passwd` under `root`.
+fn primary_group(root: &std::path::Path, user: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut passwd = String::new();
+    std::fs::File::open(root.join("etc/passwd"))
+        .ok()?
+        .take(1 << 20)
+        .read_to_string(&mut passwd)
+        .ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        let (name, uid, gid) = (fields.first()?, fields.get(2)?, fields.get(3)?);
+        let matches = *name == user || *uid == user;
+        (matches && gid.bytes().all(|b| b.is_ascii_digit()) && !gid.is_empty())
+            .then(|| (*gid).to_owned())
+    })
+}
+
 /// `enable` of a normalized `unit` whose `systemctl show` said `facts`.
 fn enable_with(
     target: &Target,
@@ -308,7 +327,11 @@ fn enable_with(
     };
     let group = match group {
         Some(group) => group.to_owned(),
-        None if facts.group.is_empty() => user.clone(),
+        // As systemd does without Group=: the user's primary group (Debian's nobody is
+        // in nogroup, not in a group named nobody).
+        None if facts.group.is_empty() => {
+            primary_group(&target.root, &user).unwrap_or_else(|| user.clone())
+        }
         None => {
             check_account(&format!("Group= of {unit}"), &facts.group)
                 .map_err(|e| anyhow::anyhow!("{e}; pass --group"))?;
@@ -703,6 +726,26 @@ mod tests {
         .unwrap();
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
         assert!(!again.contains("kept"), "{again}");
+    }
+
+    #[test]
+    fn without_group_the_users_primary_group_owns_the_scoreboard() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            primary_group(root.path(), "nobody").as_deref(),
+            Some("65534")
+        );
+        assert_eq!(
+            primary_group(root.path(), "65534").as_deref(),
+            Some("65534")
+        );
+        assert_eq!(primary_group(root.path(), "www"), None);
     }
 
     #[test]

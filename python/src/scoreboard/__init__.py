@@ -177,6 +177,15 @@ class Scoreboard:
             finally:
                 os.close(fd)
 
+    def leave(self) -> None:
+        """Closes without removing the file: it keeps its last status until a reader
+        finds its owner gone and removes it — what a worker that is being killed does,
+        so that the agent can say what it was doing."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            if fd is not None:
+                os.close(fd)
+
     def __enter__(self) -> "Scoreboard":
         return self
 

@@ -62,9 +62,13 @@ class _Board:
         self.board: Optional[Scoreboard] = None
         self.lock = threading.Lock()
         self.in_flight: Dict[int, Tuple[float, str]] = {}
+        #: gunicorn aborted the worker: its file stays for the agent to reap and report.
+        self.aborted = False
 
     def publish(self) -> None:
-        if self.board is None:
+        # Once aborted, the timed-out request stays the last word: gunicorn's own
+        # `finally` runs post_request as the abort unwinds.
+        if self.board is None or self.aborted:
             return
         if not self.in_flight:
             self.board.update("idle")
@@ -113,15 +117,21 @@ def worker_abort(worker: Any) -> None:
     """gunicorn's timeout (SIGABRT): the request it was stuck in, for the record the
     agent logs when it removes the dead worker's file."""
     with _worker.lock:
+        _worker.aborted = True
         if _worker.board is not None and _worker.in_flight:
             _, oldest = min(_worker.in_flight.values())
             _worker.board.update(f"timeout {oldest}")
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """A clean exit: the worker's file goes."""
+    """The worker exits: its file goes, unless gunicorn aborted it — then the file
+    stays, saying which request timed out, until the agent reaps it and logs that."""
     board, _worker.board = _worker.board, None
-    if board is not None:
+    if board is None:
+        return
+    if _worker.aborted:
+        board.leave()
+    else:
         board.close()
 
 
