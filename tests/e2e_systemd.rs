@@ -2672,6 +2672,18 @@ fn one_signal_across_agent_restart(system: &System) {
     );
 }
 
+/// Moves every saved progress time of a state file an hour back, whatever the field's
+/// name (wall-clock milliseconds before, boot-clock milliseconds now).
+const SHIFT_SAVED_TIMES: &str = r#"import json, sys
+path = sys.argv[1]
+state = json.load(open(path))
+for worker in state["workers"].values():
+    for key in ("since_ms", "progress_boot_ms"):
+        if key in worker:
+            worker[key] = max(0, worker[key] - 3600000)
+json.dump(state, open(path, "w"))
+"#;
+
 /// Saved progress times moved an hour back while the agent is stopped (as a clock step
 /// or a damaged file would): a remembered time never precedes the process's start, so
 /// workers a few seconds old are not stuck for an hour.
@@ -2691,18 +2703,9 @@ fn saved_times_are_bounded(system: &System) {
     std::thread::sleep(Duration::from_secs(3));
     system.must("systemctl stop scoreboard-agent");
     // Every saved time, whatever its name, an hour earlier.
-    system.must(
-        "python3 - /run/scoreboard/pool.service.json <<'EOF'\n\
-import json, sys\n\
-path = sys.argv[1]\n\
-state = json.load(open(path))\n\
-for worker in state['workers'].values():\n\
-    for key in ('since_ms', 'progress_boot_ms'):\n\
-        if key in worker:\n\
-            worker[key] = max(0, worker[key] - 3600000)\n\
-json.dump(state, open(path, 'w'))\n\
-EOF",
-    );
+    system.must(&format!(
+        "python3 - /run/scoreboard/pool.service.json <<'EOF'\n{SHIFT_SAVED_TIMES}EOF"
+    ));
     let cursor = system.journal_cursor();
     system.must("systemctl start scoreboard-agent");
     std::thread::sleep(Duration::from_secs(4));
