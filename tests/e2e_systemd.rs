@@ -2695,8 +2695,11 @@ fn saved_times_are_bounded(system: &System) {
     system.must(
         "rm -f /run/pool-control.* && echo hang > /run/pool-control && systemctl restart pool",
     );
+    // Until the restarted pool has made its directory, scoreboardctl says it is not running.
     let up = poll(Duration::from_secs(5), || {
-        (pool_workers(system).len() == 4).then_some(())
+        let json: serde_json::Value =
+            serde_json::from_str(&system.sh("scoreboardctl status pool --json")).ok()?;
+        (json["services"][0]["workers"].as_array()?.len() == 4).then_some(())
     });
     assert!(up.is_some(), "{}", system.property("pool", "StatusText"));
     let workers = pool_workers(system);
