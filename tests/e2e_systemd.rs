@@ -2883,13 +2883,15 @@ fn gunicorn_unit(gunicorn: &str) -> String {
 fn gunicorn_pools(system: &System) {
     let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/src/scoreboard");
     system.must(&format!(
-        "cp -r {} /usr/local/lib/python3.11/dist-packages/ && mkdir -p /usr/local/lib/gapp && \
+        "mkdir -p /usr/local/lib/python3.11/dist-packages /usr/local/lib/gapp && \
+         cp -r {} /usr/local/lib/python3.11/dist-packages/ && \
          cat > /usr/local/lib/gapp/app.py <<'EOF'\n{GUNICORN_APP}EOF\n\
          echo 'from scoreboard.gunicorn import *' > /usr/local/lib/gapp/gunicorn.conf.py",
         package.display()
     ));
     let debian = system.must("/usr/bin/python3 -c 'import gunicorn; print(gunicorn.__version__)'");
-    gunicorn_pool(system, "/usr/bin/gunicorn", debian.trim());
+    // Debian's python3-gunicorn ships the module; its command is in package gunicorn.
+    gunicorn_pool(system, "/usr/bin/python3 -m gunicorn", debian.trim());
     // The newest gunicorn from PyPI, in a virtual environment of Debian's python3.
     system.must(
         "/usr/bin/python3 -m venv --system-site-packages /var/lib/gvenv && \
@@ -2897,7 +2899,7 @@ fn gunicorn_pools(system: &System) {
     );
     let pypi =
         system.must("/var/lib/gvenv/bin/python -c 'import gunicorn; print(gunicorn.__version__)'");
-    gunicorn_pool(system, "/var/lib/gvenv/bin/gunicorn", pypi.trim());
+    gunicorn_pool(system, "/var/lib/gvenv/bin/python -m gunicorn", pypi.trim());
     system.must(
         "rm -rf /usr/local/lib/gapp /var/lib/gvenv /usr/local/lib/python3.11/dist-packages/scoreboard",
     );
