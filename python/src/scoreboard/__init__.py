@@ -79,8 +79,14 @@ def _check_id(worker_id: str) -> str:
 # inherited (their locks are the parent's) before it publishes anything.
 _LIVE: "weakref.WeakSet[Scoreboard]" = weakref.WeakSet()
 
+# This process's id, kept up to date across os.fork by the hook below: os.getpid() is
+# a system call, a third of an update's cost.
+_PID = os.getpid()
+
 
 def _after_fork_in_child() -> None:
+    global _PID
+    _PID = os.getpid()
     for board in list(_LIVE):
         board._forget_inherited()
 
@@ -154,7 +160,7 @@ class Scoreboard:
             data = bytes(status)
         frame = _frame.encode(data)
         with self._lock:
-            pid = os.getpid()
+            pid = _PID
             if self._fd is not None and self._owner_pid != pid:
                 self._forget_inherited()
             if self._fd is None:
