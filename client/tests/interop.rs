@@ -343,6 +343,14 @@ fn rust_writers_survive_tmp_reaping() {
     assert!(reaper.wait().unwrap().success());
 }
 
+/// Bytes from their hex spelling.
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 /// One conformance vector: (name, the file's bytes, what Rust reads, what Perl reads).
 type Vector = (String, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
 
@@ -353,15 +361,7 @@ fn vectors() -> Vec<Vector> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/frames.json");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let hex = |text: &serde_json::Value| -> Option<Vec<u8>> {
-        let text = text.as_str()?;
-        Some(
-            (0..text.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-                .collect(),
-        )
-    };
+    let hex = |text: &serde_json::Value| text.as_str().map(unhex);
     doc["vectors"]
         .as_array()
         .unwrap()
@@ -434,11 +434,7 @@ fn vectors_read_alike() {
         .lines()
         .map(|line| {
             let (id, hex) = line.split_once('\t').unwrap();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (id.to_owned(), bytes)
+            (id.to_owned(), unhex(hex))
         })
         .collect();
     for (index, (name, _, expected, by_perl)) in vectors.iter().enumerate() {

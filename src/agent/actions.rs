@@ -106,10 +106,7 @@ impl Agent {
                 stood,
                 status,
             } => {
-                let signal = match escalation {
-                    Escalation::First => self.services[index].service.actions.kill_signal,
-                    Escalation::Kill => crate::config::KillSignal::Kill,
-                };
+                let signal = self.signal_for(index, escalation);
                 let action = match escalation {
                     Escalation::First => Action::Signal,
                     Escalation::Kill => Action::Kill,
@@ -199,10 +196,7 @@ impl Agent {
                 stood,
                 status,
             } => {
-                let signal = match escalation {
-                    Escalation::First => self.services[index].service.actions.kill_signal,
-                    Escalation::Kill => crate::config::KillSignal::Kill,
-                };
+                let signal = self.signal_for(index, *escalation);
                 let shown = Escaped::str(worker);
                 let status_shown = crate::escape::escape_controls(status).into_owned();
                 let stood_shown = secs(*stood);
@@ -244,6 +238,14 @@ impl Agent {
             worker,
             &format!("stuck for {stood_shown}; its id is not a pid"),
         );
+    }
+
+    /// The signal an escalation sends for the service at `index`.
+    fn signal_for(&self, index: usize, escalation: Escalation) -> crate::config::KillSignal {
+        match escalation {
+            Escalation::First => self.services[index].service.actions.kill_signal,
+            Escalation::Kill => crate::config::KillSignal::Kill,
+        }
     }
 
     /// The action said on the bus, counted, and kept as the service's last action.

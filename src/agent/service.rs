@@ -185,23 +185,12 @@ impl Watched {
         let directory = &self.service.directory;
         match DirReader::open(directory, read_options(&self.service)) {
             Ok(reader) if read_only(&reader) => {
-                let unseen = Unseen {
-                    cause: Cause::ReadOnly,
-                    detail: format!(
-                        "{} is on a file system the agent may not write",
-                        directory.display()
-                    ),
-                };
-                if *self.pool().sight() != Sight::Unseen(unseen.clone())
-                    && shell.warnings.allow_hashed(("read-only", unit), now)
-                {
-                    warn!(unit = %unit, "{unit}: {} is read-only to the agent (its unit's ProtectSystem=strict): dead workers' files there could never be removed, so it is not read. Put the scoreboard under /run, or `systemctl edit scoreboard-agent.service` with [Service] ReadWritePaths={}", directory.display(), directory.display());
-                }
-                shell
-                    .metrics
-                    .unseen(unit, Cause::ReadOnly, SystemTime::now());
-                let gone = self.pool().unseen(unseen);
-                self.schedule.directory_gone(gone);
+                let detail = format!(
+                    "{} is read-only to the agent (its unit's ProtectSystem=strict): dead \
+                     workers' files there could never be removed, so it is not read",
+                    directory.display()
+                );
+                self.mark_unseen(shell, Cause::ReadOnly, detail, now);
                 false
             }
             Ok(reader) => {
@@ -227,13 +216,20 @@ impl Watched {
     /// The directory could not be opened or read: the pool is unknown, and says why —
     /// in its line, on the bus, in metrics, and once per quiet period in the journal.
     fn cannot_read(&mut self, shell: &mut Shell<'_>, error: &scoreboard::Error, now: Instant) {
-        let unit = &self.service.unit;
-        let cause = cause_of(error);
         let detail = escape_controls(&error.to_string()).into_owned();
+        self.mark_unseen(shell, cause_of(error), detail, now);
+    }
+
+    /// The pool is unknown for `cause`: said once per change and quiet period (a missing
+    /// directory, a stopped service, is not worth a warning), in metrics, and in the
+    /// pool, whose workers are forgotten.
+    fn mark_unseen(&mut self, shell: &mut Shell<'_>, cause: Cause, detail: String, now: Instant) {
+        let unit = &self.service.unit;
         let unseen = Unseen { cause, detail };
         let changed = *self.pool().sight() != Sight::Unseen(unseen.clone());
         if changed && cause != Cause::Missing && shell.warnings.allow_hashed(("open", unit), now) {
-            warn!(unit = %unit, "{unit}: {}; its workers are unknown, and nothing is done about them{}", unseen.detail, fix(cause, unit));
+            let fix = fix(cause, unit, &self.service.directory);
+            warn!(unit = %unit, "{unit}: {}; its workers are unknown, and nothing is done about them{fix}", unseen.detail);
         }
         shell.metrics.unseen(unit, cause, SystemTime::now());
         let gone = self.pool().unseen(unseen);
@@ -285,7 +281,7 @@ fn cause_of(error: &scoreboard::Error) -> Cause {
 }
 
 /// What the operator can do about it, where there is one thing to do.
-fn fix(cause: Cause, unit: &str) -> String {
+fn fix(cause: Cause, unit: &str, directory: &std::path::Path) -> String {
     match cause {
         Cause::PermissionDenied => {
             format!(" — run: scoreboardctl enable {unit} (it lets the agent read the directory)")
@@ -293,7 +289,12 @@ fn fix(cause: Cause, unit: &str) -> String {
         Cause::Unsafe => " — the path must not pass through a directory another user owns; \
                           point `directory` at one owned by root or the service's user"
             .to_owned(),
-        _ => String::new(),
+        Cause::ReadOnly => format!(
+            " — put the scoreboard under /run, or `systemctl edit scoreboard-agent.service` \
+             with [Service] ReadWritePaths={}",
+            directory.display()
+        ),
+        Cause::Missing | Cause::NotADirectory | Cause::Failed => String::new(),
     }
 }
 
