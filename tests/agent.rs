@@ -520,3 +520,48 @@ fn churn_by_the_directory_owner_keeps_the_agent_bounded() {
         "descriptors not given back after the churn: {fds}"
     );
 }
+
+/// A dead worker's line says its file's last word, even one written after the agent's
+/// last look (gunicorn's timeout hook writes the request as the worker is aborted), and
+/// says at most a bounded, escaped part of it.
+#[test]
+fn a_dead_workers_last_status_is_logged_from_its_file_and_bounded() {
+    let setup = Setup::new(
+        "interval = \"1s\"\nbus = \"none\"\n",
+        &[(
+            "web.toml",
+            "unit = \"web\"\ndirectory = \"TMP/web\"\nnotify = \"self\"\n",
+        )],
+    );
+    let dir = setup.path("web");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _agent = setup.agent(&[]);
+    let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
+    let mut last_words = |status: &str| -> String {
+        let mut worker = Worker::with_status(&dir, "busy GET /report");
+        let pid = worker.0.pid().to_string();
+        setup
+            .notify
+            .expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+        worker.say(status);
+        wait_until(5 * SECOND, "the worker to write its last status", || {
+            scoreboard::read_dir(&dir)
+                .is_ok_and(|s| s.workers.iter().any(|w| w.status == status.as_bytes()))
+        });
+        worker.kill9();
+        let said = format!("web.service: worker {pid} died while \"");
+        wait_until(5 * SECOND, "the agent to log the dead worker", || {
+            log().contains(&said)
+        });
+        let log = log();
+        let line = log.lines().find(|l| l.contains(&said)).unwrap().to_owned();
+        line[line.find(&said).unwrap() + said.len()..].to_owned()
+    };
+    let timed_out = last_words("timeout GET /report");
+    assert!(timed_out.starts_with("timeout GET /report\""), "{timed_out}");
+    let huge = format!("\u{1b}[31m\0{}", "x".repeat((1 << 20) - 16));
+    let capped = last_words(&huge);
+    let said = &capped[..capped.find('"').unwrap()];
+    assert!(said.starts_with("\\x1b[31m\\x00xxx"), "{said:.80}");
+    assert!(said.len() <= 512, "{} bytes said", said.len());
+}

@@ -218,6 +218,10 @@ pub struct Snapshot {
     pub workers: Vec<Worker>,
     /// Ids of dead workers whose files this scan removed.
     pub reaped: Vec<String>,
+    /// The last status each of them had written, by id, when its frame could be read
+    /// (within the pass's budgets): what a worker was doing when it died, which may be
+    /// newer than anything a reader saw while it lived.
+    pub last_statuses: BTreeMap<String, Vec<u8>>,
     /// Entries skipped with a reason worth a warning: the first [`MAX_LISTED_SKIPS`], and
     /// the first of every kind.
     pub skipped: Vec<Skipped>,
@@ -486,7 +490,13 @@ impl Collector {
             },
             Ok(()) => match dir::reap(dir, name, file) {
                 Ok(Reaped::Removed) => {
-                    self.snapshot.reaped.push(worker_id(id));
+                    let id = worker_id(id);
+                    // The file is still open: its last frame outlives the name.
+                    if let Ok(Some(status)) = self.read_frame(file, None)
+                    {
+                        self.snapshot.last_statuses.insert(id.clone(), status);
+                    }
+                    self.snapshot.reaped.push(id);
                     return false;
                 }
                 Ok(Reaped::NotOurs) => return false,
@@ -500,6 +510,20 @@ impl Collector {
         false
     }
 
+    /// Reads one frame, spending the pass's budgets.
+    fn read_frame(
+        &mut self,
+        file: &File,
+        verified: Option<&mut Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, SkipReason> {
+        let budget = Budget {
+            max_status_len: self.options.max_status_len,
+            bytes_left: &mut self.bytes_left,
+            back_off_left: &mut self.back_off_left,
+        };
+        read_frame(file, &mut self.buf, budget, verified)
+    }
+
     /// Reads a live worker's frame into the snapshot, or records why it could not.
     fn read_worker(
         &mut self,
@@ -509,12 +533,7 @@ impl Collector {
         file: &File,
         verified: Option<&mut Vec<u8>>,
     ) {
-        let budget = Budget {
-            max_status_len: self.options.max_status_len,
-            bytes_left: &mut self.bytes_left,
-            back_off_left: &mut self.back_off_left,
-        };
-        let reason = match read_frame(file, &mut self.buf, budget, verified) {
+        let reason = match self.read_frame(file, verified) {
             Ok(Some(status)) => {
                 self.snapshot.workers.push(Worker {
                     id: worker_id(id),

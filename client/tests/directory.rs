@@ -90,6 +90,9 @@ fn an_unlocked_file_is_a_dead_worker_and_is_reaped() {
     let snapshot = read_dir(tmp.path()).unwrap();
     assert_eq!(ids(&snapshot), ["78"]);
     assert_eq!(snapshot.reaped, ["77"]);
+    // What it was doing when it died, read before its file went.
+    assert_eq!(snapshot.last_statuses["77"], b"busy");
+    assert!(!snapshot.last_statuses.contains_key("78"));
     assert!(!tmp.path().join("status_77").exists());
     assert!(tmp.path().join("status_78").exists());
 }

@@ -14,7 +14,7 @@ use crate::core::health::Health;
 use crate::core::pool::{Cause, Pool, Sight, Unseen};
 use crate::core::privacy::DirAccess;
 use crate::core::schedule::{Listener, Schedule};
-use crate::escape::{Escaped, escape_controls};
+use crate::escape::{Escaped, escape_controls, printable_capped};
 use crate::io::logging::RateLimit;
 use crate::io::watch::Watcher;
 use crate::metrics::Metrics;
@@ -147,9 +147,19 @@ impl Watched {
                 .iter()
                 .take(REAPED_SAID_EACH)
                 .map(|id| {
-                    let last = pool
-                        .worker(id, now)
-                        .and_then(|w| Some((w.status, w.unchanged_seconds?)));
+                    let seen = pool.worker(id, now);
+                    let last = match snapshot.last_statuses.get(id) {
+                        // Its file's last word, newer than any look while it lived (a
+                        // timed-out request written as the worker was aborted).
+                        Some(status) => {
+                            let status = String::from_utf8_lossy(status).into_owned();
+                            let stood = seen
+                                .filter(|w| w.status == status)
+                                .and_then(|w| w.unchanged_seconds);
+                            Some((status, stood))
+                        }
+                        None => seen.map(|w| (w.status, w.unchanged_seconds)),
+                    };
                     (id.clone(), last)
                 })
                 .collect();
@@ -303,8 +313,13 @@ fn fix(cause: Cause, unit: &str, directory: &std::path::Path) -> String {
 /// goes unsaid.
 const REAPED_SAID_EACH: usize = 8;
 
-/// A dead worker as the pool last knew it: its last status and how long it had stood.
-type LastWords = (String, Option<(String, f64)>);
+/// A dead worker's status is said up to this many bytes, escaped: a worker's last
+/// words are its owner's bytes, and a megabyte of them is not a journal line.
+const SAID_STATUS_MAX: usize = 512;
+
+/// A dead worker's last status (from its file, else as the pool last saw it) and how
+/// long it had stood, when the pool saw that same status.
+type LastWords = (String, Option<(String, Option<f64>)>);
 
 /// Every dead worker's file removed is logged as one self-contained line naming the
 /// unit and the worker, with what it was doing: the first [`REAPED_SAID_EACH`] of a
@@ -313,9 +328,13 @@ fn log_reaped(unit: &str, said: &[LastWords], reaped: usize) {
     for (id, last) in said {
         let shown = Escaped::str(id);
         match last {
-            Some((status, stood)) => {
-                let status = escape_controls(status);
-                info!(unit = %unit, worker = %shown, status = %status, stood = %format!("{stood:.1}s"), "{unit}: worker {shown} died while {status:?} (unchanged {stood:.1} s); removed its file")
+            Some((status, Some(stood))) => {
+                let status = printable_capped(status.as_bytes(), SAID_STATUS_MAX);
+                info!(unit = %unit, worker = %shown, status = %status, stood = %format!("{stood:.1}s"), "{unit}: worker {shown} died while \"{status}\" (unchanged {stood:.1} s); removed its file")
+            }
+            Some((status, None)) => {
+                let status = printable_capped(status.as_bytes(), SAID_STATUS_MAX);
+                info!(unit = %unit, worker = %shown, status = %status, "{unit}: worker {shown} died while \"{status}\"; removed its file")
             }
             None => {
                 info!(unit = %unit, worker = %shown, "{unit}: worker {shown} died; removed its file")
