@@ -537,12 +537,10 @@ fn a_dead_workers_last_status_is_logged_from_its_file_and_bounded() {
     std::fs::create_dir_all(&dir).unwrap();
     let _agent = setup.agent(&[]);
     let log = || std::fs::read_to_string(setup.path("agent.log")).unwrap();
-    let mut last_words = |status: &str| -> String {
+    let last_words = |status: &str| -> String {
         let mut worker = Worker::with_status(&dir, "busy GET /report");
         let pid = worker.0.pid().to_string();
-        setup
-            .notify
-            .expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+        setup.notify.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
         worker.say(status);
         wait_until(5 * SECOND, "the worker to write its last status", || {
             scoreboard::read_dir(&dir)
@@ -558,7 +556,10 @@ fn a_dead_workers_last_status_is_logged_from_its_file_and_bounded() {
         line[line.find(&said).unwrap() + said.len()..].to_owned()
     };
     let timed_out = last_words("timeout GET /report");
-    assert!(timed_out.starts_with("timeout GET /report\""), "{timed_out}");
+    assert!(
+        timed_out.starts_with("timeout GET /report\""),
+        "{timed_out}"
+    );
     let huge = format!("\u{1b}[31m\0{}", "x".repeat((1 << 20) - 16));
     let capped = last_words(&huge);
     let said = &capped[..capped.find('"').unwrap()];

@@ -1,7 +1,7 @@
 //! End to end on a real systemd: the .deb built by `packaging/build` is installed with
 //! `dpkg -i` into a throwaway systemd booted in its own pid and mount namespaces, over
 //! overlay mounts of /usr, /etc and /var so the host is never touched. Then the
-//! scenarios of the packaging issue run in order, each asserted, timings printed; last
+//! scenarios run in order, each asserted, timings printed; last
 //! the .rpm: installed, upgraded to a rebuild of it with a higher release
 //! (`packaging/rpm/build`), and erased.
 //!
@@ -139,7 +139,7 @@ fn main() {
             read_only_directory_is_refused,
         ),
         (
-            "gunicorn (Debian's 20.1, then PyPI's newest): busy requests, kills and timeouts in the Status line and the journal",
+            "gunicorn (Debian's 20.1, then PyPI's newest): busy requests, kills, timeouts, kill_stuck_after and gthread; a Python worker's hostile statuses",
             gunicorn_pools,
         ),
         (
@@ -156,13 +156,28 @@ fn main() {
         ),
         ("13 rpm -e leaves nothing of ours behind", rpm_erase),
     ];
-    for (name, scenario) in scenarios {
+    // While working on one scenario: `SCOREBOARD_E2E_ONLY=gunicorn,rpm` runs the first
+    // (the install every other one stands on) and those whose names hold one of the words.
+    let only = std::env::var("SCOREBOARD_E2E_ONLY").unwrap_or_default();
+    let chosen = |index: usize, name: &str| {
+        only.is_empty() || index == 0 || only.split(',').any(|word| name.contains(word))
+    };
+    let mut ran = 0;
+    for (index, (name, scenario)) in scenarios.iter().enumerate() {
+        if !chosen(index, name) {
+            eprintln!("scenario {name} ... not chosen by SCOREBOARD_E2E_ONLY");
+            continue;
+        }
+        ran += 1;
         eprintln!("scenario {name} ...");
         let started = Instant::now();
         scenario(&system);
         eprintln!("scenario {name} ... ok ({:.1?})", started.elapsed());
     }
-    eprintln!("test result: ok. {} scenarios passed", scenarios.len());
+    eprintln!(
+        "test result: ok. {ran} of {} scenarios passed",
+        scenarios.len()
+    );
 }
 
 /// A named step, run in order against the one booted system.
@@ -2873,13 +2888,51 @@ def app(environ, start_response):
     return [b"hello\n"]
 "#;
 
-fn gunicorn_unit(gunicorn: &str) -> String {
+fn gunicorn_unit(gunicorn: &str, options: &str) -> String {
     format!(
         "[Unit]\nDescription=A gunicorn app\n[Service]\nUser=nobody\nGroup=nogroup\n\
          RuntimeDirectory=gapp\nWorkingDirectory=/usr/local/lib/gapp\n\
          ExecStart={gunicorn} -c /usr/local/lib/gapp/gunicorn.conf.py --bind 127.0.0.1:18080 \
-         --workers 4 --timeout 3 app:app\n"
+         {options} app:app\n"
     )
+}
+
+/// gapp.service as `gunicorn_unit` makes it, (re)started, enabled already; returns the
+/// first Status line that says `expected`.
+fn gunicorn_start(system: &System, gunicorn: &str, options: &str, expected: &str) -> String {
+    system.must(&format!(
+        "cat > /etc/systemd/system/gapp.service <<'EOF'\n{}EOF\n\
+         systemctl daemon-reload && systemctl restart gapp",
+        gunicorn_unit(gunicorn, options)
+    ));
+    poll(Duration::from_secs(20), || {
+        let status = system.property("gapp", "StatusText");
+        (status == expected).then_some(status)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{}\n{}",
+            system.property("gapp", "StatusText"),
+            system.sh("journalctl -u gapp --no-pager -n 20")
+        )
+    })
+}
+
+/// gapp's worker pids, as the agent lists them.
+fn gunicorn_workers(system: &System) -> Vec<String> {
+    let json: serde_json::Value =
+        serde_json::from_str(&system.must("scoreboardctl status gapp --json")).unwrap();
+    let mut ids: Vec<String> = json["services"][0]["workers"]
+        .as_array()
+        .map(|workers| {
+            workers
+                .iter()
+                .filter_map(|w| Some(w["id"].as_str()?.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
 }
 
 fn gunicorn_pools(system: &System) {
@@ -2902,28 +2955,111 @@ fn gunicorn_pools(system: &System) {
     let pypi =
         system.must("/var/lib/gvenv/bin/python -c 'import gunicorn; print(gunicorn.__version__)'");
     gunicorn_pool(system, "/var/lib/gvenv/bin/python -m gunicorn", pypi.trim());
+    python_hostile_statuses(system);
     system.must(
         "rm -rf /usr/local/lib/gapp /var/lib/gvenv /usr/local/lib/python3.11/dist-packages/scoreboard",
     );
 }
 
+/// A Python worker run as nobody that publishes whatever root writes to a control file.
+const PYTHON_SAYER: &str = r#"import os, time
+from scoreboard import Scoreboard
+board = Scoreboard(os.path.join(os.environ["RUNTIME_DIRECTORY"], "scoreboard"))
+board.update("idle")
+last = None
+while True:
+    try:
+        with open("/run/pysay-control", "rb") as control:
+            said = control.read()
+    except FileNotFoundError:
+        said = None
+    if said is not None and said != last:
+        board.update(said)
+        last = said
+    time.sleep(0.05)
+"#;
+
+/// A Python worker's hostile statuses (NUL, assignments, non-UTF-8, 1 MB, terminal
+/// escapes) meet the bounds Perl's and Rust's do: the Status line, scoreboardctl and
+/// the dead worker's journal line stay one escaped, bounded line; the agent lives.
+fn python_hostile_statuses(system: &System) {
+    system.must(&format!(
+        "rm -f /run/pysay-control && \
+         cat > /usr/local/lib/gapp/say.py <<'EOF'\n{PYTHON_SAYER}EOF\n\
+         printf '[Service]\\nUser=nobody\\nGroup=nogroup\\nRuntimeDirectory=pysay\\n\
+ExecStart=/usr/bin/python3 /usr/local/lib/gapp/say.py\\n' > /etc/systemd/system/pysay.service && \
+         systemctl daemon-reload && scoreboardctl enable pysay.service && systemctl start pysay"
+    ));
+    let agent = system.property("scoreboard-agent", "MainPID");
+    system.expect_status("pysay", "1 workers: 1 idle", Duration::from_secs(10));
+    let main_pid = system.property("pysay", "MainPID");
+    let say = |printf: &str| system.must(&format!("printf '{printf}' > /run/pysay-control"));
+    say("busy\\0x GET /");
+    system.expect_status("pysay", "1 workers: 1 busy x", Duration::from_secs(3));
+    say("busy\\nMAINPID=1\\nREADY=1");
+    system.expect_status("pysay", "1 workers: 1 busy", Duration::from_secs(3));
+    assert_eq!(system.property("pysay", "MainPID"), main_pid);
+    say("\\377\\376 GET /bytes");
+    let bytes = poll(Duration::from_secs(3), || {
+        let table = system.must("scoreboardctl status pysay");
+        table.contains("GET /bytes").then_some(table)
+    })
+    .expect("a non-UTF-8 status in scoreboardctl");
+    system.must("{ printf 'busy '; head -c 1000000 /dev/zero | tr '\\0' x; } > /run/pysay-control");
+    let huge = poll(Duration::from_secs(5), || {
+        let table = system.must("scoreboardctl status pysay");
+        table.contains("busy xxxx").then_some(table)
+    })
+    .expect("a 1 MB status in scoreboardctl");
+    let widest = huge.lines().map(str::len).max().unwrap_or(0);
+    // Statuses are cut at 4 KiB on the bus; the table's other columns come on top.
+    assert!(widest < 4096 + 100, "a {widest}-byte line in scoreboardctl");
+    let rss_kib: u64 = system
+        .must(&format!("awk '/VmRSS/ {{print $2}}' /proc/{agent}/status"))
+        .trim()
+        .parse()
+        .unwrap();
+    say("busy \\033[2J\\033]0;pwned\\007 GET /escape");
+    system.expect_status("pysay", "1 workers: 1 busy", Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(500)); // the escape sequence seen
+    let since = unix_now_seconds();
+    system.must(&format!("kill -9 {main_pid}"));
+    let died = poll(Duration::from_secs(10), || {
+        agent_log_since_time(system, since)
+            .lines()
+            .find(|l| l.contains("died while") && l.contains("GET /escape"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("{}", agent_log_since_time(system, since)));
+    assert!(
+        !died.contains('\x1b') && died.contains("\\x1b[2J"),
+        "{died:?}"
+    );
+    assert_eq!(system.property("scoreboard-agent", "MainPID"), agent);
+    system.must(
+        "systemctl stop pysay; scoreboardctl disable pysay.service && \
+         rm -f /etc/systemd/system/pysay.service /run/pysay-control && systemctl daemon-reload",
+    );
+    eprintln!(
+        "a Python worker as nobody: NUL → \"1 workers: 1 busy x\", assignments → one status \
+         (MainPID kept), non-UTF-8 → {:?}, 1 MB → widest scoreboardctl line {widest} B, agent \
+         VmRSS {rss_kib} KiB; killed with a terminal escape as its status: {died:?}; agent pid \
+         unchanged",
+        bytes
+            .lines()
+            .find(|l| l.contains("GET /bytes"))
+            .unwrap_or(""),
+    );
+}
+
 fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
+    const SYNC: &str = "--workers 4 --timeout 3";
     system.must(&format!(
         "cat > /etc/systemd/system/gapp.service <<'EOF'\n{}EOF\n\
-         systemctl daemon-reload && scoreboardctl enable gapp.service && systemctl start gapp",
-        gunicorn_unit(gunicorn)
+         systemctl daemon-reload && scoreboardctl enable gapp.service",
+        gunicorn_unit(gunicorn, SYNC)
     ));
-    let up = poll(Duration::from_secs(20), || {
-        let status = system.property("gapp", "StatusText");
-        (status == "4 workers: 4 idle").then_some(status)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "{}\n{}",
-            system.property("gapp", "StatusText"),
-            system.sh("journalctl -u gapp --no-pager -n 20")
-        )
-    });
+    let up = gunicorn_start(system, gunicorn, SYNC, "4 workers: 4 idle");
     // A slow request: busy in systemctl status and in scoreboardctl.
     let mut slow = system.spawn("curl -s 'http://127.0.0.1:18080/slow?2'");
     system.expect_status("gapp", "4 workers: 3 idle, 1 busy", Duration::from_secs(3));
@@ -2932,46 +3068,113 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     let _ = slow.wait();
     system.expect_status("gapp", "4 workers: 4 idle", Duration::from_secs(4));
     // SIGKILL of a worker: seen, and gunicorn's replacement appears.
-    let json: serde_json::Value =
-        serde_json::from_str(&system.must("scoreboardctl status gapp --json")).unwrap();
-    let ids: Vec<String> = json["services"][0]["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(ids.len(), 4, "{json}");
-    let cursor = system.journal_cursor();
+    let ids = gunicorn_workers(system);
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    let since = unix_now_seconds();
     system.must(&format!("kill -9 {}", ids[0]));
     let replaced = poll(Duration::from_secs(10), || {
-        let json: serde_json::Value =
-            serde_json::from_str(&system.must("scoreboardctl status gapp --json")).ok()?;
-        let now: Vec<String> = json["services"][0]["workers"]
-            .as_array()?
-            .iter()
-            .filter_map(|w| Some(w["id"].as_str()?.to_owned()))
-            .collect();
+        let now = gunicorn_workers(system);
         (now.len() == 4 && !now.contains(&ids[0])).then_some(now)
     });
-    assert!(replaced.is_some(), "{}", system.agent_log_since(&cursor));
-    // gunicorn's --timeout (3 s) aborts a request stuck for 10 s: the agent's line names it.
+    assert!(
+        replaced.is_some(),
+        "{}",
+        agent_log_since_time(system, since)
+    );
+    // gunicorn's --timeout (3 s) aborts a request stuck for 10 s: the agent's line says
+    // which request, as the worker's abort hook wrote it.
     let mut stuck = system.spawn("curl -s 'http://127.0.0.1:18080/slow?10'");
     let named = poll(Duration::from_secs(15), || {
-        system
-            .agent_log_since(&cursor)
+        agent_log_since_time(system, since)
             .lines()
-            .find(|l| l.contains("died while") && l.contains("GET /slow"))
+            .find(|l| l.contains("died while \"timeout GET /slow\""))
             .map(str::to_owned)
     })
-    .unwrap_or_else(|| panic!("{}", system.agent_log_since(&cursor)));
+    .unwrap_or_else(|| panic!("{}", agent_log_since_time(system, since)));
     let _ = stuck.kill();
     let _ = stuck.wait();
+
+    // kill_stuck_after, opted into with the drop-in: a worker stuck in a request past
+    // it is ended and gunicorn replaces it; the other workers keep their pids. gunicorn's
+    // own timeout is out of the way (120 s); its sync worker finishes the request it is
+    // in on SIGTERM, so SIGKILL follows after kill_grace.
+    const PATIENT: &str = "--workers 4 --timeout 120";
+    system.must(&format!(
+        "mkdir -p /etc/systemd/system/scoreboard-agent.service.d && \
+         cat > /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf <<'EOF'\n{KILL_DROP_IN}EOF\n\
+         printf 'stuck_after = \"2s\"\\nkill_stuck_after = \"2s\"\\nkill_grace = \"2s\"\\n' \
+           >> /etc/scoreboard/services.d/gapp.toml && \
+         systemctl daemon-reload && systemctl restart scoreboard-agent"
+    ));
+    gunicorn_start(system, gunicorn, PATIENT, "4 workers: 4 idle");
+    let before = gunicorn_workers(system);
+    let since = unix_now_seconds();
+    let mut stuck = system.spawn("curl -s 'http://127.0.0.1:18080/slow?60'");
+    let stuck_one = poll(Duration::from_secs(5), || {
+        let json: serde_json::Value =
+            serde_json::from_str(&system.must("scoreboardctl status gapp --json")).ok()?;
+        json["services"][0]["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["status"].as_str() == Some("busy GET /slow"))
+            .and_then(|w| Some(w["id"].as_str()?.to_owned()))
+    })
+    .expect("a worker busy with GET /slow");
+    let after = poll(Duration::from_secs(20), || {
+        let now = gunicorn_workers(system);
+        (now.len() == 4 && !now.contains(&stuck_one)).then_some(now)
+    })
+    .unwrap_or_else(|| panic!("{}", agent_log_since_time(system, since)));
+    let kept: Vec<&String> = before.iter().filter(|id| **id != stuck_one).collect();
+    assert!(
+        kept.iter().all(|id| after.contains(id)),
+        "before {before:?}, after {after:?}"
+    );
+    let actions = action_entries_since(system, since);
+    let kinds: Vec<&str> = actions
+        .iter()
+        .filter_map(|e| e["SCOREBOARD_ACTION"].as_str())
+        .collect();
+    assert_eq!(kinds, ["signal", "kill"], "{actions:?}");
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+
+    // gthread: one worker, 4 threads, 2 requests in flight: the status says both.
+    gunicorn_start(
+        system,
+        gunicorn,
+        "--workers 1 --worker-class gthread --threads 4 --timeout 120",
+        "1 workers: 1 idle",
+    );
+    let mut first = system.spawn("curl -s 'http://127.0.0.1:18080/slow?4'");
+    std::thread::sleep(Duration::from_millis(300)); // the second is the newer
+    let mut second = system.spawn("curl -s 'http://127.0.0.1:18080/slow?4'");
+    let threads = poll(Duration::from_secs(3), || {
+        let table = system.must("scoreboardctl status gapp");
+        table
+            .contains("busy GET /slow (+1 more in flight)")
+            .then_some(table)
+    })
+    .unwrap_or_else(|| panic!("{}", system.must("scoreboardctl status gapp")));
+    let gthread_status = system.property("gapp", "StatusText");
+    assert_eq!(gthread_status, "1 workers: 1 busy");
+    let _ = first.wait();
+    let _ = second.wait();
     system.must(
         "systemctl stop gapp && scoreboardctl disable gapp.service && \
-         rm -f /etc/systemd/system/gapp.service && systemctl daemon-reload",
+         rm -f /etc/systemd/system/gapp.service \
+               /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf && \
+         systemctl daemon-reload && systemctl restart scoreboard-agent",
     );
     eprintln!(
         "gunicorn {version} ({gunicorn}), 4 sync workers as nobody: {up:?} at start, a slow \
-         request as busy, a killed worker replaced; its --timeout in the agent's journal: {named}"
+         request as busy, a killed worker replaced; its --timeout in the agent's journal: \
+         {named}; kill_stuck_after 2 s + grace 2 s: {stuck_one} signalled then killed, \
+         replaced, 3 others kept ({before:?} -> {after:?}); gthread with 2 requests: \
+         {gthread_status:?}, {:?}",
+        threads
+            .lines()
+            .find(|l| l.contains("more in flight"))
+            .unwrap_or("")
     );
 }
