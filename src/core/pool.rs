@@ -22,7 +22,6 @@
 //! last changed — so a summary costs the number of states plus the number of stuck
 //! workers, and the next moment someone becomes stuck is one ordered-set lookup.
 
-use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -32,6 +31,13 @@ use scoreboard::{Snapshot, Worker, Written};
 use crate::config::{Service, StateRule};
 use crate::core::status_line::{self, Summary};
 use crate::core::worker::WorkerReport;
+
+mod sight;
+mod state;
+
+pub use sight::{Cause, Sight, Unseen};
+pub use state::{MAX_STATE_LEN, derive_state};
+use state::{UNKNOWN, is_idle, state_of};
 
 /// One worker as the agent knows it.
 #[derive(Debug, Clone)]
@@ -47,10 +53,6 @@ struct Tracked {
     /// The last observation that saw it (see [`Pool::observe`]).
     seen: u64,
 }
-
-/// A state no rule produces for a status it could read: the worker is alive but its
-/// status is not known (not read in a pass, or forgotten to stay within the budget).
-const UNKNOWN: &str = "unknown";
 
 /// What the agent keeps per service.
 #[derive(Debug)]
@@ -82,95 +84,6 @@ pub struct Pool {
     remembered: HashMap<String, Remembered>,
     /// What the agent knows of the directory.
     sight: Sight,
-}
-
-/// What the agent knows of a pool: three states, never two.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sight {
-    /// Not looked at yet.
-    NotYet,
-    /// Read whole by the last pass: the workers are what the directory held (none, if
-    /// it held none).
-    Seen,
-    /// The directory could not be opened, resolved or read: its workers are unknown.
-    Unseen(Unseen),
-}
-
-/// Why a pool's directory could not be read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unseen {
-    /// The kind of failure.
-    pub cause: Cause,
-    /// The failure as the reader said it (path, operation, error).
-    pub detail: String,
-}
-
-/// The kinds of failure to read a scoreboard directory: a closed set, whose `Display` is
-/// the text of the D-Bus `Unseen` property and the metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Cause {
-    /// No such directory (yet).
-    Missing,
-    /// The agent may not open or list it.
-    PermissionDenied,
-    /// Something else than a directory is there.
-    NotADirectory,
-    /// Resolving it would cross into another user's directory (the safe-path rule).
-    Unsafe,
-    /// It is on a file system the agent may not write (its unit's `ProtectSystem=strict`
-    /// without a `ReadWritePaths=` for it): dead workers could never be removed.
-    ReadOnly,
-    /// Any other failure.
-    Failed,
-}
-
-impl Cause {
-    /// Every cause, for gauges set up before any is seen.
-    pub const ALL: [Cause; 6] = [
-        Cause::Missing,
-        Cause::PermissionDenied,
-        Cause::NotADirectory,
-        Cause::Unsafe,
-        Cause::ReadOnly,
-        Cause::Failed,
-    ];
-}
-
-impl std::fmt::Display for Cause {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Cause::Missing => "missing",
-            Cause::PermissionDenied => "permission_denied",
-            Cause::NotADirectory => "not_a_directory",
-            Cause::Unsafe => "unsafe_path",
-            Cause::ReadOnly => "read_only",
-            Cause::Failed => "failed",
-        })
-    }
-}
-
-impl Unseen {
-    /// The `STATUS=` line for a pool not seen: what is wrong, in words an operator can
-    /// act on, and the fix where there is one.
-    pub fn status_line(&self, unit: &str) -> String {
-        match self.cause {
-            Cause::Missing => "scoreboard not found: no directory yet".to_owned(),
-            Cause::PermissionDenied => format!(
-                "scoreboard unreadable: permission denied — run: scoreboardctl enable {unit}"
-            ),
-            Cause::NotADirectory => "scoreboard unreadable: not a directory".to_owned(),
-            Cause::Unsafe => {
-                "scoreboard refused: unsafe path — see journalctl -u scoreboard-agent".to_owned()
-            }
-            Cause::ReadOnly => {
-                "scoreboard refused: read-only to the agent — see journalctl -u scoreboard-agent"
-                    .to_owned()
-            }
-            Cause::Failed => {
-                "scoreboard unreadable — see journalctl -u scoreboard-agent".to_owned()
-            }
-        }
-    }
 }
 
 /// What an earlier agent saved of one worker.
@@ -711,73 +624,6 @@ impl Pool {
             None => self.waiting.iter().next(),
         };
         first_not_yet.and_then(|(at, _)| at.checked_add(age))
-    }
-}
-
-fn is_idle(idle_states: &[String], state: &str) -> bool {
-    idle_states.iter().any(|idle| idle == state)
-}
-
-/// A worker's state from its status, by the service's rule, at most [`MAX_STATE_LEN`]
-/// bytes. A status the rule cannot read has the state `unknown`; an empty first word is
-/// `empty`.
-pub fn derive_state(rule: &StateRule, status: &[u8]) -> String {
-    state_of(rule, status).into_owned()
-}
-
-/// [`derive_state`], borrowed from the status where it can be.
-fn state_of<'a>(rule: &StateRule, status: &'a [u8]) -> Cow<'a, str> {
-    match state_by_rule(rule, status) {
-        Cow::Borrowed(state) => Cow::Borrowed(&state[..cut_at(state)]),
-        Cow::Owned(mut state) => {
-            state.truncate(cut_at(&state));
-            Cow::Owned(state)
-        }
-    }
-}
-
-/// Where a state is cut to fit [`MAX_STATE_LEN`], at a character boundary.
-fn cut_at(state: &str) -> usize {
-    let mut cut = state.len().min(MAX_STATE_LEN);
-    while !state.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
-}
-
-/// A state is one word: whitespace in a JSON state becomes `_` (`"in progress"` is
-/// `in_progress`), so that a label with a space ([`crate::core::status_line::FOLDED_STATES`])
-/// is never a state; an empty one is `empty`, as an empty first word is.
-fn one_word(state: &str) -> String {
-    if state.trim().is_empty() {
-        return "empty".to_owned();
-    }
-    state
-        .chars()
-        .map(|c| if c.is_whitespace() { '_' } else { c })
-        .collect()
-}
-
-/// A state is a word, cut at this many bytes: one worker's first word may be a MiB
-/// long, and a state is kept per worker, counted, listed on the bus and in metrics.
-pub const MAX_STATE_LEN: usize = 64;
-
-fn state_by_rule<'a>(rule: &StateRule, status: &'a [u8]) -> Cow<'a, str> {
-    match rule {
-        StateRule::FirstWord => match String::from_utf8_lossy(status) {
-            Cow::Borrowed(text) => Cow::Borrowed(text.split_whitespace().next().unwrap_or("empty")),
-            Cow::Owned(text) => {
-                Cow::Owned(text.split_whitespace().next().unwrap_or("empty").to_owned())
-            }
-        },
-        StateRule::JsonPointer(pointer) => serde_json::from_slice::<serde_json::Value>(status)
-            .ok()
-            .and_then(|value| match value.pointer(pointer)? {
-                serde_json::Value::String(s) => Some(one_word(s)),
-                serde_json::Value::Null => None,
-                other => Some(one_word(&other.to_string())),
-            })
-            .map_or(Cow::Borrowed(UNKNOWN), Cow::Owned),
     }
 }
 
