@@ -1,3 +1,5 @@
+use std::io;
+
 use super::*;
 
 /// `KINDS` lists exactly what `kind` returns. The match below has no wildcard: a new
