@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-from scoreboard import Scoreboard, _frame, read_dir
+from scoreboard import MIN_CAPACITY, VISIBLE_EVERY_NS, Scoreboard, _frame, read_dir
 from scoreboard.status import request_line
 
 
@@ -28,11 +31,53 @@ def test_update_then_read(tmp_path: Path) -> None:
 
 
 def test_the_file_is_the_perl_frame(tmp_path: Path) -> None:
-    with Scoreboard(tmp_path, id="w") as board:
+    with Scoreboard(tmp_path, id="w", mapped=False) as board:
         board.update("idle")
+        assert not board.mapped
         data = (tmp_path / "status_w").read_bytes()
     assert data == _frame.encode(b"idle")
     assert data[16:20] == b"\0\0\0\x04"
+
+
+def test_a_mapped_file_is_the_perl_frame_then_slack(tmp_path: Path) -> None:
+    with Scoreboard(tmp_path, id="w") as board:
+        board.update("busy GET /report")
+        board.update("idle")
+        assert board.mapped
+        data = (tmp_path / "status_w").read_bytes()
+    frame = _frame.encode(b"idle")
+    assert len(data) == MIN_CAPACITY
+    # The tail of the longer status before it is slack, as after a shorter pwrite.
+    assert data[: len(frame)] == frame
+    assert data[len(_frame.encode(b"busy GET /report")) :] == bytes(MIN_CAPACITY - 36)
+
+
+def test_a_mapped_file_grows_in_place_and_never_shrinks(tmp_path: Path) -> None:
+    with Scoreboard(tmp_path, id="w") as board:
+        path = tmp_path / "status_w"
+        board.update("idle")
+        assert path.stat().st_size == MIN_CAPACITY
+        board.update("x" * 5000)
+        assert read_dir(tmp_path) == {"w": b"x" * 5000}
+        assert path.stat().st_size == 8192
+        board.update("idle")
+        assert read_dir(tmp_path) == {"w": b"idle"}
+        assert path.stat().st_size == 8192
+        assert board.mapped
+
+
+def test_a_filesystem_that_cannot_map_gets_pwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    with Scoreboard(tmp_path, id="w") as board:
+        board.update("idle")
+        assert not board.mapped
+        board.update("busy GET /a")
+        assert read_dir(tmp_path) == {"w": b"busy GET /a"}
 
 
 def test_a_status_that_is_not_utf8_is_kept_not_dropped(tmp_path: Path) -> None:
@@ -42,13 +87,88 @@ def test_a_status_that_is_not_utf8_is_kept_not_dropped(tmp_path: Path) -> None:
         assert read_dir(tmp_path) == {"w": b"busy \xff\xfe"}
 
 
-def test_every_update_moves_the_modification_time(tmp_path: Path) -> None:
-    with Scoreboard(tmp_path, id="w") as board:
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "pwrite"])
+def test_every_update_moves_the_modification_time(tmp_path: Path, mapped: bool) -> None:
+    """Progress the agent can see whatever the text: the modification time moves at
+    most VISIBLE_EVERY_NS after an update (at once with pwrite)."""
+    late = VISIBLE_EVERY_NS / 1e9 + 0.02
+    with Scoreboard(tmp_path, id="w", mapped=mapped) as board:
         board.update("busy GET /health")
-        first = os.stat(board.path or "").st_mtime_ns
-        time.sleep(0.02)
+        assert board.mapped == mapped
+        path = board.path or ""
+        first = os.stat(path).st_mtime_ns
+        time.sleep(late)
         board.update("busy GET /health")
-        assert os.stat(board.path or "").st_mtime_ns > first
+        second = os.stat(path).st_mtime_ns
+        assert second > first
+        time.sleep(late)
+        board.update("idle")
+        assert os.stat(path).st_mtime_ns > second
+        assert read_dir(tmp_path) == {"w": b"idle"}
+
+
+def test_readers_never_see_a_torn_mapped_frame(tmp_path: Path) -> None:
+    """A writer storing frames as fast as it can (across a growth of the file too),
+    read meanwhile: every read is one of its statuses, never a mix."""
+    statuses = [b"A" * 64, b"B" * 200, b"C" * 3]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom scoreboard import Scoreboard\n"
+            "b = Scoreboard(sys.argv[1], id='w')\nb.update('A' * 64)\nprint(flush=True)\n"
+            "s = ('A' * 64, 'B' * 200, 'C' * 3)\n"
+            "while True:\n    for t in s: b.update(t)\n",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None
+        child.stdout.readline()
+        seen = set()
+        for _ in range(3000):
+            status = read_dir(tmp_path).get("w")
+            assert status in statuses, status
+            seen.add(status)
+        assert len(seen) > 1, seen
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _perl_lib() -> Optional[Path]:
+    """The interop copy of Parallel::Scoreboard beside the repository, if Perl can
+    load it from there."""
+    lib = Path(__file__).resolve().parents[3] / "shared" / "interop"
+    try:
+        out = subprocess.run(
+            ["perl", f"-I{lib}", "-MParallel::Scoreboard", "-e", "1"], capture_output=True
+        )
+    except OSError:
+        return None
+    return lib if out.returncode == 0 else None
+
+
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "pwrite"])
+def test_perl_reads_what_python_writes(tmp_path: Path, mapped: bool) -> None:
+    lib = _perl_lib()
+    if lib is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("perl or ../shared/interop/Parallel/Scoreboard.pm missing")
+        pytest.skip("perl with ../shared/interop/Parallel/Scoreboard.pm is not available")
+    with Scoreboard(tmp_path, id="py", mapped=mapped) as board:
+        board.update("busy GET /a longer status first")
+        board.update("busy GET /py é")
+        out = subprocess.run(
+            ["perl", f"-I{lib}", "-MParallel::Scoreboard", "-e",
+             'my $s = Parallel::Scoreboard->new(base_dir => $ARGV[0], worker_id => sub { "perl" });'
+             'my $all = $s->read_all; print map { "$_=$all->{$_}\n" } sort keys %$all;',
+             str(tmp_path)],
+            capture_output=True, check=True,
+        )
+    assert out.stdout == "py=busy GET /py é\n".encode(), out
 
 
 def test_bad_directories_are_named(tmp_path: Path) -> None:

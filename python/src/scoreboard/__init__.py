@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import stat
+import sys
 import threading
 import time
 import weakref
@@ -53,6 +55,27 @@ TORN_READ_ATTEMPTS = 10
 CREATE_ATTEMPTS = 16
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+#: How often at most an update of a mapped file moves its modification time itself:
+#: 100 ms, a tenth of the agent's finest ``stuck_after`` (the Rust crate's
+#: ``VISIBLE_EVERY``).
+VISIBLE_EVERY_NS = 100_000_000
+#: The smallest size of a mapped status file: a 64-byte status with room to grow.
+MIN_CAPACITY = 256
+
+# Bound once: each attribute look-up is a measurable part of an update.
+_HEADER_LEN = _frame.HEADER_LEN
+_md5 = _frame.md5
+_pack_length = _frame.pack_length
+_monotonic_ns = time.monotonic_ns
+# From 3.13 a mapping need not keep its own duplicate of the descriptor.
+_MMAP_OPTIONS: Dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
+def _capacity_for(status_len: int) -> int:
+    """A mapped file's size for a frame of ``status_len`` bytes: a power of two, so a
+    status that keeps growing costs few remaps."""
+    return max(MIN_CAPACITY, 1 << (status_len + _HEADER_LEN - 1).bit_length())
 
 
 def _named(error: OSError, operation: str, path: str) -> OSError:
@@ -97,23 +120,50 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 class Scoreboard:
     """A worker's handle on a scoreboard directory.
 
-    The first :meth:`update` creates the worker's file (``status_<id>.tmp``, locked, then
-    renamed into place, as Parallel::Scoreboard does); later ones rewrite the frame in
-    place with one ``pwrite``, which also moves the file's modification time — what the
-    agent takes as progress. :meth:`close` (or leaving a ``with`` block) removes the file.
+    The first :meth:`update` creates the worker's file (``status_<id>.tmp``, locked,
+    its first frame written, then renamed into place, as Parallel::Scoreboard does);
+    later ones rewrite the frame in place. :meth:`close` (or leaving a ``with`` block)
+    removes the file.
+
+    ``mapped`` (the default) sizes the file to a capacity (256 bytes, or the next power
+    of two that holds the frame), maps it shared and stores each frame into the
+    mapping: no system call per update. Readers see the stores at once (the mapping is
+    the file's page cache), catch a half-done one by its md5 as they catch a half-done
+    write, and ignore the slack after the frame. A store does not move the file's
+    modification time, the agent's sign of progress, so an update moves it itself
+    (``futimens``) once :data:`VISIBLE_EVERY_NS` has passed since it last moved: an
+    update, whatever its text, is seen within that interval. An update that repeats
+    the status already there only does that. ``mapped=False``, or a filesystem that
+    cannot map, writes each frame with one ``pwrite``, which moves the modification
+    time by itself.
 
     ``id`` defaults to the process id, as Parallel::Scoreboard's. After a fork, the child
     never touches the parent's file: its first update creates its own.
     """
 
     def __init__(
-        self, directory: PathLike, id: Optional[str] = None, *, create: bool = True
+        self,
+        directory: PathLike,
+        id: Optional[str] = None,
+        *,
+        create: bool = True,
+        mapped: bool = True,
     ) -> None:
         self._directory = os.fspath(directory)
         self._fixed_id = None if id is None else _check_id(id)
+        self._want_mapped = mapped
         self._fd: Optional[int] = None
         self._name = ""
+        #: The pid that owns ``_fd``; 0 while there is none, so that one comparison
+        #: with the current pid tells an update it must (re)create the file.
         self._owner_pid = 0
+        self._mapping: Optional[mmap.mmap] = None
+        self._capacity = 0
+        #: The status in the file, so a repeat costs a comparison; None before the
+        #: first frame (the file's zeros must not pass for an empty status).
+        self._last: Optional[bytes] = None
+        #: When the modification time last moved (time.monotonic_ns).
+        self._visible_at = 0
         self._lock = threading.Lock()
         if create:
             try:
@@ -151,36 +201,62 @@ class Scoreboard:
             return None
         return os.path.join(self._directory, self._name)
 
+    @property
+    def mapped(self) -> bool:
+        """Whether updates store into a mapping of the file (else they ``pwrite``);
+        known once the first update has created the file."""
+        return self._mapping is not None
+
     def update(self, status: Union[str, bytes]) -> None:
         """Publishes ``status``. A ``str`` is encoded as UTF-8, with
         ``surrogateescape`` so that no byte a ``str`` can carry is lost."""
-        if isinstance(status, str):
-            data = status.encode("utf-8", "surrogateescape")
-        else:
+        # The hot path of every request: the names it calls are module globals bound
+        # at import, and with the file open it runs no system call but, at most every
+        # VISIBLE_EVERY_NS, the one that moves the modification time.
+        try:
+            # For a str without lone surrogates the same bytes as surrogateescape,
+            # without parsing the arguments that name it.
+            data = status.encode()  # type: ignore[union-attr]
+        except AttributeError:
             data = bytes(status)
-        frame = _frame.encode(data)
+        except UnicodeEncodeError:
+            data = status.encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
         with self._lock:
-            pid = _PID
-            if self._fd is not None and self._owner_pid != pid:
-                self._forget_inherited()
-            if self._fd is None:
-                self._create(pid)
-            assert self._fd is not None
-            try:
-                os.pwrite(self._fd, frame, 0)
-            except OSError as error:
-                raise _named(error, "pwrite", self.path or self._directory) from None
+            mapping = self._mapping
+            if mapping is None or self._owner_pid != _PID:
+                # No file yet, the parent's inherited across a fork, or no mapping.
+                self._update_unmapped(data)
+                return
+            if data != self._last:
+                length = len(data)
+                end = length + _HEADER_LEN
+                if end > self._capacity:
+                    mapping = self._grow(data)
+                # One memcpy of the whole frame, built first: a reader can catch it
+                # half-done only within those few instructions, and retries by md5.
+                mapping[:end] = _md5(data).digest() + _pack_length(length) + data
+                self._last = data
+            now = _monotonic_ns()
+            if now - self._visible_at >= VISIBLE_EVERY_NS:
+                self._touch(now)
+
+    def _update_unmapped(self, data: bytes) -> None:
+        if self._owner_pid != _PID:
+            self._create(data)
+        else:
+            self._pwrite(data)
 
     def close(self) -> None:
         """Removes this worker's file (only this process's own) and closes it."""
         with self._lock:
-            fd, self._fd = self._fd, None
+            fd = self._release()
             if fd is None:
                 return
             try:
                 if self._owner_pid == os.getpid():
                     self._remove_own(fd)
             finally:
+                self._owner_pid = 0
                 os.close(fd)
 
     def leave(self) -> None:
@@ -188,7 +264,8 @@ class Scoreboard:
         finds its owner gone and removes it — what a worker that is being killed does,
         so that the agent can say what it was doing."""
         with self._lock:
-            fd, self._fd = self._fd, None
+            fd = self._release()
+            self._owner_pid = 0
             if fd is not None:
                 os.close(fd)
 
@@ -198,32 +275,104 @@ class Scoreboard:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _create(self, pid: int) -> None:
+    def _release(self) -> Optional[int]:
+        """Unmaps the file and hands back its descriptor, for the caller to close."""
+        mapping, self._mapping = self._mapping, None
+        if mapping is not None:
+            mapping.close()
+        fd, self._fd = self._fd, None
+        self._last = None
+        return fd
+
+    def _pwrite(self, data: bytes) -> None:
+        assert self._fd is not None
+        try:
+            os.pwrite(self._fd, _frame.encode(data), 0)
+        except OSError as error:
+            raise _named(error, "pwrite", self.path or self._directory) from None
+        self._last = data
+
+    def _touch(self, now: int) -> None:
+        """Moves the file's modification time to now (``futimens(fd, NULL)``; the
+        access time moves too, which no reader looks at)."""
+        assert self._fd is not None
+        try:
+            os.utime(self._fd)
+        except OSError as error:
+            raise _named(error, "futimens", self.path or self._directory) from None
+        self._visible_at = now
+
+    def _map(self, fd: int, status_len: int) -> None:
+        """Sizes the file for a frame of ``status_len`` bytes and maps it; leaves
+        updates to ``pwrite`` where the filesystem cannot map."""
+        capacity = _capacity_for(status_len)
+        os.ftruncate(fd, capacity)
+        try:
+            mapping = mmap.mmap(fd, capacity, mmap.MAP_SHARED, **_MMAP_OPTIONS)
+        except (OSError, ValueError):
+            # Some FUSE and network filesystems: the file keeps its size, slack that
+            # readers ignore, and each frame is written with pwrite.
+            return
+        if self._mapping is not None:
+            self._mapping.close()
+        self._mapping, self._capacity = mapping, capacity
+
+    def _grow(self, data: bytes) -> mmap.mmap:
+        assert self._fd is not None
+        try:
+            self._map(self._fd, len(data))
+        except OSError as error:
+            raise _named(error, "ftruncate", self.path or self._directory) from None
+        assert self._mapping is not None
+        return self._mapping
+
+    def _create(self, data: bytes) -> None:
+        """Creates the file with its first frame. Locked before the rename, so a
+        reader never sees an unlocked ``status_<id>`` of ours (it would reap it);
+        written before it, so a reader never sees it empty."""
+        if self._fd is not None:
+            self._forget_inherited()
+        pid = _PID
         worker_id = self._fixed_id or str(pid)
         name = STATUS_PREFIX + worker_id
         tmp = name + TMP_SUFFIX
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Read and write: a shared writable mapping needs both.
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             directory = os.open(self._directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as error:
             raise _named(error, "open directory", self._directory) from None
         try:
             for _ in range(CREATE_ATTEMPTS):
+                tmp_path = os.path.join(self._directory, tmp)
                 try:
                     fd = os.open(tmp, flags, 0o666, dir_fd=directory)
                 except OSError as error:
-                    raise _named(error, "create", os.path.join(self._directory, tmp)) from None
+                    raise _named(error, "create", tmp_path) from None
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)
+                    self._fd = fd
+                    if self._want_mapped:
+                        self._map(fd, len(data))
+                    frame = _frame.encode(data)
+                    if self._mapping is not None:
+                        self._mapping[: len(frame)] = frame
+                    else:
+                        os.pwrite(fd, frame, 0)
+                    self._last = data
                     os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
                 except FileNotFoundError:
                     # A reader of an old Parallel::Scoreboard removed our .tmp: again.
+                    self._release()
                     os.close(fd)
                     continue
                 except OSError as error:
+                    self._release()
                     os.close(fd)
-                    raise _named(error, "rename", os.path.join(self._directory, tmp)) from None
-                self._fd, self._name, self._owner_pid = fd, name, pid
+                    raise _named(error, "create", tmp_path) from None
+                # The rename keeps the modification time the write or ftruncate set.
+                self._name, self._owner_pid = name, pid
+                self._visible_at = _monotonic_ns()
                 return
             raise FileExistsError(
                 errno.EBUSY,
@@ -249,9 +398,11 @@ class Scoreboard:
 
     def _forget_inherited(self) -> None:
         """In a forked child: drop the parent's file without unlocking or removing it
-        (the lock belongs to the open file, which the parent keeps)."""
+        (the lock belongs to the open file, which the parent keeps; unmapping only
+        drops the child's copy of the mapping)."""
         self._lock = threading.Lock()
-        fd, self._fd = self._fd, None
+        self._owner_pid = 0
+        fd = self._release()
         if fd is not None:
             try:
                 os.close(fd)
