@@ -47,12 +47,11 @@ impl Agent {
         }
     }
 
+    /// Carries out one decision, or only says it in report mode.
     fn carry_out(&mut self, index: usize, decision: Decision, main: Option<&MainProcess>) {
         if self.services[index].health.report_only() {
             return self.report(index, &decision);
         }
-        let control_group = main.map_or("", |main| main.control_group.as_str());
-        let unit = self.services[index].unit().to_owned();
         match decision {
             Decision::TriggerWatchdog {
                 pid,
@@ -60,44 +59,7 @@ impl Agent {
                 wedged_for,
             } => {
                 let why = format!("all {stuck} workers stuck for {}", secs(wedged_for));
-                // The pid systemd gave is checked again right before it is spoken for: a
-                // remembered main process whose pid was reused by another unit's process
-                // must never be credited with a trigger.
-                let checked = match main {
-                    Some(main) if main.notify_access == "none" => Err(std::io::Error::other(
-                        "the unit has NotifyAccess=none: systemd would ignore it",
-                    )),
-                    Some(main) if main.pid == pid && main.in_unit_now() => Ok(()),
-                    _ => Err(std::io::Error::other(format!(
-                        "main process {pid} is no longer in the unit's control group"
-                    ))),
-                };
-                let sent = checked.and_then(|()| {
-                    self.systemd_socket()
-                        .and_then(|socket| socket.send_as(&Message::WatchdogTrigger, pid))
-                });
-                match sent {
-                    Ok(()) => {
-                        warn!(unit = %unit, action = %Action::Watchdog, "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
-                        self.record(
-                            index,
-                            Action::Watchdog,
-                            "",
-                            &format!("triggered the watchdog: {why}"),
-                        );
-                        // Never twice for this start, whatever happens to the agent next.
-                        self.save_state();
-                    }
-                    Err(e) => {
-                        warn!(unit = %unit, action = %Action::Refused, "{unit} is wedged ({why}), but triggering its watchdog failed: {e}");
-                        self.record(
-                            index,
-                            Action::Refused,
-                            "",
-                            &format!("could not trigger the watchdog ({why}): {e}"),
-                        );
-                    }
-                }
+                self.trigger_watchdog(index, pid, &why, main);
             }
             Decision::Signal {
                 worker,
@@ -106,67 +68,137 @@ impl Agent {
                 stood,
                 status,
             } => {
-                let signal = self.signal_for(index, escalation);
-                let action = match escalation {
-                    Escalation::First => Action::Signal,
-                    Escalation::Kill => Action::Kill,
+                let stuck = Stuck {
+                    worker: &worker,
+                    pid,
+                    stood,
+                    status: &status,
                 };
-                let shown = Escaped::str(&worker);
-                let status_shown = crate::escape::escape_controls(&status).into_owned();
-                let stood_shown = secs(stood);
-                let owner = self.services[index]
-                    .pool()
-                    .access()
-                    .map(|access| access.uid);
-                let checked = self.services[index]
-                    .worker_file(&worker)
-                    .map_err(|e| Refused::Unchecked(format!("its file: {e}")))
-                    .and_then(|file| {
-                        let owner = owner.ok_or_else(|| {
-                            Refused::Unchecked("the directory's owner is not known".to_owned())
-                        })?;
-                        let target = Target {
-                            pid,
-                            control_group,
-                            file,
-                            owner,
-                        };
-                        signal_worker(&target, signal_of(signal))
-                    });
-                match checked {
-                    Ok(()) => {
-                        warn!(unit = %unit, worker = %shown, action = %action, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown} (status {status_shown:?}): sent SIG{signal} to pid {pid}");
-                        self.record(
-                            index,
-                            action,
-                            &worker,
-                            &format!("sent SIG{signal} to pid {pid}: stuck for {stood_shown}"),
-                        );
-                        // Once per process, whatever happens to the agent next.
-                        self.save_state();
-                    }
-                    Err(refused) => {
-                        // Nothing was sent: no SIGKILL follows.
-                        self.services[index].health.refused(&worker);
-                        // As many as the directory's owner makes up: said once per quiet
-                        // period per unit and kind (every one is counted, and the last is
-                        // on the bus).
-                        if self
-                            .warnings
-                            .allow_hashed(("refused", &unit, refused.kind()), Instant::now())
-                        {
-                            warn!(unit = %unit, worker = %shown, action = %Action::Refused, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown}: not signalled: {refused}");
-                        }
-                        self.record(
-                            index,
-                            Action::Refused,
-                            &worker,
-                            &format!("not signalled: {refused}"),
-                        );
-                    }
-                }
+                self.signal_stuck(index, &stuck, escalation, main);
             }
             Decision::NotAPid { worker, stood } => self.not_a_pid(index, &worker, stood, None),
+        }
+    }
+
+    /// A wedged pool: its unit's watchdog triggered on behalf of its main process, once
+    /// per start of the unit.
+    fn trigger_watchdog(&mut self, index: usize, pid: u32, why: &str, main: Option<&MainProcess>) {
+        let unit = self.services[index].unit().to_owned();
+        // The pid systemd gave is checked again right before it is spoken for: a
+        // remembered main process whose pid was reused by another unit's process
+        // must never be credited with a trigger.
+        let checked = match main {
+            Some(main) if main.notify_access == "none" => Err(std::io::Error::other(
+                "the unit has NotifyAccess=none: systemd would ignore it",
+            )),
+            Some(main) if main.pid == pid && main.in_unit_now() => Ok(()),
+            _ => Err(std::io::Error::other(format!(
+                "main process {pid} is no longer in the unit's control group"
+            ))),
+        };
+        let sent = checked.and_then(|()| {
+            self.systemd_socket()
+                .and_then(|socket| socket.send_as(&Message::WatchdogTrigger, pid))
+        });
+        match sent {
+            Ok(()) => {
+                warn!(unit = %unit, action = %Action::Watchdog, "{unit} is wedged ({why}): triggered its watchdog on behalf of main process {pid}; systemd applies the unit's watchdog handling");
+                self.record(
+                    index,
+                    Action::Watchdog,
+                    "",
+                    &format!("triggered the watchdog: {why}"),
+                );
+                // Never twice for this start, whatever happens to the agent next.
+                self.save_state();
+            }
+            Err(e) => {
+                warn!(unit = %unit, action = %Action::Refused, "{unit} is wedged ({why}), but triggering its watchdog failed: {e}");
+                self.record(
+                    index,
+                    Action::Refused,
+                    "",
+                    &format!("could not trigger the watchdog ({why}): {e}"),
+                );
+            }
+        }
+    }
+
+    /// A stuck worker: the escalation's signal sent to its process once the checks
+    /// pass (its file, its process in the unit, the directory's owner), or refused.
+    fn signal_stuck(
+        &mut self,
+        index: usize,
+        stuck: &Stuck<'_>,
+        escalation: Escalation,
+        main: Option<&MainProcess>,
+    ) {
+        let Stuck {
+            worker,
+            pid,
+            stood,
+            status,
+        } = *stuck;
+        let unit = self.services[index].unit().to_owned();
+        let control_group = main.map_or("", |main| main.control_group.as_str());
+        let signal = self.signal_for(index, escalation);
+        let action = match escalation {
+            Escalation::First => Action::Signal,
+            Escalation::Kill => Action::Kill,
+        };
+        let shown = Escaped::str(worker);
+        let status_shown = crate::escape::escape_controls(status).into_owned();
+        let stood_shown = secs(stood);
+        let owner = self.services[index]
+            .pool()
+            .access()
+            .map(|access| access.uid);
+        let checked = self.services[index]
+            .worker_file(worker)
+            .map_err(|e| Refused::Unchecked(format!("its file: {e}")))
+            .and_then(|file| {
+                let owner = owner.ok_or_else(|| {
+                    Refused::Unchecked("the directory's owner is not known".to_owned())
+                })?;
+                let target = Target {
+                    pid,
+                    control_group,
+                    file,
+                    owner,
+                };
+                signal_worker(&target, signal_of(signal))
+            });
+        match checked {
+            Ok(()) => {
+                warn!(unit = %unit, worker = %shown, action = %action, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown} (status {status_shown:?}): sent SIG{signal} to pid {pid}");
+                self.record(
+                    index,
+                    action,
+                    worker,
+                    &format!("sent SIG{signal} to pid {pid}: stuck for {stood_shown}"),
+                );
+                // Once per process, whatever happens to the agent next.
+                self.save_state();
+            }
+            Err(refused) => {
+                // Nothing was sent: no SIGKILL follows.
+                self.services[index].health.refused(worker);
+                // As many as the directory's owner makes up: said once per quiet
+                // period per unit and kind (every one is counted, and the last is
+                // on the bus).
+                if self
+                    .warnings
+                    .allow_hashed(("refused", &unit, refused.kind()), Instant::now())
+                {
+                    warn!(unit = %unit, worker = %shown, action = %Action::Refused, status = %status_shown, stood = %stood_shown, "{unit}: worker {shown} stuck for {stood_shown}: not signalled: {refused}");
+                }
+                self.record(
+                    index,
+                    Action::Refused,
+                    worker,
+                    &format!("not signalled: {refused}"),
+                );
+            }
         }
     }
 
@@ -263,6 +295,15 @@ impl Agent {
         };
         self.services[index].pool().set_last_action(line);
     }
+}
+
+/// A stuck worker a signal decision is about.
+#[derive(Clone, Copy)]
+struct Stuck<'a> {
+    worker: &'a str,
+    pid: i32,
+    stood: Duration,
+    status: &'a str,
 }
 
 /// A unit's start as systemd gives it (µs of CLOCK_MONOTONIC; 0 when not active), on
