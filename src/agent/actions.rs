@@ -14,8 +14,8 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::core::health::{Action, Decision, Escalation, Start, UnitLife};
 use crate::escape::Escaped;
-use crate::io::actions::{Refused, Target, signal_of, signal_worker};
 use crate::io::notify::Message;
+use crate::io::signal::{Refused, Target, signal_of, signal_worker};
 use crate::io::systemd::MainProcess;
 
 impl Agent {
@@ -30,7 +30,7 @@ impl Agent {
                 .as_ref()
                 .and_then(|bus| bus.main_process(self.services[index].unit()));
             let life = main.as_ref().map(|main| UnitLife {
-                main_pid: main.pid,
+                main_pid: (main.pid != 0).then_some(main.pid),
                 start: start(main.active_since_usec, now),
             });
             let watched = &mut self.services[index];

@@ -3,7 +3,7 @@
 //! wake-up ([`Schedule::next_wake`](crate::core::schedule::Schedule::next_wake)),
 //! inotify events, a reload or the shutdown — feeds what happened to the core, and does
 //! what it answers: step the due passes (`service.rs`), send `STATUS=` lines, hand
-//! signals and properties to the bus thread, ping the watchdog, save state.
+//! D-Bus signals and properties to the bus thread, ping the watchdog, save state.
 //!
 //! [`run`] takes its shutdown and reload triggers as arguments: the binary wires them
 //! to SIGTERM/SIGINT and SIGHUP ([`signals`]); nothing here installs a signal handler.
@@ -26,14 +26,14 @@ use tracing::{debug, error, info, warn};
 use crate::bus::BusThread;
 use crate::bus::server::Published;
 use crate::config::{Bus, Config, NotifyMode};
-use crate::core::schedule::{DirChange, Timers};
+use crate::core::schedule::{Behalf, DirChange, Timers};
 use crate::io::logging::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::io::notify::{self, Message, NotifySocket};
 use crate::io::watch::{DirEvent, Watcher};
 use crate::metrics::{self, Metrics};
 use service::{Shell, Watched};
 
-/// The longest one step of a sweep may run before the loop gets back to signals, the
+/// The longest one step of a sweep may run before the loop gets back to Unix signals, the
 /// watchdog and other services; a pass over a huge directory is taken in such steps.
 const SWEEP_STEP: Duration = Duration::from_millis(20);
 
@@ -106,11 +106,11 @@ struct Agent {
 
 impl Agent {
     fn new(config: Config) -> anyhow::Result<Agent> {
-        let signals = config.bus != Bus::None;
+        let on_bus = config.bus != Bus::None;
         let services = config
             .services
             .iter()
-            .map(|service| Watched::new(service.clone(), signals))
+            .map(|service| Watched::new(service.clone(), on_bus))
             .collect();
         let metrics = Arc::new(Metrics::new());
         for service in &config.services {
@@ -166,7 +166,7 @@ impl Agent {
         }
     }
 
-    /// The earliest moment something is due besides events and signals.
+    /// The earliest moment something is due besides events and Unix signals.
     fn next_wake(&self, now: Instant) -> Instant {
         self.services
             .iter()
@@ -253,7 +253,7 @@ impl Agent {
         let text = watched.pool().status_line(now);
         let (bus, warnings) = (&self.bus, &mut self.warnings);
         let unit = watched.unit();
-        let Some(pid) = watched.schedule.status_due(
+        let Some(behalf) = watched.schedule.status_due(
             &text,
             now,
             self.timers.interval(),
@@ -267,22 +267,24 @@ impl Agent {
         let unit = unit.to_owned();
         // A line is at most 256 bytes and goes out at most ten times a second.
         let message = Message::Status(text.clone());
-        let result = match mode {
-            NotifyMode::None => Ok(()),
-            NotifyMode::Itself => notify::own(&message),
-            NotifyMode::MainPid => self
+        let result = match (mode, behalf) {
+            (NotifyMode::None, _) => Ok(()),
+            (NotifyMode::Itself, _) => notify::own(&message),
+            (NotifyMode::MainPid, Behalf::MainProcess(pid)) => self
                 .systemd_socket()
                 .and_then(|socket| socket.send_as(&message, pid)),
+            // The schedule names a main process for every main-pid service.
+            (NotifyMode::MainPid, Behalf::Agent) => return,
         };
         match result {
             Ok(()) => {
                 debug!(unit = %unit, "STATUS={text}");
-                self.services[index].schedule.status_sent(text, now, pid);
+                self.services[index].schedule.status_sent(text, now, behalf);
             }
             // The main process we spoke for has gone (the service restarted): learn the
             // new one now; the summary goes to it as soon as it is known.
             Err(e)
-                if mode == NotifyMode::MainPid
+                if let Behalf::MainProcess(pid) = behalf
                     && e.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) =>
             {
                 debug!(unit = %unit, "main process {pid} is gone; asking systemd again");
@@ -348,7 +350,7 @@ impl Agent {
     fn publish(&mut self, now: Instant, tick: bool) {
         let Some(bus) = &self.bus else { return };
         for watched in &mut self.services {
-            if let Some((added, reaped)) = watched.schedule.signals_due(now) {
+            if let Some((added, reaped)) = watched.schedule.membership_batch_due(now) {
                 bus.worker_signals(&watched.service.unit, added, reaped);
             }
             if tick {

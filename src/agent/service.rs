@@ -41,11 +41,12 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// A service just watched; `signals`: batch membership for a bus.
-    pub fn new(service: Service, signals: bool) -> Self {
+    /// A service just watched; `on_bus`: its membership changes batched for D-Bus
+    /// signals.
+    pub fn new(service: Service, on_bus: bool) -> Self {
         Watched {
             pool: Arc::new(Mutex::new(Pool::new(&service))),
-            schedule: Schedule::new(signals),
+            schedule: Schedule::new(on_bus),
             health: Health::new(service.actions.clone()),
             service,
             reader: None,
@@ -107,7 +108,7 @@ impl Watched {
             self.forget_directory(shell);
         }
         if self.reader.is_none() && !self.open(shell, now) {
-            self.schedule.pass_over();
+            self.schedule.pass_given_up();
             return;
         }
         let reader = self.reader.as_mut().expect("opened above");
@@ -124,7 +125,7 @@ impl Watched {
                 // Unknown now, whatever it held: not "0 workers", nothing acted on.
                 self.forget_directory(shell);
                 self.cannot_read(shell, &e, now);
-                self.schedule.pass_over();
+                self.schedule.pass_given_up();
                 return;
             }
         };

@@ -16,7 +16,7 @@
 //! are made and only said; nothing they remember is saved, so a report never uses up
 //! what acting would later do.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::{ActionMode, Actions};
@@ -25,8 +25,8 @@ use crate::core::pool::{Pool, Sight};
 /// What systemd says about the unit, as last learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnitLife {
-    /// The unit's main process (0: none).
-    pub main_pid: u32,
+    /// The unit's main process, while it has one.
+    pub main_pid: Option<u32>,
     /// When the unit last became active; `None` while it is not active.
     pub start: Option<Start>,
 }
@@ -158,7 +158,7 @@ impl Decision {
 /// only for the same process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sent {
-    /// The pid it went to (0: a worker id that is not a pid, said once).
+    /// The pid it went to.
     pub pid: i32,
     /// When the first signal went.
     pub at: Instant,
@@ -183,6 +183,8 @@ pub struct Health {
     /// start, remembered across agent restarts.
     triggered_for: Option<u64>,
     signalled: HashMap<String, Sent>,
+    /// Stuck workers whose id is not a pid, said once while they stay stuck.
+    said_not_a_pid: HashSet<String>,
     /// The last call stopped at [`MAX_WORKER_DECISIONS`]: more are due.
     more: bool,
 }
@@ -194,6 +196,7 @@ impl Health {
             rules,
             triggered_for: None,
             signalled: HashMap::new(),
+            said_not_a_pid: HashSet::new(),
             more: false,
         }
     }
@@ -226,7 +229,7 @@ impl Health {
         let acting = !self.report_only();
         self.signalled
             .iter()
-            .filter(move |(_, sent)| acting && sent.pid > 0)
+            .filter(move |_| acting)
             .map(|(id, sent)| (id.as_str(), sent))
     }
 
@@ -289,7 +292,8 @@ impl Health {
         let after = self.rules.wedged_after?;
         let life = life?;
         let start = life.start?;
-        if life.main_pid == 0 || self.triggered_for == Some(start.usec) {
+        let main_pid = life.main_pid?;
+        if self.triggered_for == Some(start.usec) {
             return None;
         }
         // Workers seen, every one stuck: an empty pool never is.
@@ -302,7 +306,7 @@ impl Health {
         }
         self.triggered_for = Some(start.usec);
         Some(Decision::TriggerWatchdog {
-            pid: life.main_pid,
+            pid: main_pid,
             stuck: pool.len(),
             wedged_for,
         })
@@ -314,6 +318,8 @@ impl Health {
         };
         // Workers signalled before and gone (or moved on) are forgotten.
         self.signalled.retain(|id, _| pool.is_stuck_worker(id, now));
+        self.said_not_a_pid
+            .retain(|id| pool.is_stuck_worker(id, now));
         self.more = false;
         let mut made = 0;
         for (id, stood, status) in pool.stuck_for(after, now) {
@@ -322,16 +328,7 @@ impl Health {
                 break;
             }
             let Some(pid) = pid_of(id) else {
-                if !self.signalled.contains_key(id) {
-                    // Said once: remembered as if signalled, with no pid.
-                    self.signalled.insert(
-                        id.to_owned(),
-                        Sent {
-                            pid: 0,
-                            at: now,
-                            killed: true,
-                        },
-                    );
+                if self.said_not_a_pid.insert(id.to_owned()) {
                     decisions.push(Decision::NotAPid {
                         worker: id.to_owned(),
                         stood,

@@ -54,7 +54,16 @@ pub struct Sent {
     /// When it went.
     pub at: Instant,
     /// On whose behalf.
-    pub pid: u32,
+    pub behalf: Behalf,
+}
+
+/// On whose behalf a `STATUS=` line goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behalf {
+    /// The agent's own: to our `$NOTIFY_SOCKET`, or nowhere ([`Listener::Fixed`]).
+    Agent,
+    /// The service's main process, with this pid.
+    MainProcess(u32),
 }
 
 /// Who hears a service's `STATUS=` line.
@@ -66,15 +75,15 @@ pub enum Listener {
     MainProcess,
 }
 
-/// WorkerAdded/WorkerReaped ids waiting for their batch.
+/// Ids waiting for their batch of WorkerAdded/WorkerReaped D-Bus signals.
 #[derive(Debug, Default)]
-struct Signals {
+struct MembershipBatch {
     added: Vec<String>,
     reaped: Vec<String>,
     at: Option<Instant>,
 }
 
-impl Signals {
+impl MembershipBatch {
     fn pending(&self) -> bool {
         !self.added.is_empty() || !self.reaped.is_empty()
     }
@@ -97,13 +106,14 @@ pub struct Schedule {
     membership_pending: bool,
     sent: Option<Sent>,
     /// `None` without a bus: nobody would drain them.
-    signals: Option<Signals>,
+    batch: Option<MembershipBatch>,
 }
 
 impl Schedule {
     /// A service just watched: swept at once, its first line sent at once; with
-    /// `signals`, membership changes are batched for WorkerAdded/WorkerReaped.
-    pub fn new(signals: bool) -> Schedule {
+    /// `on_bus`, membership changes are batched for the WorkerAdded/WorkerReaped D-Bus
+    /// signals.
+    pub fn new(on_bus: bool) -> Schedule {
         Schedule {
             sweep_requested: true,
             mid_pass: false,
@@ -112,7 +122,7 @@ impl Schedule {
             rechecks: [None; 2],
             membership_pending: true,
             sent: None,
-            signals: signals.then(Signals::default),
+            batch: on_bus.then(MembershipBatch::default),
         }
     }
 
@@ -168,19 +178,23 @@ impl Schedule {
 
     /// The pass is over with `changes` taken into the pool.
     pub fn pass_done(&mut self, changes: &Changes) {
-        self.pass_over();
+        self.pass_ended();
         if changes.membership() {
             self.membership_pending = true;
         }
-        if let Some(signals) = &mut self.signals {
-            signals.added.extend(changes.added.iter().cloned());
-            signals.reaped.extend(changes.removed.iter().cloned());
+        if let Some(batch) = &mut self.batch {
+            batch.added.extend(changes.added.iter().cloned());
+            batch.reaped.extend(changes.removed.iter().cloned());
         }
     }
 
     /// The pass was given up (the directory is missing or unreadable): READY=1 does not
     /// wait for it.
-    pub fn pass_over(&mut self) {
+    pub fn pass_given_up(&mut self) {
+        self.pass_ended();
+    }
+
+    fn pass_ended(&mut self) {
         self.mid_pass = false;
         self.swept_once = true;
     }
@@ -192,8 +206,8 @@ impl Schedule {
             return;
         }
         self.membership_pending = true;
-        if let Some(signals) = &mut self.signals {
-            signals.reaped.extend(gone);
+        if let Some(batch) = &mut self.batch {
+            batch.reaped.extend(gone);
         }
     }
 
@@ -207,8 +221,7 @@ impl Schedule {
         self.swept_once
     }
 
-    /// Whether `text` goes out now, and on whose behalf: `Some(pid)` to send (0 when
-    /// not on a main process's behalf), `None` to hold it.
+    /// Whether `text` goes out now, and on whose behalf; `None` to hold it.
     ///
     /// For a main process, `main_pid` is asked (it looks in the bus thread's cache) at
     /// every tick and whenever the line changed, so a restarted service — a new main
@@ -222,43 +235,48 @@ impl Schedule {
         tick: bool,
         listener: Listener,
         main_pid: impl FnOnce() -> Option<u32>,
-    ) -> Option<u32> {
+    ) -> Option<Behalf> {
         let last = self.sent.as_ref();
         let text_due = text_due(last, text, self.membership_pending, interval, now);
         if listener == Listener::Fixed {
-            return text_due.then_some(0);
+            return text_due.then_some(Behalf::Agent);
         }
         let changed = last.is_none_or(|sent| sent.text != text);
         if !tick && !changed {
             return None;
         }
         let pid = main_pid().filter(|pid| *pid != 0)?;
-        (text_due || new_listener(last, pid)).then_some(pid)
+        let behalf = Behalf::MainProcess(pid);
+        (text_due || new_listener(last, behalf)).then_some(behalf)
     }
 
-    /// `text` went out at `now` on behalf of `pid`.
-    pub fn status_sent(&mut self, text: String, now: Instant, pid: u32) {
-        self.sent = Some(Sent { text, at: now, pid });
+    /// `text` went out at `now` on `behalf` of someone.
+    pub fn status_sent(&mut self, text: String, now: Instant, behalf: Behalf) {
+        self.sent = Some(Sent {
+            text,
+            at: now,
+            behalf,
+        });
         self.membership_pending = false;
     }
 
-    /// The WorkerAdded and WorkerReaped ids to emit now, if any are waiting and the
-    /// last batch was at least [`MEMBERSHIP_GAP`] ago.
-    pub fn signals_due(&mut self, now: Instant) -> Option<(Vec<String>, Vec<String>)> {
-        let signals = self.signals.as_mut()?;
-        let due = signals.at.is_none_or(|at| now >= at + MEMBERSHIP_GAP);
-        if !signals.pending() || !due {
+    /// The ids for the WorkerAdded and WorkerReaped D-Bus signals to emit now, if any
+    /// are waiting and the last batch was at least [`MEMBERSHIP_GAP`] ago.
+    pub fn membership_batch_due(&mut self, now: Instant) -> Option<(Vec<String>, Vec<String>)> {
+        let batch = self.batch.as_mut()?;
+        let due = batch.at.is_none_or(|at| now >= at + MEMBERSHIP_GAP);
+        if !batch.pending() || !due {
             return None;
         }
-        signals.at = Some(now);
+        batch.at = Some(now);
         Some((
-            std::mem::take(&mut signals.added),
-            std::mem::take(&mut signals.reaped),
+            std::mem::take(&mut batch.added),
+            std::mem::take(&mut batch.reaped),
         ))
     }
 
-    /// The earliest moment this service needs the loop besides ticks, events and
-    /// signals (`stuck_at`: when the pool's next worker becomes stuck).
+    /// The earliest moment this service needs the loop besides ticks and events
+    /// (`stuck_at`: when the pool's next worker becomes stuck).
     pub fn next_wake(&self, now: Instant, stuck_at: Option<Instant>) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
@@ -273,9 +291,9 @@ impl Schedule {
         {
             at(sent.at + MEMBERSHIP_GAP);
         }
-        if let Some(signals) = &self.signals
-            && signals.pending()
-            && let Some(t) = signals.at
+        if let Some(batch) = &self.batch
+            && batch.pending()
+            && let Some(t) = batch.at
         {
             at(t + MEMBERSHIP_GAP);
         }
@@ -300,8 +318,8 @@ fn text_due(
 }
 
 /// Whether the line must be sent again for a main process that has not heard it.
-fn new_listener(last: Option<&Sent>, pid: u32) -> bool {
-    last.is_some_and(|last| last.pid != pid)
+fn new_listener(last: Option<&Sent>, behalf: Behalf) -> bool {
+    last.is_some_and(|last| last.behalf != behalf)
 }
 
 /// What the agent-wide clock says is due at a turn of the loop.

@@ -1,10 +1,12 @@
-//! What the agent does to the system besides the bus: inotify, notify sockets, systemd,
-//! saved state, logs.
-pub mod actions;
+//! What the agent does to the system besides the bus: inotify ([`watch`]), notify
+//! sockets ([`notify`]), systemd ([`systemd`]), Unix signals to stuck workers after
+//! their checks ([`signal`]), saved state on the boot clock ([`state`], [`boot`]), and
+//! logs ([`logging`], [`journal`]).
 pub mod boot;
 pub mod journal;
 pub mod logging;
 pub mod notify;
+pub mod signal;
 pub mod state;
 pub mod systemd;
 pub mod watch;

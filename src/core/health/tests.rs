@@ -49,7 +49,7 @@ fn rules() -> Actions {
 fn life(t0: Instant) -> Option<UnitLife> {
     let base = *BASE.get_or_init(Instant::now);
     Some(UnitLife {
-        main_pid: 100,
+        main_pid: Some(100),
         start: Some(Start {
             usec: t0.saturating_duration_since(base).as_micros() as u64 + 1,
             at: t0,
@@ -210,12 +210,12 @@ fn nothing_is_triggered_for_an_inactive_unit_or_without_a_main_process() {
     health.decide(&pool, None, t0);
     assert!(health.decide(&pool, None, later).is_empty());
     let inactive = Some(UnitLife {
-        main_pid: 100,
+        main_pid: Some(100),
         start: None,
     });
     assert!(health.decide(&pool, inactive, later).is_empty());
     let no_main = Some(UnitLife {
-        main_pid: 0,
+        main_pid: None,
         ..life(t0).unwrap()
     });
     assert!(health.decide(&pool, no_main, later).is_empty());

@@ -17,7 +17,7 @@ fn settled(t0: Instant, text: &str) -> Schedule {
     assert!(schedule.sweep_due(t0, false));
     schedule.step_begins();
     schedule.pass_done(&Changes::default());
-    schedule.status_sent(text.to_owned(), t0, 0);
+    schedule.status_sent(text.to_owned(), t0, Behalf::Agent);
     schedule
 }
 
@@ -56,7 +56,11 @@ fn a_joining_or_dying_worker_is_told_at_once_but_at_most_ten_times_a_second() {
     assert_eq!(schedule.next_wake(t0, None), Some(t0 + MEMBERSHIP_GAP));
     assert!(!due(&schedule, "2 workers: 2 idle", t0 + 99 * MS));
     assert!(due(&schedule, "2 workers: 2 idle", t0 + MEMBERSHIP_GAP));
-    schedule.status_sent("2 workers: 2 idle".into(), t0 + MEMBERSHIP_GAP, 0);
+    schedule.status_sent(
+        "2 workers: 2 idle".into(),
+        t0 + MEMBERSHIP_GAP,
+        Behalf::Agent,
+    );
     assert_eq!(schedule.next_wake(t0 + MEMBERSHIP_GAP, None), None);
 }
 
@@ -142,7 +146,7 @@ fn a_vanished_directory_is_told_as_its_workers_leaving() {
     let mut schedule = settled(t0, "2 workers: 2 idle");
     schedule.directory_gone(vec!["a".into(), "b".into()]);
     assert!(due(&schedule, "0 workers: none", t0 + MEMBERSHIP_GAP));
-    let (added, reaped) = schedule.signals_due(t0).unwrap();
+    let (added, reaped) = schedule.membership_batch_due(t0).unwrap();
     assert!(added.is_empty());
     assert_eq!(reaped, ["a", "b"]);
 }
@@ -152,16 +156,19 @@ fn worker_signals_are_batched_at_most_ten_times_a_second() {
     let t0 = Instant::now();
     let mut schedule = settled(t0, "x");
     schedule.pass_done(&changes(&["a"], &[]));
-    assert_eq!(schedule.signals_due(t0), Some((vec!["a".into()], vec![])));
+    assert_eq!(
+        schedule.membership_batch_due(t0),
+        Some((vec!["a".into()], vec![]))
+    );
     schedule.pass_done(&changes(&["b"], &["a"]));
     schedule.pass_done(&changes(&["c"], &[]));
-    assert_eq!(schedule.signals_due(t0 + 50 * MS), None);
+    assert_eq!(schedule.membership_batch_due(t0 + 50 * MS), None);
     assert_eq!(schedule.next_wake(t0, None), Some(t0 + MEMBERSHIP_GAP));
     assert_eq!(
-        schedule.signals_due(t0 + MEMBERSHIP_GAP),
+        schedule.membership_batch_due(t0 + MEMBERSHIP_GAP),
         Some((vec!["b".into(), "c".into()], vec!["a".into()]))
     );
-    assert_eq!(schedule.signals_due(t0 + SECOND), None);
+    assert_eq!(schedule.membership_batch_due(t0 + SECOND), None);
 }
 
 #[test]
@@ -170,7 +177,7 @@ fn without_a_bus_no_signals_accumulate() {
     for n in 0..1000 {
         schedule.pass_done(&changes(&[&n.to_string()], &[]));
     }
-    assert_eq!(schedule.signals_due(Instant::now()), None);
+    assert_eq!(schedule.membership_batch_due(Instant::now()), None);
 }
 
 #[test]
@@ -195,14 +202,20 @@ fn a_main_process_is_asked_for_at_ticks_and_changes_only() {
     // Not running (0) or not known: nobody to speak for.
     assert_eq!(ask(&schedule, "a", false, Some(0)), (true, None));
     assert_eq!(ask(&schedule, "a", false, None), (true, None));
-    assert_eq!(ask(&schedule, "a", false, Some(42)), (true, Some(42)));
-    schedule.status_sent("a".into(), t0, 42);
+    assert_eq!(
+        ask(&schedule, "a", false, Some(42)),
+        (true, Some(Behalf::MainProcess(42)))
+    );
+    schedule.status_sent("a".into(), t0, Behalf::MainProcess(42));
     // The same line between ticks: not even asked.
     assert_eq!(ask(&schedule, "a", false, Some(42)), (false, None));
     // At a tick: asked; the same process heard it already.
     assert_eq!(ask(&schedule, "a", true, Some(42)), (true, None));
     // The service restarted: its new main process hears the same line again.
-    assert_eq!(ask(&schedule, "a", true, Some(43)), (true, Some(43)));
+    assert_eq!(
+        ask(&schedule, "a", true, Some(43)),
+        (true, Some(Behalf::MainProcess(43)))
+    );
 }
 
 #[test]

@@ -93,33 +93,12 @@ pub fn signal_worker(target: &Target<'_>, signal: Signal) -> Result<(), Refused>
             _ => Refused::Unchecked(format!("reading /proc/{}/cgroup: {e}", target.pid)),
         }
     })?;
-    if !in_control_group(&cgroups, target.control_group) {
-        // The line systemd's hierarchy is on (unified `0::`, or v1's `name=systemd`).
-        let shown = cgroups
-            .lines()
-            .find(|l| l.starts_with("0::") || l.contains(":name=systemd:"))
-            .or_else(|| cgroups.lines().next())
-            .unwrap_or("")
-            .to_owned();
-        return Err(Refused::OutsideUnit(
-            crate::escape::escape_controls(&shown).into_owned(),
-        ));
-    }
     let status = std::fs::read_to_string(format!("/proc/{}/status", target.pid))
         .map_err(|e| Refused::Unchecked(format!("reading /proc/{}/status: {e}", target.pid)))?;
-    match real_uid(&status) {
-        Some(uid) if uid == target.owner => {}
-        Some(uid) => return Err(Refused::OtherUser(uid)),
-        None => return Err(Refused::Unchecked("no Uid: in /proc/PID/status".to_owned())),
-    }
     let locks = std::fs::File::open("/proc/locks")
         .map_err(|e| Refused::Unchecked(format!("reading /proc/locks: {e}")))?;
-    let reader = std::io::BufReader::new(std::io::Read::take(locks, MAX_LOCKS_BYTES));
-    match holds_write_lock_in(reader, target.pid, target.file) {
-        Ok(true) => {}
-        Ok(false) => return Err(Refused::NotTheHolder),
-        Err(e) => return Err(Refused::Unchecked(format!("reading /proc/locks: {e}"))),
-    }
+    let locks = std::io::BufReader::new(std::io::Read::take(locks, MAX_LOCKS_BYTES));
+    check_target(target, &cgroups, &status, locks)?;
     match rustix::process::pidfd_send_signal(&pidfd, signal) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::SRCH) => Err(Refused::Gone),
@@ -147,6 +126,37 @@ pub fn in_control_group(proc_cgroup: &str, control_group: &str) -> bool {
                     .strip_prefix(unit)
                     .is_some_and(|rest| rest.starts_with('/')))
     })
+}
+
+/// The checks before a signal, on what `/proc` said of the process: in the unit's
+/// control group, run by the directory's owner, holding the worker's file's lock.
+pub fn check_target(
+    target: &Target<'_>,
+    cgroups: &str,
+    status: &str,
+    locks: impl std::io::BufRead,
+) -> Result<(), Refused> {
+    if !in_control_group(cgroups, target.control_group) {
+        // The line systemd's hierarchy is on (unified `0::`, or v1's `name=systemd`).
+        let shown = cgroups
+            .lines()
+            .find(|l| l.starts_with("0::") || l.contains(":name=systemd:"))
+            .or_else(|| cgroups.lines().next())
+            .unwrap_or("");
+        return Err(Refused::OutsideUnit(
+            crate::escape::escape_controls(shown).into_owned(),
+        ));
+    }
+    match real_uid(status) {
+        Some(uid) if uid == target.owner => {}
+        Some(uid) => return Err(Refused::OtherUser(uid)),
+        None => return Err(Refused::Unchecked("no Uid: in /proc/PID/status".to_owned())),
+    }
+    match holds_write_lock_in(locks, target.pid, target.file) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refused::NotTheHolder),
+        Err(e) => Err(Refused::Unchecked(format!("reading /proc/locks: {e}"))),
+    }
 }
 
 /// The real uid in `/proc/PID/status` (`Uid:\treal\teffective\tsaved\tfs`).

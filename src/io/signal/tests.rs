@@ -76,29 +76,32 @@ fn a_process_is_signalled_only_when_it_holds_the_file() {
     let me = std::process::id() as i32;
     let locks = std::fs::read_to_string("/proc/locks").unwrap();
     assert!(holds_write_lock(&locks, me, (stat.st_dev, stat.st_ino)));
-    let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    let path_in_cgroup = own_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .to_owned();
-    // Another file, which nobody locks: refused, nothing sent (SIGTERM would end
-    // this test process).
+    // The checks on what /proc says of this process, as if it ran in a unit: its own
+    // file passes them all; another file, which nobody locks, is refused.
+    let cgroups = "0::/system.slice/x.service\n";
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let target = |file: (u64, u64)| Target {
+        pid: me,
+        control_group: "/system.slice/x.service",
+        file,
+        owner: rustix::process::getuid().as_raw(),
+    };
+    let own = target((stat.st_dev, stat.st_ino));
+    assert_eq!(
+        check_target(&own, cgroups, &status, locks.as_bytes()),
+        Ok(())
+    );
     let other = tmp.path().join("status_y");
     std::fs::write(&other, b"").unwrap();
     let other_stat = rustix::fs::stat(&other).unwrap();
-    let target = Target {
-        pid: me,
-        control_group: &path_in_cgroup,
-        file: (other_stat.st_dev, other_stat.st_ino),
-        owner: rustix::process::getuid().as_raw(),
-    };
-    if path_in_cgroup != "/" {
-        assert_eq!(
-            signal_worker(&target, Signal::TERM),
-            Err(Refused::NotTheHolder)
-        );
-    }
+    let other = target((other_stat.st_dev, other_stat.st_ino));
+    assert_eq!(
+        check_target(&other, cgroups, &status, locks.as_bytes()),
+        Err(Refused::NotTheHolder)
+    );
+    // The real thing on the other file: refused before any signal (SIGTERM would end
+    // this test process), whichever check refuses it where the test runs.
+    assert!(signal_worker(&other, Signal::TERM).is_err());
     // A pid that does not exist.
     let gone = Target {
         pid: i32::MAX - 1,
