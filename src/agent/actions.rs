@@ -312,8 +312,7 @@ fn start(usec: u64, now: Instant) -> Option<Start> {
     if usec == 0 {
         return None;
     }
-    let clock = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    let now_usec = clock.tv_sec as u64 * 1_000_000 + clock.tv_nsec as u64 / 1_000;
+    let now_usec = crate::io::boot::monotonic_usec();
     let at = now.checked_sub(Duration::from_micros(now_usec.saturating_sub(usec)))?;
     Some(Start { usec, at })
 }

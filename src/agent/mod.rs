@@ -196,12 +196,8 @@ impl Agent {
             DirEvent::Membership => DirChange::Membership,
             DirEvent::Closed => DirChange::Closed,
             DirEvent::Gone => {
-                let mut shell = Shell {
-                    watcher: &mut self.watcher,
-                    metrics: &self.metrics,
-                    warnings: &mut self.warnings,
-                };
-                if let Some(watched) = self.services.iter_mut().find(|w| w.watches(wd)) {
+                let (services, mut shell) = self.services_and_shell();
+                if let Some(watched) = services.iter_mut().find(|w| w.watches(wd)) {
                     info!(unit = %watched.unit(), "{} is gone; waiting for it to come back", watched.service.directory.display());
                     watched.forget_directory(&mut shell);
                 }
@@ -213,15 +209,21 @@ impl Agent {
         }
     }
 
-    /// One step of a pass over every directory, at start and after a reload; the loop
-    /// finishes the passes.
-    fn step_all(&mut self, now: Instant) {
-        let mut shell = Shell {
+    /// The services, and the shell they are stepped with, borrowed apart.
+    fn services_and_shell(&mut self) -> (&mut [Watched], Shell<'_>) {
+        let shell = Shell {
             watcher: &mut self.watcher,
             metrics: &self.metrics,
             warnings: &mut self.warnings,
         };
-        for watched in &mut self.services {
+        (&mut self.services, shell)
+    }
+
+    /// One step of a pass over every directory, at start and after a reload; the loop
+    /// finishes the passes.
+    fn step_all(&mut self, now: Instant) {
+        let (services, mut shell) = self.services_and_shell();
+        for watched in services {
             watched.step(&mut shell, now, Instant::now() + SWEEP_STEP);
         }
     }
@@ -229,12 +231,8 @@ impl Agent {
     /// One step of at most [`SWEEP_STEP`] for each service the schedule says is due: a
     /// pass not finished goes on at the next turn, after signals and the watchdog.
     fn step_due(&mut self, now: Instant, tick: bool) {
-        let mut shell = Shell {
-            watcher: &mut self.watcher,
-            metrics: &self.metrics,
-            warnings: &mut self.warnings,
-        };
-        for watched in &mut self.services {
+        let (services, mut shell) = self.services_and_shell();
+        for watched in services {
             if watched.schedule.sweep_due(now, tick) {
                 watched.step(&mut shell, now, Instant::now() + SWEEP_STEP);
             }

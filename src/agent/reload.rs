@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
+use super::Agent;
 use super::service::Watched;
-use super::{Agent, Shell};
 use crate::config::Config;
 use crate::io::notify::Message;
 use crate::io::state;
@@ -34,7 +34,7 @@ impl Agent {
 
     fn apply(&mut self, config: Config) {
         warn_needs_restart(&self.config, &config);
-        let signals = self.bus.is_some();
+        let on_bus = self.bus.is_some();
         let mut old = std::mem::take(&mut self.services);
         let mut added = Vec::new();
         for service in &config.services {
@@ -44,29 +44,24 @@ impl Agent {
                 .map(|i| old.swap_remove(i));
             let watched = kept.unwrap_or_else(|| {
                 added.push(self.services.len());
-                Watched::new(service.clone(), signals)
+                Watched::new(service.clone(), on_bus)
             });
             self.services.push(watched);
         }
-        let shell = Shell {
-            watcher: &mut self.watcher,
-            metrics: &self.metrics,
-            warnings: &mut self.warnings,
-        };
         for gone in &mut old {
-            gone.unwatch(shell.watcher);
+            gone.unwatch(&self.watcher);
             if config.services.iter().any(|s| s.unit == gone.unit()) {
                 // Changed settings: the unit stays, its counters too; its workers are
                 // read again by the new settings.
-                shell.metrics.forget(gone.unit());
+                self.metrics.forget(gone.unit());
             } else {
-                shell.metrics.unwatch(gone.unit());
+                self.metrics.unwatch(gone.unit());
                 info!(unit = %gone.unit(), "no longer watched");
             }
             state::remove(&self.config.state_directory, gone.unit());
         }
         for index in &added {
-            shell.metrics.watch(self.services[*index].unit());
+            self.metrics.watch(self.services[*index].unit());
         }
         if config.metrics.textfile != self.config.metrics.textfile
             && let Some(old) = &self.config.metrics.textfile

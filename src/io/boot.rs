@@ -1,7 +1,8 @@
 //! The boot's own clock, for what crosses an agent restart: `CLOCK_BOOTTIME`, which
 //! wall-clock steps (NTP, an operator's `date -s`) do not move, named by the boot's id
 //! so another boot's times are never read as this one's; and a process's start on the
-//! same clock, which bounds how long anything about that process can have lasted.
+//! same clock, which bounds how long anything about that process can have lasted. Also
+//! `CLOCK_MONOTONIC` in systemd's µs, the clock of its unit timestamps.
 
 use std::time::Duration;
 
@@ -47,6 +48,13 @@ impl Boot {
             _ => self.began_ms.abs_diff(saved.began_ms) <= SAME_BOOT_WITHIN_MS,
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in µs, as systemd counts its `*Monotonic` timestamps and
+/// `MONOTONIC_USEC=`.
+pub fn monotonic_usec() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    now.tv_sec.max(0) as u64 * 1_000_000 + now.tv_nsec.max(0) as u64 / 1_000
 }
 
 /// Time since boot (`CLOCK_BOOTTIME`, suspend included).

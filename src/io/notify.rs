@@ -55,9 +55,8 @@ pub enum Message {
 impl Message {
     /// `RELOADING=1` stamped now.
     pub fn reloading_now() -> Message {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         Message::Reloading {
-            monotonic_usec: now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000,
+            monotonic_usec: crate::io::boot::monotonic_usec(),
         }
     }
 
