@@ -13,9 +13,9 @@ use crate::config::{NotifyMode, Service};
 use crate::core::health::Health;
 use crate::core::pool::{Cause, Pool, Sight, Unseen};
 use crate::core::privacy::DirAccess;
+use crate::core::rate_limit::RateLimit;
 use crate::core::schedule::{Listener, Schedule};
 use crate::escape::{Escaped, escape_controls};
-use crate::io::logging::RateLimit;
 use crate::io::watch::Watcher;
 use crate::metrics::Metrics;
 

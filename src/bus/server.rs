@@ -31,6 +31,7 @@ use crate::core::privacy::{self, Caller, DirAccess};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
 use crate::escape;
+use crate::lock::lock;
 
 /// The longest status sent on the bus, escaped; longer ones are cut and end in `…`.
 pub const MAX_STATUS_ON_BUS: usize = 4096;
@@ -228,10 +229,6 @@ impl Gate {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().expect("never poisoned: no panics while held")
-}
-
 /// A `ListWorkers` answer built once per interval and shared by every caller.
 #[derive(Debug, Clone)]
 pub struct SharedWorkers(Arc<[WorkerInfo]>);
@@ -261,10 +258,7 @@ impl Manager {
     }
 
     fn list(&self) -> Vec<(String, OwnedObjectPath)> {
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .clone()
+        lock(&self.services).clone()
     }
 }
 
@@ -780,10 +774,7 @@ impl Server {
             .at(&path, ServiceObject::new(service, pool, self.gate.clone()))
             .await?;
         self.read_only(path.as_ref()).await?;
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .push((unit, path.clone()));
+        lock(&self.services).push((unit, path.clone()));
         Ok(path)
     }
 
@@ -814,10 +805,7 @@ impl Server {
             .object_server()
             .remove::<ServiceObject, _>(&path)
             .await?;
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .retain(|(u, _)| u != unit);
+        lock(&self.services).retain(|(u, _)| u != unit);
         let emitter = SignalEmitter::new(&self.connection, MANAGER_PATH)?;
         Manager::service_removed(&emitter, unit, path.as_ref()).await?;
         self.services_changed().await

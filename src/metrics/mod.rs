@@ -33,6 +33,7 @@ use crate::core::health::Action;
 use crate::core::pool::Cause;
 use crate::core::status_line::Summary;
 use crate::escape;
+use crate::lock::lock;
 
 mod http;
 pub use http::serve;
@@ -274,10 +275,7 @@ impl Metrics {
                 kind: (*kind).to_owned(),
             });
         }
-        self.states
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .remove(unit);
+        lock(&self.states).remove(unit);
     }
 
     /// Records one sweep of `unit`'s directory, completed at `wall`.
@@ -361,10 +359,7 @@ impl Metrics {
         self.pool.get_or_create(&label).set(summary.total as i64);
         let series = state_series(&summary.counts);
         let now: BTreeSet<String> = series.keys().cloned().collect();
-        let mut states = self
-            .states
-            .lock()
-            .expect("never poisoned: no panics while held");
+        let mut states = lock(&self.states);
         let before = states.entry(unit.to_owned()).or_default();
         for gone in before.difference(&now) {
             self.workers.remove(&StateLabels {
