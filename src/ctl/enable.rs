@@ -42,6 +42,9 @@ const MARK: &str = "# Written by `scoreboardctl enable`; `scoreboardctl disable`
 /// ACL `enable` writes names it.
 pub const AGENT_USER: &str = "scoreboard";
 
+/// The mode of every file `enable` writes.
+const FILE_MODE: u32 = 0o644;
+
 /// The line of our drop-in that sets `NotifyAccess=`, when it does.
 const NOTIFY_ACCESS_MAIN: &str = "NotifyAccess=main";
 
@@ -451,11 +454,10 @@ fn write_file(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()
     }
     let dir = path.parent().expect("absolute paths");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Atomically: a reader (systemd, the agent) never sees half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    // Whole: a reader (systemd, the agent) never sees half a file. 0644: the agent,
+    // which runs as its own user, reads services.d; nothing written is secret.
+    crate::io::atomic::write(path, text.as_bytes(), FILE_MODE)
+        .with_context(|| format!("writing {}", path.display()))?;
     let _ = writeln!(report, "wrote {}", path.display());
     Ok(())
 }

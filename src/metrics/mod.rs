@@ -426,29 +426,14 @@ impl Metrics {
     /// Writes the exposition to `path` atomically (a temporary file beside it, then a
     /// rename), as node_exporter's textfile collector requires.
     pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write as _;
-        use std::os::unix::fs::PermissionsExt as _;
-        let directory = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // A fresh name (never a planted file, never through a symlink), renamed over
-        // the textfile; node_exporter reads only `*.prom`, so never half of one.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .tempfile_in(directory)?;
-        tmp.write_all(self.encode_prometheus_text().as_bytes())?;
-        // Readable by node_exporter, which runs as its own user: 0644 whatever the
-        // agent's umask (the unit's UMask=0077); fchmod is not masked.
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
+        // Readable by node_exporter, which runs as its own user, whatever the agent's
+        // umask (the unit's UMask=0077); node_exporter reads only `*.prom`, so never
+        // the temporary file.
+        crate::io::atomic::write(
+            path,
+            self.encode_prometheus_text().as_bytes(),
+            TEXTFILE_MODE,
+        )
     }
 }
 
