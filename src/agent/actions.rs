@@ -16,13 +16,13 @@ use crate::core::health::{Action, Decision, Escalation, Start, UnitLife};
 use crate::escape::Escaped;
 use crate::io::actions::{Refused, Target, signal_of, signal_worker};
 use crate::io::notify::Message;
-use crate::io::systemd::MainProcess;
+use crate::io::systemd::{MainProcess, NotifyAccess};
 
 impl Agent {
     /// Decides and carries out the health actions of every service that has any.
     pub(super) fn act(&mut self, now: Instant) {
         for index in 0..self.services.len() {
-            if !self.services[index].service.actions.enabled() {
+            if !self.services[index].service.health_actions.enabled() {
                 continue;
             }
             let main = self
@@ -30,7 +30,7 @@ impl Agent {
                 .as_ref()
                 .and_then(|bus| bus.main_process(self.services[index].unit()));
             let life = main.as_ref().map(|main| UnitLife {
-                main_pid: main.pid,
+                main_pid: main.pid.unwrap_or(0),
                 start: start(main.active_since_usec, now),
             });
             let watched = &mut self.services[index];
@@ -64,10 +64,12 @@ impl Agent {
                 // remembered main process whose pid was reused by another unit's process
                 // must never be credited with a trigger.
                 let checked = match main {
-                    Some(main) if main.notify_access == "none" => Err(std::io::Error::other(
-                        "the unit has NotifyAccess=none: systemd would ignore it",
-                    )),
-                    Some(main) if main.pid == pid && main.in_unit_now() => Ok(()),
+                    Some(main) if main.notify_access == NotifyAccess::None => {
+                        Err(std::io::Error::other(
+                            "the unit has NotifyAccess=none: systemd would ignore it",
+                        ))
+                    }
+                    Some(main) if main.pid == Some(pid) && main.in_unit_now() => Ok(()),
                     _ => Err(std::io::Error::other(format!(
                         "main process {pid} is no longer in the unit's control group"
                     ))),
@@ -243,7 +245,7 @@ impl Agent {
     /// The signal an escalation sends for the service at `index`.
     fn signal_for(&self, index: usize, escalation: Escalation) -> crate::config::KillSignal {
         match escalation {
-            Escalation::First => self.services[index].service.actions.kill_signal,
+            Escalation::First => self.services[index].service.health_actions.kill_signal,
             Escalation::Kill => crate::config::KillSignal::Kill,
         }
     }
@@ -267,10 +269,8 @@ impl Agent {
 
 /// A unit's start as systemd gives it (µs of CLOCK_MONOTONIC; 0 when not active), on
 /// the clock of `now`.
-fn start(usec: u64, now: Instant) -> Option<Start> {
-    if usec == 0 {
-        return None;
-    }
+fn start(usec: Option<u64>, now: Instant) -> Option<Start> {
+    let usec = usec?;
     let clock = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let now_usec = clock.tv_sec as u64 * 1_000_000 + clock.tv_nsec as u64 / 1_000;
     let at = now.checked_sub(Duration::from_micros(now_usec.saturating_sub(usec)))?;

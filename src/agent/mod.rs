@@ -28,6 +28,7 @@ use crate::core::pool::Remembered;
 use crate::core::rate_limit::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::core::schedule::{DirChange, Timers};
 use crate::io::notify::{self, Message, NotifySocket};
+use crate::io::systemd::{MainProcess, NotifyAccess};
 use crate::io::watch::{DirEvent, Watcher};
 use crate::io::{boot, state};
 use crate::metrics::{self, Metrics};
@@ -213,7 +214,7 @@ impl Agent {
                 let pool = w.pool();
                 let health = w
                     .service
-                    .actions
+                    .health_actions
                     .enabled()
                     .then(|| w.health.next_wake(&pool, now))
                     .flatten();
@@ -376,7 +377,9 @@ impl Agent {
     fn followed_units(&self) -> Vec<String> {
         self.services
             .iter()
-            .filter(|w| w.service.notify == NotifyMode::MainPid || w.service.actions.enabled())
+            .filter(|w| {
+                w.service.notify == NotifyMode::MainPid || w.service.health_actions.enabled()
+            })
             .map(|w| w.service.unit.clone())
             .collect()
     }
@@ -603,8 +606,12 @@ pub async fn mark_stopped(config: &Config) -> anyhow::Result<()> {
         }
         let unit = &service.unit;
         match systemd.main_process(unit).await {
-            Ok(main) if main.pid != 0 && main.notify_access != "none" => {
-                if let Err(e) = socket.send_as(&Message::Status(text.clone()), main.pid) {
+            Ok(MainProcess {
+                pid: Some(pid),
+                notify_access,
+                ..
+            }) if notify_access != NotifyAccess::None => {
+                if let Err(e) = socket.send_as(&Message::Status(text.clone()), pid) {
                     eprintln!("scoreboard-agent: {unit}: marking its status line: {e}");
                 }
             }
@@ -626,7 +633,11 @@ fn main_pid(
     now: Instant,
 ) -> Option<u32> {
     match bus?.main_process(unit) {
-        Some(main) if main.pid != 0 && main.notify_access == "none" => {
+        Some(MainProcess {
+            pid: Some(_),
+            notify_access: NotifyAccess::None,
+            ..
+        }) => {
             if warnings.allow_hashed(("access", unit), now) {
                 warn!(
                     unit = %unit,
@@ -636,7 +647,7 @@ fn main_pid(
             }
             None
         }
-        Some(main) => Some(main.pid),
+        Some(main) => Some(main.pid.unwrap_or(0)),
         None => None,
     }
 }

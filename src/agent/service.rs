@@ -46,7 +46,7 @@ impl Watched {
         Watched {
             pool: Arc::new(Mutex::new(Pool::new(&service))),
             schedule: Schedule::new(signals),
-            health: Health::new(service.actions.clone()),
+            health: Health::new(service.health_actions.clone()),
             service,
             reader: None,
             wd: None,

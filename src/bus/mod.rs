@@ -116,7 +116,7 @@ impl BusThread {
     /// control group. `None` when unknown.
     pub fn main_process(&self, unit: &str) -> Option<MainProcess> {
         let known = lock(&self.shared.main_processes).get(unit).cloned()?;
-        if self.is_serving() || known.pid == 0 || known.still_there() {
+        if self.is_serving() || known.pid.is_none() || known.still_there() {
             Some(known)
         } else {
             None

@@ -404,7 +404,7 @@ mod tests {
             notify: NotifyMode::MainPid,
             max_workers: scoreboard::DEFAULT_MAX_WORKERS,
             max_status_bytes: 1 << 20,
-            actions: Default::default(),
+            health_actions: Default::default(),
         })
     }
 

@@ -34,6 +34,7 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use crate::config::{check_directory, normalize_unit};
+use crate::io::systemd::{NotifyAccess, Systemd, UnitSettings};
 
 /// Marks the files `enable` writes, so `disable` removes only its own.
 const MARK: &str = "# Written by `scoreboardctl enable`; `scoreboardctl disable` removes it.";
@@ -45,27 +46,30 @@ pub const AGENT_USER: &str = "scoreboard";
 /// The mode of every file `enable` writes.
 const FILE_MODE: u32 = 0o644;
 
-/// The line of our drop-in that sets `NotifyAccess=`, when it does.
-const NOTIFY_ACCESS_MAIN: &str = "NotifyAccess=main";
+/// The `NotifyAccess=` our drop-in sets when the unit has none of its own: the agent
+/// speaks for the main process.
+const OUR_NOTIFY_ACCESS: NotifyAccess = NotifyAccess::Main;
 
 /// Where the files go: `/` in real use; a temporary root in tests, where no command runs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct EnableTarget {
     /// The filesystem root the `/etc` paths are under.
     pub root: PathBuf,
     /// Whether to run systemctl and systemd-tmpfiles.
     pub apply: bool,
 }
 
-/// What the unit says about itself, from `systemctl show`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitFacts {
-    /// `User=`, empty for root.
-    pub user: String,
-    /// `Group=`, empty for the user's group.
-    pub group: String,
-    /// `NotifyAccess=`.
-    pub notify_access: String,
+impl EnableTarget {
+    /// The real root, or (`--root`, hidden) a test's, where nothing is run.
+    pub fn at(root: Option<PathBuf>) -> EnableTarget {
+        match root {
+            Some(root) => EnableTarget { root, apply: false },
+            None => EnableTarget {
+                root: PathBuf::from("/"),
+                apply: true,
+            },
+        }
+    }
 }
 
 /// The files for `unit`, under `root`.
@@ -197,22 +201,21 @@ pub fn tmpfiles_text(name: &str, user: &str, group: &str) -> Result<String, Stri
 }
 
 /// The drop-in: the tmpfiles.d file for `name` applied again right before each start,
-/// and `NotifyAccess=main` when `notify_access`.
+/// and `notify_access` when the unit needs ours.
 ///
 /// `+`: systemd-tmpfiles runs as root, whatever the unit's `User=` and sandboxing. `-`:
 /// a failure (an ACL the filesystem refuses, the agent's user missing) is logged in the
 /// journal and the service still starts, without the agent's access, rather than a
 /// monitoring add-on keeping the service down.
-pub fn dropin_text(name: &str, notify_access: bool) -> Result<String, String> {
+pub fn dropin_text(name: &str, notify_access: Option<NotifyAccess>) -> Result<String, String> {
     let tmpfiles = quote_path(&format!("/etc/{}", tmpfiles_relative(name)))?;
     let mut text = format!(
         "{MARK}\n[Service]\n\
          # RuntimeDirectory= is made anew at each start: give the scoreboard back its ACL.\n\
          ExecStartPre=-+/usr/bin/systemd-tmpfiles --create {tmpfiles}\n"
     );
-    if notify_access {
-        text.push_str(NOTIFY_ACCESS_MAIN);
-        text.push('\n');
+    if let Some(notify_access) = notify_access {
+        let _ = writeln!(text, "NotifyAccess={notify_access}");
     }
     Ok(text)
 }
@@ -262,11 +265,12 @@ pub fn service_text(unit: &str, health: &HealthOptions) -> anyhow::Result<String
 
 /// `scoreboardctl enable`. Returns the report to print.
 pub fn enable(
-    target: &Target,
+    target: &EnableTarget,
     unit: &str,
     user: Option<&str>,
     group: Option<&str>,
     health: &HealthOptions,
+    grant_kill: bool,
 ) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
     // Refused before asking for root or systemd: a typo is said as such.
@@ -283,11 +287,13 @@ pub fn enable(
         // directories made for it) must be readable by it whatever root's umask, 077
         // on hardened systems included. Nothing written is secret.
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-        unit_facts(&unit)?
+        unit_settings(&unit)?
     } else {
-        UnitFacts::default()
+        UnitSettings::default()
     };
-    enable_with(target, &unit, user, group, &facts, health)
+    let mut report = enable_with(target, &unit, user, group, &facts, health)?;
+    kill_privileges(target, health, grant_kill, &mut report)?;
+    Ok(report)
 }
 
 /// The primary group (its gid, which tmpfiles.d takes as it takes a name) of `user`, a
@@ -309,13 +315,13 @@ fn primary_group(root: &std::path::Path, user: &str) -> Option<String> {
     })
 }
 
-/// `enable` of a normalized `unit` whose `systemctl show` said `facts`.
+/// `enable` of a normalized `unit` whose settings systemd said are `facts`.
 fn enable_with(
-    target: &Target,
+    target: &EnableTarget,
     unit: &str,
     user: Option<&str>,
     group: Option<&str>,
-    facts: &UnitFacts,
+    facts: &UnitSettings,
     health: &HealthOptions,
 ) -> anyhow::Result<String> {
     let files = Files::new(&target.root, unit);
@@ -343,13 +349,14 @@ fn enable_with(
     };
     let mut report = String::new();
 
-    // Our own NotifyAccess=main counts as "no NotifyAccess= of its own": it is what
-    // systemctl show reports while our drop-in is there.
-    let ours_sets_main = read_ours(&files.dropin)
-        .is_some_and(|text| text.lines().any(|line| line == NOTIFY_ACCESS_MAIN));
+    // Our own NotifyAccess= counts as "no NotifyAccess= of its own": it is what systemd
+    // reports while our drop-in is there.
+    let ours = format!("NotifyAccess={OUR_NOTIFY_ACCESS}");
+    let ours_sets_it =
+        read_ours(&files.dropin).is_some_and(|text| text.lines().any(|line| line == ours));
     let notify_access =
-        ours_sets_main || facts.notify_access.is_empty() || facts.notify_access == "none";
-    if !notify_access {
+        (ours_sets_it || facts.notify_access == NotifyAccess::None).then_some(OUR_NOTIFY_ACCESS);
+    if notify_access.is_none() {
         let _ = writeln!(
             report,
             "kept {unit}'s own NotifyAccess={}",
@@ -402,7 +409,7 @@ fn enable_with(
 }
 
 /// `scoreboardctl disable`: removes what `enable` wrote. Returns the report to print.
-pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
+pub fn disable(target: &EnableTarget, unit: &str) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
     require_root(target, "disable")?;
     let files = Files::new(&target.root, &unit);
@@ -429,7 +436,139 @@ pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
     Ok(report)
 }
 
-fn require_root(target: &Target, verb: &str) -> anyhow::Result<()> {
+/// The drop-in `grant-kill` writes for the agent's unit, under `/etc`.
+const KILL_DROPIN: &str = "systemd/system/scoreboard-agent.service.d/50-kill.conf";
+
+/// What `kill_stuck_after` needs of the agent's unit beyond the shipped one, each line
+/// with the reason it is there.
+pub fn kill_dropin_text() -> String {
+    format!(
+        "{MARK}\n\
+         # kill_stuck_after: the agent signals stuck workers, processes of other users.\n\
+         [Service]\n\
+         # CAP_KILL: pidfd_send_signal(2) to another user's process. CAP_SYS_ADMIN as the\n\
+         # shipped unit has it (STATUS= on a main process's behalf).\n\
+         AmbientCapabilities=CAP_SYS_ADMIN CAP_KILL\n\
+         CapabilityBoundingSet=CAP_SYS_ADMIN CAP_KILL\n\
+         # /proc/PID/cgroup, /proc/PID/status and /proc/locks of the workers: checked\n\
+         # before each signal, so that only the unit's own worker holding its file is hit.\n\
+         ProtectProc=default\n\
+         ProcSubset=all\n"
+    )
+}
+
+/// What granting does, for messages and `--help`.
+pub const KILL_GRANT_EFFECT: &str = "lets scoreboard-agent send SIGTERM/SIGKILL to processes of \
+     other users: adds CAP_KILL and the process table to scoreboard-agent.service";
+
+/// `scoreboardctl grant-kill`: the agent's drop-in for `kill_stuck_after`, then systemd
+/// reloaded and the agent restarted (capabilities are given at start). Returns the
+/// report to print.
+pub fn grant_kill(target: &EnableTarget) -> anyhow::Result<String> {
+    require_root(target, "grant-kill")?;
+    let path = target.root.join("etc").join(KILL_DROPIN);
+    if path.exists() && read_ours(&path).is_none() {
+        bail!(
+            "{} exists and was not written by scoreboardctl; not overwriting it",
+            path.display()
+        );
+    }
+    let mut report = String::new();
+    write_file(&path, &kill_dropin_text(), &mut report)?;
+    run(target, "systemctl", &["daemon-reload"], &mut report)?;
+    run(
+        target,
+        "systemctl",
+        &["try-restart", "scoreboard-agent.service"],
+        &mut report,
+    )?;
+    let _ = writeln!(report, "granted: {KILL_GRANT_EFFECT}");
+    Ok(report)
+}
+
+/// `scoreboardctl revoke-kill`: removes what `grant-kill` wrote, then systemd reloaded
+/// and the agent restarted. Returns the report to print.
+pub fn revoke_kill(target: &EnableTarget) -> anyhow::Result<String> {
+    require_root(target, "revoke-kill")?;
+    let path = target.root.join("etc").join(KILL_DROPIN);
+    let mut report = String::new();
+    if path.exists() && read_ours(&path).is_none() {
+        let _ = writeln!(
+            report,
+            "left {} alone: not written by scoreboardctl",
+            path.display()
+        );
+        return Ok(report);
+    }
+    if path.exists() {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let _ = writeln!(report, "removed {}", path.display());
+        if let Some(dir) = path.parent() {
+            // The drop-in directory goes too when we emptied it.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    run(target, "systemctl", &["daemon-reload"], &mut report)?;
+    run(
+        target,
+        "systemctl",
+        &["try-restart", "scoreboard-agent.service"],
+        &mut report,
+    )?;
+    let _ = writeln!(
+        report,
+        "scoreboard-agent.service no longer has CAP_KILL from scoreboardctl: stuck workers \
+         are refused, never signalled"
+    );
+    Ok(report)
+}
+
+/// What `enable` says or does about `kill_stuck_after`'s privileges: `grant` installs
+/// the drop-in; otherwise, unless the agent has them already (our drop-in, or systemd
+/// says so), the exact command to run.
+fn kill_privileges(
+    target: &EnableTarget,
+    health: &HealthOptions,
+    grant: bool,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    if health.kill_stuck_after.is_none() {
+        return Ok(());
+    }
+    if grant {
+        report.push_str(&grant_kill(target)?);
+        return Ok(());
+    }
+    let ours = read_ours(&target.root.join("etc").join(KILL_DROPIN)).is_some();
+    if ours || (target.apply && agent_may_kill()) {
+        return Ok(());
+    }
+    let _ = writeln!(
+        report,
+        "kill_stuck_after does nothing until scoreboard-agent may signal the workers; to \
+         let it ({KILL_GRANT_EFFECT}), run: {}",
+        crate::config::KILL_GRANT_COMMAND
+    );
+    Ok(())
+}
+
+/// Whether systemd says the agent's unit grants what `kill_stuck_after` needs (a
+/// drop-in written by hand, say).
+fn agent_may_kill() -> bool {
+    let unit =
+        crate::ctl::block_on(async { Systemd::system().await.ok()?.agent_unit().await.ok()? });
+    unit.ok().flatten().is_some_and(|unit| {
+        let privileges = crate::config::AgentPrivileges::of_unit(
+            unit.capability_bounding_set,
+            unit.ambient_capabilities,
+            &unit.protect_proc,
+            &unit.proc_subset,
+        );
+        privileges.cap_kill && privileges.sees_processes
+    })
+}
+
+fn require_root(target: &EnableTarget, verb: &str) -> anyhow::Result<()> {
     if target.apply && !rustix::process::geteuid().is_root() {
         bail!(
             "{verb} must run as root: it writes /etc/tmpfiles.d, /etc/systemd/system and \
@@ -463,7 +602,7 @@ fn write_file(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()
 }
 
 /// systemd re-reads units and drop-ins; the agent, if running, re-reads services.d.
-fn reload(target: &Target, report: &mut String) -> anyhow::Result<()> {
+fn reload(target: &EnableTarget, report: &mut String) -> anyhow::Result<()> {
     run(target, "systemctl", &["daemon-reload"], report)?;
     run(
         target,
@@ -473,7 +612,12 @@ fn reload(target: &Target, report: &mut String) -> anyhow::Result<()> {
     )
 }
 
-fn run(target: &Target, program: &str, args: &[&str], report: &mut String) -> anyhow::Result<()> {
+fn run(
+    target: &EnableTarget,
+    program: &str,
+    args: &[&str],
+    report: &mut String,
+) -> anyhow::Result<()> {
     let shown = format!("{program} {}", args.join(" "));
     if !target.apply {
         let _ = writeln!(report, "would run {shown}");
@@ -490,45 +634,32 @@ fn run(target: &Target, program: &str, args: &[&str], report: &mut String) -> an
     Ok(())
 }
 
-/// `User=`, `Group=` and `NotifyAccess=` of a loaded unit.
-fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
-    let output = Command::new("systemctl")
-        .args(["show", unit, "--property=LoadState,User,Group,NotifyAccess"])
-        .output()
-        .context("running systemctl show")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl show {unit} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or("")
-            .to_owned()
-    };
-    if value("LoadState") != "loaded" {
+/// `User=`, `Group=` and `NotifyAccess=` of a loaded unit, asked of systemd over
+/// D-Bus as the agent asks it.
+fn unit_settings(unit: &str) -> anyhow::Result<UnitSettings> {
+    let settings = crate::ctl::block_on(async {
+        Systemd::system()
+            .await
+            .context("connecting to the system bus")?
+            .unit_settings(unit)
+            .await
+    })??;
+    if settings.load_state != "loaded" {
         bail!(
             "{unit} is not a loaded unit (LoadState={}); install it first",
-            value("LoadState")
+            settings.load_state
         );
     }
-    Ok(UnitFacts {
-        user: value("User"),
-        group: value("Group"),
-        notify_access: value("NotifyAccess"),
-    })
+    Ok(settings)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn target() -> (tempfile::TempDir, Target) {
+    fn target() -> (tempfile::TempDir, EnableTarget) {
         let tmp = tempfile::tempdir().unwrap();
-        let target = Target {
+        let target = EnableTarget {
             root: tmp.path().to_owned(),
             apply: false,
         };
@@ -568,7 +699,7 @@ mod tests {
             kill_grace: Some("30s".into()),
             actions: Some("report".into()),
         };
-        enable(&target, "demo", None, None, &health).unwrap();
+        enable(&target, "demo", None, None, &health, false).unwrap();
         let text = read(tmp.path(), "etc/scoreboard/services.d/demo.toml");
         assert_eq!(
             text,
@@ -579,7 +710,10 @@ mod tests {
             )
         );
         let service = crate::config::parse_service(&text, Path::new("demo.toml")).unwrap();
-        assert_eq!(service.actions.kill_signal, crate::config::KillSignal::Quit);
+        assert_eq!(
+            service.health_actions.kill_signal,
+            crate::config::KillSignal::Quit
+        );
 
         let (tmp, target) = self::target();
         for bad in [
@@ -598,7 +732,7 @@ mod tests {
         ] {
             let message = format!(
                 "{:#}",
-                enable(&target, "demo", None, None, &bad).unwrap_err()
+                enable(&target, "demo", None, None, &bad, false).unwrap_err()
             );
             assert!(message.contains("the options given"), "{message}");
         }
@@ -614,6 +748,7 @@ mod tests {
             Some("www-data"),
             None,
             &HealthOptions::default(),
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -651,6 +786,7 @@ mod tests {
             Some("www-data"),
             None,
             &HealthOptions::default(),
+            false,
         )
         .unwrap();
         assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
@@ -669,9 +805,9 @@ mod tests {
     fn a_unit_with_its_own_notify_access_keeps_it_and_still_gets_the_exec_start_pre() {
         let (tmp, target) = target();
         let dropin = "etc/systemd/system/demo.service.d/50-scoreboard.conf";
-        let own = UnitFacts {
-            notify_access: "all".into(),
-            ..UnitFacts::default()
+        let own = UnitSettings {
+            notify_access: NotifyAccess::All,
+            ..UnitSettings::default()
         };
         let report = enable_with(
             &target,
@@ -708,14 +844,14 @@ mod tests {
             "demo.service",
             None,
             None,
-            &UnitFacts::default(),
+            &UnitSettings::default(),
             &HealthOptions::default(),
         )
         .unwrap();
         assert!(read(tmp.path(), dropin).ends_with("\nNotifyAccess=main\n"));
-        let ours = UnitFacts {
-            notify_access: "main".into(),
-            ..UnitFacts::default()
+        let ours = UnitSettings {
+            notify_access: NotifyAccess::Main,
+            ..UnitSettings::default()
         };
         let again = enable_with(
             &target,
@@ -753,10 +889,10 @@ mod tests {
     #[test]
     fn the_units_user_and_group_are_the_default_owner() {
         let (tmp, target) = target();
-        let facts = UnitFacts {
+        let facts = UnitSettings {
             user: "web".into(),
             group: "www".into(),
-            ..UnitFacts::default()
+            ..UnitSettings::default()
         };
         enable_with(
             &target,
@@ -771,9 +907,9 @@ mod tests {
             read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
                 .contains("\nd /run/demo/scoreboard 0770 web www -\n")
         );
-        let only_user = UnitFacts {
+        let only_user = UnitSettings {
             user: "1001".into(),
-            ..UnitFacts::default()
+            ..UnitSettings::default()
         };
         enable_with(
             &target,
@@ -793,7 +929,7 @@ mod tests {
             "demo.service",
             None,
             None,
-            &UnitFacts::default(),
+            &UnitSettings::default(),
             &HealthOptions::default(),
         )
         .unwrap();
@@ -869,6 +1005,7 @@ mod tests {
             Some("x -\nR /"),
             None,
             &HealthOptions::default(),
+            false,
         )
         .unwrap_err()
         .to_string();
@@ -879,14 +1016,15 @@ mod tests {
             None,
             Some("g g"),
             &HealthOptions::default(),
+            false,
         )
         .unwrap_err()
         .to_string();
         assert!(message.contains("--group \"g g\""), "{message}");
         // What systemctl show said is held to the same rule.
-        let facts = UnitFacts {
+        let facts = UnitSettings {
             user: "web\nR /".into(),
-            ..UnitFacts::default()
+            ..UnitSettings::default()
         };
         let message = enable_with(
             &target,
@@ -902,9 +1040,9 @@ mod tests {
             message.contains("User= of demo.service") && message.contains("pass --user"),
             "{message}"
         );
-        let facts = UnitFacts {
+        let facts = UnitSettings {
             group: "%".into(),
-            ..UnitFacts::default()
+            ..UnitSettings::default()
         };
         let message = enable_with(
             &target,
@@ -924,7 +1062,7 @@ mod tests {
     fn a_unit_whose_scoreboard_would_be_a_system_directory_is_refused() {
         let (tmp, target) = target();
         for unit in ["systemd", "user"] {
-            let message = enable(&target, unit, None, None, &HealthOptions::default())
+            let message = enable(&target, unit, None, None, &HealthOptions::default(), false)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -1010,7 +1148,15 @@ mod tests {
         let (tmp, target) = target();
         // systemd-escape's spelling of "web-pool" in an instance name.
         let unit = "web\\x2dpool.service";
-        enable(&target, unit, Some("web"), None, &HealthOptions::default()).unwrap();
+        enable(
+            &target,
+            unit,
+            Some("web"),
+            None,
+            &HealthOptions::default(),
+            false,
+        )
+        .unwrap();
         let name = "web\\x2dpool";
         assert_eq!(
             read(
@@ -1043,10 +1189,17 @@ mod tests {
             Path::new("/run/web\\x2dpool/scoreboard")
         );
         assert_eq!(
-            enable(&target, unit, Some("web"), None, &HealthOptions::default())
-                .unwrap()
-                .matches("unchanged ")
-                .count(),
+            enable(
+                &target,
+                unit,
+                Some("web"),
+                None,
+                &HealthOptions::default(),
+                false
+            )
+            .unwrap()
+            .matches("unchanged ")
+            .count(),
             3
         );
     }
@@ -1105,7 +1258,15 @@ mod tests {
         let neighbour = etc.join("systemd/system/demo.service.d/10-admin.conf");
         std::fs::create_dir_all(neighbour.parent().unwrap()).unwrap();
         std::fs::write(&neighbour, "[Service]\nNice=5\n").unwrap();
-        enable(&target, "demo", None, None, &HealthOptions::default()).unwrap();
+        enable(
+            &target,
+            "demo",
+            None,
+            None,
+            &HealthOptions::default(),
+            false,
+        )
+        .unwrap();
         let report = disable(&target, "demo").unwrap();
         assert_eq!(report.matches("removed ").count(), 3, "{report}");
         assert!(neighbour.exists());
@@ -1127,9 +1288,16 @@ mod tests {
         let mine = tmp.path().join("etc/scoreboard/services.d/demo.toml");
         std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
         std::fs::write(&mine, "unit = \"demo\"\nstuck_after = \"1m\"\n").unwrap();
-        let error = enable(&target, "demo", None, None, &HealthOptions::default())
-            .unwrap_err()
-            .to_string();
+        let error = enable(
+            &target,
+            "demo",
+            None,
+            None,
+            &HealthOptions::default(),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("not written by scoreboardctl enable"),
             "{error}"
@@ -1153,7 +1321,8 @@ mod tests {
                 "demo.socket",
                 None,
                 None,
-                &HealthOptions::default()
+                &HealthOptions::default(),
+                false
             )
             .unwrap_err()
             .to_string()

@@ -21,6 +21,21 @@ use crate::escape::{self, escape_controls};
 pub mod demo;
 pub mod enable;
 pub mod render;
+pub mod watch;
+
+/// The runtime a `scoreboardctl` command asks the bus on: one thread, for one command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Runs `future` on a [`runtime`] of its own: scoreboardctl asks and exits.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    Ok(runtime()?.block_on(future))
+}
 
 /// `scoreboardctl` exit statuses, as `systemctl status` uses them.
 pub mod exit {
