@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::Agent;
 use crate::core::health::{Action, Decision, Escalation, Start, UnitLife};
 use crate::escape::Escaped;
-use crate::io::actions::{Refused, Target, signal_of, signal_worker};
+use crate::io::actions::{Refused, Target, signal_worker};
 use crate::io::notify::Message;
 use crate::io::systemd::{MainProcess, NotifyAccess};
 
@@ -133,7 +133,7 @@ impl Agent {
                             file,
                             owner,
                         };
-                        signal_worker(&target, signal_of(signal))
+                        signal_worker(&target, signal.signal())
                     });
                 match checked {
                     Ok(()) => {

@@ -72,6 +72,13 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<()> {
     let mut agent = Agent::new(config)?;
+    // Said once at start, per service whose kill_stuck_after cannot be carried out,
+    // rather than only when a worker is first stuck.
+    for sentence in
+        crate::config::unactionable(&agent.config.services, crate::io::privileges::own())
+    {
+        warn!("{sentence}");
+    }
     if let Some(address) = agent.config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await

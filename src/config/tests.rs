@@ -638,3 +638,96 @@ fn budgets_default_and_are_bounded() {
         "{error}"
     );
 }
+
+#[test]
+fn kill_stuck_after_the_agent_cannot_carry_out_is_named_with_the_one_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = write(tmp.path(), "agent.toml", "");
+    let kill = "stuck_after = \"1m\"\nkill_stuck_after = \"2m\"\n";
+    write(
+        tmp.path(),
+        "services.d/a.toml",
+        &format!("unit = \"a\"\n{kill}"),
+    );
+    write(
+        tmp.path(),
+        "services.d/b.toml",
+        &format!("unit = \"b\"\n{kill}actions = \"report\"\n"),
+    );
+    write(
+        tmp.path(),
+        "services.d/c.toml",
+        "unit = \"c\"\nwedged_after = \"1m\"\nstuck_after = \"1m\"\n",
+    );
+    let config = Config::load(&agent).unwrap();
+    // The shipped unit: CAP_SYS_ADMIN only, the process table hidden.
+    let shipped = AgentPrivileges::of_unit(1 << 21, 1 << 21, "invisible", "pid");
+    assert_eq!(
+        shipped,
+        AgentPrivileges {
+            cap_kill: false,
+            sees_processes: false
+        }
+    );
+    let said = unactionable(&config.services, shipped);
+    // Only the service that would act: a dry run signals nobody, a watchdog needs
+    // nothing new.
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(
+        said[0],
+        "a.service: kill_stuck_after is set, but scoreboard-agent.service lacks CAP_KILL \
+         (AmbientCapabilities=, CapabilityBoundingSet=) and other users' processes in /proc \
+         (ProtectProc=default, ProcSubset=all): stuck workers would be refused, never \
+         signalled. Run: scoreboardctl grant-kill"
+    );
+    // Bounding set alone is not enough for a process that is not root.
+    let bounded_only = AgentPrivileges::of_unit(1 << 5 | 1 << 21, 1 << 21, "default", "all");
+    let said = unactionable(&config.services, bounded_only);
+    assert!(
+        said[0].contains("lacks CAP_KILL (") && !said[0].contains("/proc"),
+        "{said:?}"
+    );
+    // With the drop-in grant-kill writes: nothing to say.
+    let granted = AgentPrivileges::of_unit(1 << 5 | 1 << 21, 1 << 5 | 1 << 21, "default", "all");
+    assert_eq!(
+        unactionable(&config.services, granted),
+        Vec::<String>::new()
+    );
+    // The agent's own view: root's full mask on a plain /proc.
+    let root = AgentPrivileges::of_process(u64::MAX >> 23, "rw");
+    assert_eq!(unactionable(&config.services, root), Vec::<String>::new());
+}
+
+#[test]
+fn the_check_refuses_what_the_agents_unit_cannot_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let agent = write(tmp.path(), "agent.toml", "");
+    write(
+        tmp.path(),
+        "services.d/web.toml",
+        "unit = \"web\"\nstuck_after = \"1m\"\nkill_stuck_after = \"2m\"\n",
+    );
+    let config = Config::load(&agent).unwrap();
+    let shipped = crate::io::systemd::AgentUnit {
+        protect_system: "strict".into(),
+        read_write_paths: vec!["/run".into()],
+        capability_bounding_set: 1 << 21,
+        ambient_capabilities: 1 << 21,
+        protect_proc: "invisible".into(),
+        proc_subset: "pid".into(),
+    };
+    let refused = refusals(&config, &shipped);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].ends_with("Run: scoreboardctl grant-kill"),
+        "{refused:?}"
+    );
+    let granted = crate::io::systemd::AgentUnit {
+        capability_bounding_set: 1 << 5 | 1 << 21,
+        ambient_capabilities: 1 << 5 | 1 << 21,
+        protect_proc: "default".into(),
+        proc_subset: "all".into(),
+        ..shipped
+    };
+    assert_eq!(refusals(&config, &granted), Vec::<String>::new());
+}

@@ -1329,4 +1329,64 @@ mod tests {
             .contains("not a service")
         );
     }
+
+    #[test]
+    fn kill_stuck_after_says_the_command_or_grants_with_the_flag() {
+        let (tmp, target) = target();
+        let health = HealthOptions {
+            stuck_after: Some("1m".into()),
+            kill_stuck_after: Some("2m".into()),
+            ..HealthOptions::default()
+        };
+        let report = enable(&target, "demo", None, None, &health, false).unwrap();
+        assert!(report.contains("run: scoreboardctl grant-kill"), "{report}");
+        let dropin = "etc/systemd/system/scoreboard-agent.service.d/50-kill.conf";
+        assert!(!tmp.path().join(dropin).exists());
+        // Without kill_stuck_after nothing is said.
+        let (_tmp, quiet) = self::target();
+        let report = enable(&quiet, "demo", None, None, &HealthOptions::default(), false).unwrap();
+        assert!(!report.contains("grant-kill"), "{report}");
+
+        let report = enable(&target, "demo", None, None, &health, true).unwrap();
+        assert!(
+            report.contains("granted: lets scoreboard-agent send"),
+            "{report}"
+        );
+        assert!(
+            report.contains("would run systemctl try-restart scoreboard-agent.service"),
+            "{report}"
+        );
+        let text = read(tmp.path(), dropin);
+        assert_eq!(text, kill_dropin_text());
+        for line in [
+            "AmbientCapabilities=CAP_SYS_ADMIN CAP_KILL",
+            "CapabilityBoundingSet=CAP_SYS_ADMIN CAP_KILL",
+            "ProtectProc=default",
+            "ProcSubset=all",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}: {text}");
+        }
+        // Granted once, nothing more to say.
+        let report = enable(&target, "demo", None, None, &health, false).unwrap();
+        assert!(!report.contains("grant-kill"), "{report}");
+    }
+
+    #[test]
+    fn grant_and_revoke_kill_touch_only_their_own_drop_in() {
+        let (tmp, target) = target();
+        let dropin = tmp
+            .path()
+            .join("etc/systemd/system/scoreboard-agent.service.d/50-kill.conf");
+        grant_kill(&target).unwrap();
+        assert!(dropin.exists());
+        assert!(grant_kill(&target).unwrap().contains("unchanged "));
+        let report = revoke_kill(&target).unwrap();
+        assert!(report.contains("removed "), "{report}");
+        assert!(!dropin.exists());
+        std::fs::create_dir_all(dropin.parent().unwrap()).unwrap();
+        std::fs::write(&dropin, "[Service]\nAmbientCapabilities=CAP_KILL\n").unwrap();
+        assert!(grant_kill(&target).is_err());
+        assert!(revoke_kill(&target).unwrap().contains("left "));
+        assert!(dropin.exists());
+    }
 }

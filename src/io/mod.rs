@@ -6,6 +6,7 @@ pub mod boot;
 pub mod journal;
 pub mod logging;
 pub mod notify;
+pub mod privileges;
 pub mod state;
 pub mod systemd;
 pub mod watch;
