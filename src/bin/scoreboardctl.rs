@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use scoreboard_agent::ctl::{self, block_on, demo, enable, render as view, watch};
+use scoreboard_agent::ctl::{self, block_on, demo, enable, kill, render as view, watch};
 use scoreboard_agent::error_chain;
 
 // The command line, shared with build.rs (the manual page and completions). Included
@@ -87,11 +87,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::GrantKill { root } => {
-            print!("{}", enable::grant_kill(&enable::EnableTarget::at(root))?);
+            print!("{}", kill::grant_kill(&enable::EnableTarget::at(root))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::RevokeKill { root } => {
-            print!("{}", enable::revoke_kill(&enable::EnableTarget::at(root))?);
+            print!("{}", kill::revoke_kill(&enable::EnableTarget::at(root))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::List { json, config } => {

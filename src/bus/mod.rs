@@ -29,7 +29,9 @@ use crate::config::{self, Service};
 use crate::lock::lock;
 
 pub mod bounded;
+pub mod gate;
 pub mod names;
+pub mod properties;
 pub mod quota;
 pub mod server;
 
