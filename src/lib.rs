@@ -19,7 +19,8 @@
 //!   much; [`metrics`] — Prometheus.
 //! * [`ctl`] — what `scoreboardctl` gathers and renders, `enable`, `demo`.
 //! * [`escape`] — the one place that makes bytes a service's user controls printable;
-//!   [`error_chain`] — an error and its causes on one line, each said once.
+//!   [`error_chain`] — an error and its causes on one line, each said once; [`lock`] —
+//!   taking a mutex, whatever a panicking thread left in it.
 #![deny(missing_docs)]
 
 pub mod agent;
@@ -30,4 +31,5 @@ pub mod ctl;
 pub mod error_chain;
 pub mod escape;
 pub mod io;
+pub mod lock;
 pub mod metrics;

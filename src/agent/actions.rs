@@ -15,14 +15,14 @@ use super::Agent;
 use crate::core::health::{Action, Decision, Escalation, Start, UnitLife};
 use crate::escape::Escaped;
 use crate::io::notify::Message;
-use crate::io::signal::{Refused, Target, signal_of, signal_worker};
-use crate::io::systemd::MainProcess;
+use crate::io::signal::{Refused, Target, signal_worker};
+use crate::io::systemd::{MainProcess, NotifyAccess};
 
 impl Agent {
     /// Decides and carries out the health actions of every service that has any.
     pub(super) fn act(&mut self, now: Instant) {
         for index in 0..self.services.len() {
-            if !self.services[index].service.actions.enabled() {
+            if !self.services[index].service.health_actions.enabled() {
                 continue;
             }
             let main = self
@@ -30,15 +30,12 @@ impl Agent {
                 .as_ref()
                 .and_then(|bus| bus.main_process(self.services[index].unit()));
             let life = main.as_ref().map(|main| UnitLife {
-                main_pid: (main.pid != 0).then_some(main.pid),
+                main_pid: main.pid,
                 start: start(main.active_since_usec, now),
             });
             let watched = &mut self.services[index];
             let decisions = {
-                let pool = watched
-                    .pool
-                    .lock()
-                    .expect("never poisoned: no panics while held");
+                let pool = crate::lock::lock(&watched.pool);
                 watched.health.decide(&pool, life, now)
             };
             for decision in decisions {
@@ -88,10 +85,10 @@ impl Agent {
         // remembered main process whose pid was reused by another unit's process
         // must never be credited with a trigger.
         let checked = match main {
-            Some(main) if main.notify_access == "none" => Err(std::io::Error::other(
+            Some(main) if main.notify_access == NotifyAccess::None => Err(std::io::Error::other(
                 "the unit has NotifyAccess=none: systemd would ignore it",
             )),
-            Some(main) if main.pid == pid && main.in_unit_now() => Ok(()),
+            Some(main) if main.pid == Some(pid) && main.in_unit_now() => Ok(()),
             _ => Err(std::io::Error::other(format!(
                 "main process {pid} is no longer in the unit's control group"
             ))),
@@ -166,7 +163,7 @@ impl Agent {
                     file,
                     owner,
                 };
-                signal_worker(&target, signal_of(signal))
+                signal_worker(&target, signal.signal())
             });
         match checked {
             Ok(()) => {
@@ -275,7 +272,7 @@ impl Agent {
     /// The signal an escalation sends for the service at `index`.
     fn signal_for(&self, index: usize, escalation: Escalation) -> crate::config::KillSignal {
         match escalation {
-            Escalation::First => self.services[index].service.actions.kill_signal,
+            Escalation::First => self.services[index].service.health_actions.kill_signal,
             Escalation::Kill => crate::config::KillSignal::Kill,
         }
     }
@@ -306,12 +303,10 @@ struct Stuck<'a> {
     status: &'a str,
 }
 
-/// A unit's start as systemd gives it (µs of CLOCK_MONOTONIC; 0 when not active), on
+/// A unit's start as systemd gives it (µs of CLOCK_MONOTONIC; none when not active), on
 /// the clock of `now`.
-fn start(usec: u64, now: Instant) -> Option<Start> {
-    if usec == 0 {
-        return None;
-    }
+fn start(usec: Option<u64>, now: Instant) -> Option<Start> {
+    let usec = usec?;
     let now_usec = crate::io::boot::monotonic_usec();
     let at = now.checked_sub(Duration::from_micros(now_usec.saturating_sub(usec)))?;
     Some(Start { usec, at })

@@ -26,9 +26,10 @@ use tracing::{debug, error, info, warn};
 use crate::bus::BusThread;
 use crate::bus::server::Published;
 use crate::config::{Bus, Config, NotifyMode};
+use crate::core::rate_limit::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::core::schedule::{Behalf, DirChange, Timers};
-use crate::io::logging::{RATE_LIMIT_SLOTS, RateLimit};
 use crate::io::notify::{self, Message, NotifySocket};
+use crate::io::systemd::{MainProcess, NotifyAccess};
 use crate::io::watch::{DirEvent, Watcher};
 use crate::metrics::{self, Metrics};
 use service::{Shell, Watched};
@@ -48,6 +49,13 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<()> {
     let mut agent = Agent::new(config)?;
+    // Said once at start, per service whose kill_stuck_after cannot be carried out,
+    // rather than only when a worker is first stuck.
+    for sentence in
+        crate::config::unactionable(&agent.config.services, crate::io::privileges::own())
+    {
+        warn!("{sentence}");
+    }
     if let Some(address) = agent.config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -174,7 +182,7 @@ impl Agent {
                 let pool = w.pool();
                 let health = w
                     .service
-                    .actions
+                    .health_actions
                     .enabled()
                     .then(|| w.health.next_wake(&pool, now))
                     .flatten();
@@ -337,7 +345,9 @@ impl Agent {
     fn followed_units(&self) -> Vec<String> {
         self.services
             .iter()
-            .filter(|w| w.service.notify == NotifyMode::MainPid || w.service.actions.enabled())
+            .filter(|w| {
+                w.service.notify == NotifyMode::MainPid || w.service.health_actions.enabled()
+            })
             .map(|w| w.service.unit.clone())
             .collect()
     }
@@ -454,8 +464,12 @@ pub async fn mark_stopped(config: &Config) -> anyhow::Result<()> {
         }
         let unit = &service.unit;
         match systemd.main_process(unit).await {
-            Ok(main) if main.pid != 0 && main.notify_access != "none" => {
-                if let Err(e) = socket.send_as(&Message::Status(text.clone()), main.pid) {
+            Ok(MainProcess {
+                pid: Some(pid),
+                notify_access,
+                ..
+            }) if notify_access != NotifyAccess::None => {
+                if let Err(e) = socket.send_as(&Message::Status(text.clone()), pid) {
                     eprintln!("scoreboard-agent: {unit}: marking its status line: {e}");
                 }
             }
@@ -477,7 +491,11 @@ fn main_pid(
     now: Instant,
 ) -> Option<u32> {
     match bus?.main_process(unit) {
-        Some(main) if main.pid != 0 && main.notify_access == "none" => {
+        Some(MainProcess {
+            pid: Some(_),
+            notify_access: NotifyAccess::None,
+            ..
+        }) => {
             if warnings.allow_hashed(("access", unit), now) {
                 warn!(
                     unit = %unit,
@@ -487,7 +505,7 @@ fn main_pid(
             }
             None
         }
-        Some(main) => Some(main.pid),
+        Some(main) => main.pid,
         None => None,
     }
 }

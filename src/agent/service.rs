@@ -13,9 +13,9 @@ use crate::config::{NotifyMode, Service};
 use crate::core::health::Health;
 use crate::core::pool::{Cause, Pool, Sight, Unseen};
 use crate::core::privacy::DirAccess;
+use crate::core::rate_limit::RateLimit;
 use crate::core::schedule::{Listener, Schedule};
 use crate::escape::{Escaped, escape_controls, printable_capped};
-use crate::io::logging::RateLimit;
 use crate::io::watch::Watcher;
 use crate::metrics::Metrics;
 
@@ -47,7 +47,7 @@ impl Watched {
         Watched {
             pool: Arc::new(Mutex::new(Pool::new(&service))),
             schedule: Schedule::new(on_bus),
-            health: Health::new(service.actions.clone()),
+            health: Health::new(service.health_actions.clone()),
             service,
             reader: None,
             wd: None,
@@ -56,9 +56,7 @@ impl Watched {
     }
 
     pub fn pool(&self) -> MutexGuard<'_, Pool> {
-        self.pool
-            .lock()
-            .expect("never poisoned: no panics while held")
+        crate::lock::lock(&self.pool)
     }
 
     /// Who hears the service's `STATUS=` line.
@@ -139,10 +137,7 @@ impl Watched {
                 mode: stat.st_mode & 0o7777,
             });
         let (changes, summary, last_words) = {
-            let mut pool = self
-                .pool
-                .lock()
-                .expect("never poisoned: no panics while held");
+            let mut pool = crate::lock::lock(&self.pool);
             let last_words: Vec<LastWords> = snapshot
                 .reaped
                 .iter()

@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use scoreboard_agent::config::Config;
+use scoreboard_agent::config::{self, Config};
 use scoreboard_agent::io::logging;
 use scoreboard_agent::{agent, error_chain};
 
-// The command line, shared with build.rs (the manual page and completions).
+// The command line, shared with build.rs (the manual page and completions). Included
+// by path, not through the library: a build script cannot depend on the crate it
+// builds, so the definitions live in a file both can include.
 #[path = "../cli/scoreboard_agent.rs"]
 mod cli;
 
@@ -24,25 +26,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        let report = config.check_report();
-        print!("{}", report.out);
-        for warning in &report.warnings {
-            eprintln!("scoreboard-agent: warning: {warning}");
-        }
-        // What the installed unit lets the agent write, where systemd can say.
-        let refused: Vec<String> = agent_protection()
-            .map(|protection| {
-                config
-                    .services
-                    .iter()
-                    .filter_map(|s| protection.refuses(&s.unit, &s.directory))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for refusal in &refused {
-            eprintln!("scoreboard-agent: error: {refusal}");
-        }
-        return if refused.is_empty() {
+        return if config::check_config(&config) {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -75,20 +59,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `scoreboard-agent.service`'s file-system protection, from `systemctl show`; `None`
-/// where systemctl cannot say (not installed, not running systemd).
-fn agent_protection() -> Option<scoreboard_agent::config::Protection> {
-    let out = std::process::Command::new("systemctl")
-        .args(["show", "-p", "ProtectSystem", "-p", "ReadWritePaths"])
-        .arg("scoreboard-agent.service")
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| scoreboard_agent::config::Protection::parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
 #[cfg(test)]

@@ -26,9 +26,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
+use crate::lock::lock;
 
 pub mod bounded;
+pub mod gate;
 pub mod names;
+pub mod properties;
 pub mod quota;
 pub mod server;
 
@@ -114,14 +117,8 @@ impl BusThread {
     /// most an interval ago; while it is down, only if it still runs in the unit's
     /// control group. `None` when unknown.
     pub fn main_process(&self, unit: &str) -> Option<MainProcess> {
-        let known = self
-            .shared
-            .main_processes
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .get(unit)
-            .cloned()?;
-        if self.is_serving() || known.pid == 0 || known.still_there() {
+        let known = lock(&self.shared.main_processes).get(unit).cloned()?;
+        if self.is_serving() || known.pid.is_none() || known.still_there() {
             Some(known)
         } else {
             None
@@ -176,11 +173,7 @@ impl BusThread {
     /// A main process is gone (a restarted service): ask systemd again now rather than
     /// at the next interval. Until then that unit has no main process to speak for.
     pub fn refresh(&self, unit: &str) {
-        self.shared
-            .main_processes
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .remove(unit);
+        lock(&self.shared.main_processes).remove(unit);
         self.send(Command::Refresh);
     }
 
@@ -347,11 +340,7 @@ impl State {
         for unit in &self.follow {
             match systemd.main_process(unit).await {
                 Ok(main) => {
-                    self.shared
-                        .main_processes
-                        .lock()
-                        .expect("never poisoned: no panics while held")
-                        .insert(unit.clone(), main);
+                    lock(&self.shared.main_processes).insert(unit.clone(), main);
                 }
                 Err(e) => debug!(unit = %unit, "{}", crate::error_chain::text(&e)),
             }
@@ -409,11 +398,7 @@ impl State {
     }
 
     fn follow(&mut self, units: Vec<String>) {
-        self.shared
-            .main_processes
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .retain(|unit, _| units.contains(unit));
+        lock(&self.shared.main_processes).retain(|unit, _| units.contains(unit));
         self.follow = units;
     }
 }

@@ -16,21 +16,19 @@ use std::time::Instant;
 
 use serde::Serialize;
 use zbus::message::Header;
-use zbus::names::InterfaceName;
-use zbus::object_server::{Interface, InterfaceRef, SignalEmitter};
+use zbus::object_server::{Interface, SignalEmitter};
 use zbus::zvariant::Type;
-use zbus::{
-    BoxDBusError, ObjectPath, ObjectServer, OwnedObjectPath, OwnedVariant, Variant, interface,
-};
+use zbus::{ObjectPath, OwnedObjectPath, interface};
 
+pub use super::gate::{CallError, Error, Gate};
 use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
-use crate::bus::quota::Quota;
+pub use super::properties::ReadOnlyProperties;
 use crate::config::Service;
 use crate::core::pool::{Pool, Sight};
-use crate::core::privacy::{self, Caller, DirAccess};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
 use crate::escape;
+use crate::lock::lock;
 
 /// The longest status sent on the bus, escaped; longer ones are cut and end in `…`.
 pub const MAX_STATUS_ON_BUS: usize = 4096;
@@ -77,161 +75,6 @@ fn counts_on_bus(counts: &[(String, usize)]) -> HashMap<String, u32> {
     on_bus
 }
 
-/// Errors of the `io.scoreboard.Agent1` interfaces.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "io.scoreboard.Agent1.Error")]
-pub enum Error {
-    /// Not one of zbus's own errors.
-    #[zbus(error)]
-    ZBus(zbus::Error),
-    /// No live worker has that id.
-    NoSuchWorker(String),
-}
-
-/// What a per-worker method fails with: one of ours, or one of the standard
-/// `org.freedesktop.DBus.Error` names (AccessDenied, LimitsExceeded) that clients
-/// already know how to read.
-#[derive(Debug)]
-pub enum CallError {
-    /// io.scoreboard.Agent1.Error.*.
-    Agent(Error),
-    /// org.freedesktop.DBus.Error.*.
-    Standard(zbus::fdo::Error),
-}
-
-impl CallError {
-    fn access_denied(message: String) -> CallError {
-        CallError::Standard(zbus::fdo::Error::AccessDenied(message))
-    }
-
-    fn limits_exceeded(message: String) -> CallError {
-        CallError::Standard(zbus::fdo::Error::LimitsExceeded(message))
-    }
-}
-
-impl zbus::DBusError for CallError {
-    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<zbus::Message> {
-        match self {
-            CallError::Agent(e) => e.create_reply(call),
-            CallError::Standard(e) => e.create_reply(call),
-        }
-    }
-
-    fn name(&self) -> zbus::names::ErrorName<'_> {
-        match self {
-            CallError::Agent(e) => e.name(),
-            CallError::Standard(e) => e.name(),
-        }
-    }
-
-    fn description(&self) -> Option<&str> {
-        match self {
-            CallError::Agent(e) => e.description(),
-            CallError::Standard(e) => e.description(),
-        }
-    }
-}
-
-impl From<zbus::Error> for CallError {
-    fn from(e: zbus::Error) -> CallError {
-        CallError::Agent(Error::ZBus(e))
-    }
-}
-
-impl From<Error> for CallError {
-    fn from(e: Error) -> CallError {
-        CallError::Agent(e)
-    }
-}
-
-/// What every service object consults before answering with per-worker details: who
-/// the caller is (asked of the bus daemon over the agent's second connection, so the
-/// answer never waits behind the calls queued on the serving one), and what it may
-/// still be sent this second.
-pub struct Gate {
-    asking: zbus::Connection,
-    quota: Mutex<Quota>,
-    /// Callers seen, by unique name (never reused on a bus); emptied when full.
-    callers: Mutex<HashMap<String, Caller>>,
-    /// How long a built `ListWorkers` answer is shared: one sampling interval.
-    refresh: std::time::Duration,
-}
-
-/// Callers remembered at most; past that the table starts afresh.
-const MAX_CALLERS: usize = 1024;
-
-impl Gate {
-    /// A gate asking the bus daemon over `asking`, sharing answers for `refresh`.
-    pub fn new(asking: zbus::Connection, refresh: std::time::Duration) -> Gate {
-        Gate {
-            asking,
-            quota: Mutex::default(),
-            callers: Mutex::default(),
-            refresh,
-        }
-    }
-
-    /// The caller of the call in `header`, as the bus daemon vouches for it.
-    async fn caller(&self, header: &Header<'_>) -> Result<(String, Caller), CallError> {
-        let sender = header
-            .sender()
-            .ok_or_else(|| CallError::access_denied("the call has no sender".to_owned()))?
-            .to_string();
-        if let Some(caller) = lock(&self.callers).get(&sender) {
-            return Ok((sender, caller.clone()));
-        }
-        let credentials = zbus::fdo::DBusProxy::new(&self.asking)
-            .await?
-            .get_connection_credentials(zbus::names::BusName::try_from(sender.as_str())?)
-            .await
-            .map_err(CallError::Standard)?;
-        let uid = credentials.unix_user_id().ok_or_else(|| {
-            CallError::access_denied(format!("the bus daemon does not say who {sender} is"))
-        })?;
-        let caller = Caller {
-            uid,
-            gids: credentials.unix_group_ids().cloned().unwrap_or_default(),
-        };
-        let mut callers = lock(&self.callers);
-        if callers.len() >= MAX_CALLERS {
-            callers.clear();
-        }
-        callers.insert(sender.clone(), caller.clone());
-        Ok((sender, caller))
-    }
-
-    /// Whether the caller may read the service's workers, by [`privacy::may_read`] on
-    /// the directory as the last sweep found it (`access`); then charges `cost` records.
-    async fn admit(
-        &self,
-        header: &Header<'_>,
-        service: &Service,
-        access: Option<DirAccess>,
-        cost: u64,
-    ) -> Result<(), CallError> {
-        let (_, caller) = self.caller(header).await?;
-        if caller.uid != 0 {
-            let dir = access.ok_or_else(|| {
-                CallError::access_denied(format!(
-                    "{} is not being read now; per-worker details are shown only to those \
-                     who could read it",
-                    service.directory.display()
-                ))
-            })?;
-            privacy::may_read(&caller, dir).map_err(|refused| {
-                CallError::access_denied(format!("{}: {refused}", service.directory.display()))
-            })?;
-        }
-        lock(&self.quota)
-            .charge(caller.uid, cost, Instant::now())
-            .map_err(|e| CallError::limits_exceeded(e.to_string()))
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().expect("never poisoned: no panics while held")
-}
-
 /// A `ListWorkers` answer built once per interval and shared by every caller.
 #[derive(Debug, Clone)]
 pub struct SharedWorkers(Arc<[WorkerInfo]>);
@@ -261,10 +104,7 @@ impl Manager {
     }
 
     fn list(&self) -> Vec<(String, OwnedObjectPath)> {
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .clone()
+        lock(&self.services).clone()
     }
 }
 
@@ -542,96 +382,6 @@ impl Published {
     }
 }
 
-/// `org.freedesktop.DBus.Properties` on the agent's objects, in place of zbus's own.
-///
-/// The same `Get` and `GetAll` (the interfaces' own getters answer), but `Set` of a
-/// property that exists fails with `org.freedesktop.DBus.Error.PropertyReadOnly`, as the
-/// D-Bus specification has it for a read-only property: zbus answers `UnknownProperty`
-/// for a property without a setter, which tells a caller the name is wrong. Nothing is
-/// writable over the bus. ([`Server`] installs it on each object it serves.)
-pub struct ReadOnlyProperties;
-
-/// The interfaces zbus serves on every object, none with properties.
-const STANDARD_INTERFACES: [&str; 3] = [
-    "org.freedesktop.DBus.Peer",
-    "org.freedesktop.DBus.Introspectable",
-    "org.freedesktop.DBus.Properties",
-];
-
-/// The interface a Properties call is about, at the called object.
-enum Served {
-    Manager(InterfaceRef<Manager>),
-    Service(InterfaceRef<ServiceObject>),
-    /// Peer, Introspectable, Properties: no properties.
-    Standard,
-}
-
-impl Served {
-    async fn at(
-        server: &ObjectServer,
-        path: &ObjectPath<'_>,
-        interface: &InterfaceName<'_>,
-    ) -> Result<Served, zbus::fdo::Error> {
-        let unknown =
-            || zbus::fdo::Error::UnknownInterface(format!("Unknown interface '{interface}'"));
-        if *interface == Manager::name() {
-            server
-                .interface::<_, Manager>(path)
-                .await
-                .map(Served::Manager)
-                .map_err(|_| unknown())
-        } else if *interface == ServiceObject::name() {
-            server
-                .interface::<_, ServiceObject>(path)
-                .await
-                .map(Served::Service)
-                .map_err(|_| unknown())
-        } else if STANDARD_INTERFACES.contains(&interface.as_str()) {
-            Ok(Served::Standard)
-        } else {
-            Err(unknown())
-        }
-    }
-
-    /// The interface's own answer to Get: `None` when it has no such property.
-    async fn get(
-        &self,
-        property: &str,
-        server: &ObjectServer,
-        connection: &zbus::Connection,
-        header: &Header<'_>,
-        emitter: &SignalEmitter<'_>,
-    ) -> Option<Result<OwnedVariant, BoxDBusError>> {
-        match self {
-            Served::Manager(manager) => {
-                let manager = manager.get().await;
-                Interface::get(
-                    &*manager,
-                    property,
-                    server,
-                    connection,
-                    Some(header),
-                    emitter,
-                )
-                .await
-            }
-            Served::Service(service) => {
-                let service = service.get().await;
-                Interface::get(
-                    &*service,
-                    property,
-                    server,
-                    connection,
-                    Some(header),
-                    emitter,
-                )
-                .await
-            }
-            Served::Standard => None,
-        }
-    }
-}
-
 /// The `Unseen` property's text: empty for a pool seen (or not looked at yet).
 fn unseen_text(pool: &Pool) -> String {
     match pool.sight() {
@@ -643,95 +393,6 @@ fn unseen_text(pool: &Pool) -> String {
 /// The longest worker id on the bus: a file name (255 bytes) less `status_`, each byte
 /// escaped in at most four.
 const MAX_ID_ON_BUS: usize = 1024;
-
-/// The most of a caller's argument an error reply repeats: a name that long is no
-/// property of ours, and a caller's 30 MiB must never come back as 30 MiB more.
-const MAX_ECHOED: usize = 255;
-
-fn unknown_property(property: &str) -> BoxDBusError {
-    let shown = crate::escape::printable_capped(property.as_bytes(), MAX_ECHOED);
-    zbus::fdo::Error::UnknownProperty(format!("Unknown property '{shown}'")).into()
-}
-
-#[interface(name = "org.freedesktop.DBus.Properties", introspection_docs = false)]
-impl ReadOnlyProperties {
-    /// Get a property value.
-    async fn get(
-        &self,
-        interface_name: InterfaceName<'_>,
-        property_name: &str,
-        #[zbus(object_server)] server: &ObjectServer,
-        #[zbus(connection)] connection: &zbus::Connection,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> Result<OwnedVariant, BoxDBusError> {
-        let path = header.path().ok_or(zbus::Error::MissingField)?;
-        Served::at(server, path, &interface_name)
-            .await?
-            .get(property_name, server, connection, &header, &emitter)
-            .await
-            .unwrap_or_else(|| Err(unknown_property(property_name)))
-    }
-
-    /// Set a property value: none may be set.
-    #[allow(clippy::too_many_arguments)]
-    async fn set(
-        &self,
-        interface_name: InterfaceName<'_>,
-        property_name: &str,
-        #[allow(unused_variables)] value: Variant<'_>,
-        #[zbus(object_server)] server: &ObjectServer,
-        #[zbus(connection)] connection: &zbus::Connection,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> Result<(), BoxDBusError> {
-        let path = header.path().ok_or(zbus::Error::MissingField)?;
-        let exists = Served::at(server, path, &interface_name)
-            .await?
-            .get(property_name, server, connection, &header, &emitter)
-            .await
-            .is_some();
-        if !exists {
-            return Err(unknown_property(property_name));
-        }
-        Err(zbus::fdo::Error::PropertyReadOnly(format!(
-            "{interface_name}.{property_name} is read-only: nothing of {NAME} is writable over the bus"
-        ))
-        .into())
-    }
-
-    /// Get all properties.
-    async fn get_all(
-        &self,
-        interface_name: InterfaceName<'_>,
-        #[zbus(object_server)] server: &ObjectServer,
-        #[zbus(connection)] connection: &zbus::Connection,
-        #[zbus(header)] header: Header<'_>,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<HashMap<String, OwnedVariant>> {
-        let path = header.path().ok_or(zbus::Error::MissingField)?;
-        match Served::at(server, path, &interface_name).await? {
-            Served::Manager(manager) => {
-                let manager = manager.get().await;
-                Interface::get_all(&*manager, server, connection, Some(&header), &emitter).await
-            }
-            Served::Service(service) => {
-                let service = service.get().await;
-                Interface::get_all(&*service, server, connection, Some(&header), &emitter).await
-            }
-            Served::Standard => Ok(HashMap::new()),
-        }
-    }
-
-    /// Emit the `org.freedesktop.DBus.Properties.PropertiesChanged` signal.
-    #[zbus(signal)]
-    async fn properties_changed(
-        emitter: &SignalEmitter<'_>,
-        interface_name: InterfaceName<'_>,
-        changed_properties: HashMap<&str, Variant<'_>>,
-        invalidated_properties: std::borrow::Cow<'_, [&str]>,
-    ) -> zbus::Result<()>;
-}
 
 /// The agent's presence on the bus: its objects, and the signals it sends.
 pub struct Server {
@@ -780,10 +441,7 @@ impl Server {
             .at(&path, ServiceObject::new(service, pool, self.gate.clone()))
             .await?;
         self.read_only(path.as_ref()).await?;
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .push((unit, path.clone()));
+        lock(&self.services).push((unit, path.clone()));
         Ok(path)
     }
 
@@ -814,10 +472,7 @@ impl Server {
             .object_server()
             .remove::<ServiceObject, _>(&path)
             .await?;
-        self.services
-            .lock()
-            .expect("never poisoned: no panics while held")
-            .retain(|(u, _)| u != unit);
+        lock(&self.services).retain(|(u, _)| u != unit);
         let emitter = SignalEmitter::new(&self.connection, MANAGER_PATH)?;
         Manager::service_removed(&emitter, unit, path.as_ref()).await?;
         self.services_changed().await
@@ -914,36 +569,4 @@ impl Server {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_on_the_bus_list_at_most_32_states_and_add_up_the_rest() {
-        let counts: Vec<(String, usize)> =
-            (0..100).map(|n| (format!("state\0{n}"), 100 - n)).collect();
-        let on_bus = counts_on_bus(&counts);
-        assert_eq!(on_bus.len(), MAX_STATES_ON_BUS + 1);
-        let total: u32 = on_bus.values().sum();
-        assert_eq!(total as usize, counts.iter().map(|(_, n)| n).sum::<usize>());
-        assert!(
-            on_bus.keys().all(|k| !k.contains('\0')),
-            "NUL reached the bus"
-        );
-        assert_eq!(on_bus["state\\x000"], 100);
-    }
-
-    #[test]
-    fn worker_signals_are_split_under_a_mebibyte_each() {
-        // 4,000 ids of 255 bytes, each escaped four times longer: ~4 MiB in all.
-        let ids: Vec<String> = (0..4000)
-            .map(|n| format!("{n:05}{}", "\u{1}".repeat(250)))
-            .collect();
-        let batches = signal_batches(&ids);
-        assert!(batches.len() >= 4);
-        for batch in &batches {
-            let bytes: usize = batch.iter().map(|id| id.len() + 8).sum();
-            assert!(bytes <= (1 << 20) + 1100, "{bytes}");
-        }
-        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 4000);
-    }
-}
+mod tests;

@@ -99,9 +99,14 @@ pub enum Command {
         #[arg(long, value_name = "DURATION")]
         wedged_after: Option<String>,
         /// A worker stuck this long gets --kill-signal, then SIGKILL after --kill-grace
-        /// (health action; needs the agent's drop-in, see README).
+        /// (health action; needs --grant-kill once, or `scoreboardctl grant-kill`).
         #[arg(long, value_name = "DURATION")]
         kill_stuck_after: Option<String>,
+        /// With --kill-stuck-after: also let scoreboard-agent send SIGTERM/SIGKILL to
+        /// processes of other users, by adding CAP_KILL and the process table to
+        /// scoreboard-agent.service (what grant-kill does); restarts the agent.
+        #[arg(long, requires = "kill_stuck_after")]
+        grant_kill: bool,
         /// The first signal for a stuck worker: TERM (default), INT, QUIT, HUP, USR1,
         /// USR2, ABRT or KILL.
         #[arg(long, value_name = "SIGNAL")]
@@ -120,6 +125,20 @@ pub enum Command {
     Disable {
         /// The service, e.g. myservice.service.
         unit: String,
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
+    },
+    /// Let scoreboard-agent send SIGTERM/SIGKILL to processes of other users, which
+    /// kill_stuck_after needs: a drop-in adding CAP_KILL and the process table to
+    /// scoreboard-agent.service; then systemd reloaded and the agent restarted. Needs
+    /// root.
+    GrantKill {
+        #[arg(long, hide = true)]
+        root: Option<PathBuf>,
+    },
+    /// Take back what grant-kill gave scoreboard-agent.service: stuck workers are then
+    /// refused, never signalled. Needs root.
+    RevokeKill {
         #[arg(long, hide = true)]
         root: Option<PathBuf>,
     },

@@ -11,10 +11,12 @@
 //! * [`health`] — health actions, on what was seen only: when a wedged pool asks for
 //!   the unit's watchdog, when a stuck worker gets a signal.
 //! * [`privacy`] — who may see per-worker details: whoever could read the directory.
+//! * [`rate_limit`] — saying a warning at most once per quiet period, in bounded memory.
 //! * [`worker`] — the one worker record every edge shows.
 pub mod health;
 pub mod pool;
 pub mod privacy;
+pub mod rate_limit;
 pub mod schedule;
 pub mod status_line;
 pub mod worker;

@@ -225,8 +225,8 @@ impl Schedule {
     ///
     /// For a main process, `main_pid` is asked (it looks in the bus thread's cache) at
     /// every tick and whenever the line changed, so a restarted service — a new main
-    /// process — hears the line again even when it is the same; 0 or `None` from it
-    /// means nobody to speak for.
+    /// process — hears the line again even when it is the same; `None` from it means
+    /// nobody to speak for.
     pub fn status_due(
         &self,
         text: &str,
@@ -245,7 +245,7 @@ impl Schedule {
         if !tick && !changed {
             return None;
         }
-        let pid = main_pid().filter(|pid| *pid != 0)?;
+        let pid = main_pid()?;
         let behalf = Behalf::MainProcess(pid);
         (text_due || new_listener(last, behalf)).then_some(behalf)
     }

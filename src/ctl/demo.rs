@@ -45,6 +45,24 @@ impl Default for Options {
     }
 }
 
+/// `scoreboardctl demo`: `workers` processes of this very executable (its hidden
+/// `demo-worker` command), shown on stdout until Ctrl-C, SIGTERM or `duration`.
+pub fn run_here(workers: usize, duration: Option<std::time::Duration>) -> anyhow::Result<()> {
+    let stop = super::watch::stop_on_interrupt()?;
+    let exe = std::env::current_exe().context("finding this executable to spawn workers")?;
+    let options = Options {
+        workers,
+        duration,
+        ..Options::default()
+    };
+    run(
+        &options,
+        &|dir, seed| spawn_worker_process(&exe, dir, seed),
+        &mut std::io::stdout().lock(),
+        &stop,
+    )
+}
+
 /// Runs the demo until `stop` is set or the duration passes. `spawn_worker` starts one
 /// worker process writing into the given directory with the given random seed.
 pub fn run(
@@ -191,7 +209,7 @@ fn demo_service(dir: &Path) -> Service {
         notify: NotifyMode::None,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
         max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
-        actions: Default::default(),
+        health_actions: Default::default(),
     }
 }
 

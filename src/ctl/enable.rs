@@ -33,36 +33,46 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde::Serialize;
 
+#[cfg(test)]
+use super::kill::{grant_kill, kill_dropin_text, revoke_kill};
 use crate::config::{check_directory, normalize_unit};
+use crate::io::systemd::{NotifyAccess, Systemd, UnitSettings};
 
 /// Marks the files `enable` writes, so `disable` removes only its own.
-const MARK: &str = "# Written by `scoreboardctl enable`; `scoreboardctl disable` removes it.";
+pub(super) const MARK: &str =
+    "# Written by `scoreboardctl enable`; `scoreboardctl disable` removes it.";
 
 /// The system user the agent runs as (created by the package's sysusers.d snippet); the
 /// ACL `enable` writes names it.
 pub const AGENT_USER: &str = "scoreboard";
 
-/// The line of our drop-in that sets `NotifyAccess=`, when it does.
-const NOTIFY_ACCESS_MAIN: &str = "NotifyAccess=main";
+/// The mode of every file `enable` writes.
+const FILE_MODE: u32 = 0o644;
+
+/// The `NotifyAccess=` our drop-in sets when the unit has none of its own: the agent
+/// speaks for the main process.
+const OUR_NOTIFY_ACCESS: NotifyAccess = NotifyAccess::Main;
 
 /// Where the files go: `/` in real use; a temporary root in tests, where no command runs.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct EnableTarget {
     /// The filesystem root the `/etc` paths are under.
     pub root: PathBuf,
     /// Whether to run systemctl and systemd-tmpfiles.
     pub apply: bool,
 }
 
-/// What the unit says about itself, from `systemctl show`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnitFacts {
-    /// `User=`, empty for root.
-    pub user: String,
-    /// `Group=`, empty for the user's group.
-    pub group: String,
-    /// `NotifyAccess=`.
-    pub notify_access: String,
+impl EnableTarget {
+    /// The real root, or (`--root`, hidden) a test's, where nothing is run.
+    pub fn at(root: Option<PathBuf>) -> EnableTarget {
+        match root {
+            Some(root) => EnableTarget { root, apply: false },
+            None => EnableTarget {
+                root: PathBuf::from("/"),
+                apply: true,
+            },
+        }
+    }
 }
 
 /// The files for `unit`, under `root`.
@@ -194,22 +204,21 @@ pub fn tmpfiles_text(name: &str, user: &str, group: &str) -> Result<String, Stri
 }
 
 /// The drop-in: the tmpfiles.d file for `name` applied again right before each start,
-/// and `NotifyAccess=main` when `notify_access`.
+/// and `notify_access` when the unit needs ours.
 ///
 /// `+`: systemd-tmpfiles runs as root, whatever the unit's `User=` and sandboxing. `-`:
 /// a failure (an ACL the filesystem refuses, the agent's user missing) is logged in the
 /// journal and the service still starts, without the agent's access, rather than a
 /// monitoring add-on keeping the service down.
-pub fn dropin_text(name: &str, notify_access: bool) -> Result<String, String> {
+pub fn dropin_text(name: &str, notify_access: Option<NotifyAccess>) -> Result<String, String> {
     let tmpfiles = quote_path(&format!("/etc/{}", tmpfiles_relative(name)))?;
     let mut text = format!(
         "{MARK}\n[Service]\n\
          # RuntimeDirectory= is made anew at each start: give the scoreboard back its ACL.\n\
          ExecStartPre=-+/usr/bin/systemd-tmpfiles --create {tmpfiles}\n"
     );
-    if notify_access {
-        text.push_str(NOTIFY_ACCESS_MAIN);
-        text.push('\n');
+    if let Some(notify_access) = notify_access {
+        let _ = writeln!(text, "NotifyAccess={notify_access}");
     }
     Ok(text)
 }
@@ -259,11 +268,12 @@ pub fn service_text(unit: &str, health: &HealthOptions) -> anyhow::Result<String
 
 /// `scoreboardctl enable`. Returns the report to print.
 pub fn enable(
-    target: &Target,
+    target: &EnableTarget,
     unit: &str,
     user: Option<&str>,
     group: Option<&str>,
     health: &HealthOptions,
+    grant_kill: bool,
 ) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
     // Refused before asking for root or systemd: a typo is said as such.
@@ -280,11 +290,13 @@ pub fn enable(
         // directories made for it) must be readable by it whatever root's umask, 077
         // on hardened systems included. Nothing written is secret.
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-        unit_facts(&unit)?
+        unit_settings(&unit)?
     } else {
-        UnitFacts::default()
+        UnitSettings::default()
     };
-    enable_with(target, &unit, user, group, &facts, health)
+    let mut report = enable_with(target, &unit, user, group, &facts, health)?;
+    super::kill::after_enable(target, health, grant_kill, &mut report)?;
+    Ok(report)
 }
 
 /// The primary group (its gid, which tmpfiles.d takes as it takes a name) of `user`, a
@@ -306,13 +318,13 @@ fn primary_group(root: &std::path::Path, user: &str) -> Option<String> {
     })
 }
 
-/// `enable` of a normalized `unit` whose `systemctl show` said `facts`.
+/// `enable` of a normalized `unit` whose settings systemd said are `facts`.
 fn enable_with(
-    target: &Target,
+    target: &EnableTarget,
     unit: &str,
     user: Option<&str>,
     group: Option<&str>,
-    facts: &UnitFacts,
+    facts: &UnitSettings,
     health: &HealthOptions,
 ) -> anyhow::Result<String> {
     let files = Files::new(&target.root, unit);
@@ -340,13 +352,14 @@ fn enable_with(
     };
     let mut report = String::new();
 
-    // Our own NotifyAccess=main counts as "no NotifyAccess= of its own": it is what
-    // systemctl show reports while our drop-in is there.
-    let ours_sets_main = read_ours(&files.dropin)
-        .is_some_and(|text| text.lines().any(|line| line == NOTIFY_ACCESS_MAIN));
+    // Our own NotifyAccess= counts as "no NotifyAccess= of its own": it is what systemd
+    // reports while our drop-in is there.
+    let ours = format!("NotifyAccess={OUR_NOTIFY_ACCESS}");
+    let ours_sets_it =
+        read_ours(&files.dropin).is_some_and(|text| text.lines().any(|line| line == ours));
     let notify_access =
-        ours_sets_main || facts.notify_access.is_empty() || facts.notify_access == "none";
-    if !notify_access {
+        (ours_sets_it || facts.notify_access == NotifyAccess::None).then_some(OUR_NOTIFY_ACCESS);
+    if notify_access.is_none() {
         let _ = writeln!(
             report,
             "kept {unit}'s own NotifyAccess={}",
@@ -399,7 +412,7 @@ fn enable_with(
 }
 
 /// `scoreboardctl disable`: removes what `enable` wrote. Returns the report to print.
-pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
+pub fn disable(target: &EnableTarget, unit: &str) -> anyhow::Result<String> {
     let unit = normalize_unit(unit).map_err(anyhow::Error::msg)?;
     require_root(target, "disable")?;
     let files = Files::new(&target.root, &unit);
@@ -426,7 +439,7 @@ pub fn disable(target: &Target, unit: &str) -> anyhow::Result<String> {
     Ok(report)
 }
 
-fn require_root(target: &Target, verb: &str) -> anyhow::Result<()> {
+pub(super) fn require_root(target: &EnableTarget, verb: &str) -> anyhow::Result<()> {
     if target.apply && !rustix::process::geteuid().is_root() {
         bail!(
             "{verb} must run as root: it writes /etc/tmpfiles.d, /etc/systemd/system and \
@@ -437,31 +450,30 @@ fn require_root(target: &Target, verb: &str) -> anyhow::Result<()> {
 }
 
 /// The text of `path` when `enable` wrote it.
-fn read_ours(path: &Path) -> Option<String> {
+pub(super) fn read_ours(path: &Path) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .filter(|text| text.starts_with(MARK))
 }
 
 /// Writes `text` to `path` unless it already holds exactly that.
-fn write_file(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()> {
+pub(super) fn write_file(path: &Path, text: &str, report: &mut String) -> anyhow::Result<()> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         let _ = writeln!(report, "unchanged {}", path.display());
         return Ok(());
     }
     let dir = path.parent().expect("absolute paths");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    // Atomically: a reader (systemd, the agent) never sees half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
+    // Whole: a reader (systemd, the agent) never sees half a file. 0644: the agent,
+    // which runs as its own user, reads services.d; nothing written is secret.
+    crate::io::atomic::write(path, text.as_bytes(), FILE_MODE)
+        .with_context(|| format!("writing {}", path.display()))?;
     let _ = writeln!(report, "wrote {}", path.display());
     Ok(())
 }
 
 /// systemd re-reads units and drop-ins; the agent, if running, re-reads services.d.
-fn reload(target: &Target, report: &mut String) -> anyhow::Result<()> {
+fn reload(target: &EnableTarget, report: &mut String) -> anyhow::Result<()> {
     run(target, "systemctl", &["daemon-reload"], report)?;
     run(
         target,
@@ -471,7 +483,12 @@ fn reload(target: &Target, report: &mut String) -> anyhow::Result<()> {
     )
 }
 
-fn run(target: &Target, program: &str, args: &[&str], report: &mut String) -> anyhow::Result<()> {
+pub(super) fn run(
+    target: &EnableTarget,
+    program: &str,
+    args: &[&str],
+    report: &mut String,
+) -> anyhow::Result<()> {
     let shown = format!("{program} {}", args.join(" "));
     if !target.apply {
         let _ = writeln!(report, "would run {shown}");
@@ -488,674 +505,24 @@ fn run(target: &Target, program: &str, args: &[&str], report: &mut String) -> an
     Ok(())
 }
 
-/// `User=`, `Group=` and `NotifyAccess=` of a loaded unit.
-fn unit_facts(unit: &str) -> anyhow::Result<UnitFacts> {
-    let output = Command::new("systemctl")
-        .args(["show", unit, "--property=LoadState,User,Group,NotifyAccess"])
-        .output()
-        .context("running systemctl show")?;
-    if !output.status.success() {
-        bail!(
-            "systemctl show {unit} failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let value = |key: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or("")
-            .to_owned()
-    };
-    if value("LoadState") != "loaded" {
+/// `User=`, `Group=` and `NotifyAccess=` of a loaded unit, asked of systemd over
+/// D-Bus as the agent asks it.
+fn unit_settings(unit: &str) -> anyhow::Result<UnitSettings> {
+    let settings = crate::ctl::block_on(async {
+        Systemd::system()
+            .await
+            .context("connecting to the system bus")?
+            .unit_settings(unit)
+            .await
+    })??;
+    if settings.load_state != "loaded" {
         bail!(
             "{unit} is not a loaded unit (LoadState={}); install it first",
-            value("LoadState")
+            settings.load_state
         );
     }
-    Ok(UnitFacts {
-        user: value("User"),
-        group: value("Group"),
-        notify_access: value("NotifyAccess"),
-    })
+    Ok(settings)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target() -> (tempfile::TempDir, Target) {
-        let tmp = tempfile::tempdir().unwrap();
-        let target = Target {
-            root: tmp.path().to_owned(),
-            apply: false,
-        };
-        (tmp, target)
-    }
-
-    fn read(root: &Path, relative: &str) -> String {
-        std::fs::read_to_string(root.join(relative)).unwrap()
-    }
-
-    /// Every file under `root`, relative.
-    fn written(root: &Path) -> Vec<String> {
-        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    walk(&path, root, out);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(root, root, &mut out);
-        out.sort();
-        out
-    }
-
-    #[test]
-    fn health_options_are_written_as_keys_and_checked_before_anything_is_written() {
-        let (tmp, target) = target();
-        let health = HealthOptions {
-            stuck_after: Some("1m".into()),
-            wedged_after: Some("2m".into()),
-            kill_stuck_after: Some("10m".into()),
-            kill_signal: Some("QUIT".into()),
-            kill_grace: Some("30s".into()),
-            actions: Some("report".into()),
-        };
-        enable(&target, "demo", None, None, &health).unwrap();
-        let text = read(tmp.path(), "etc/scoreboard/services.d/demo.toml");
-        assert_eq!(
-            text,
-            format!(
-                "{MARK}\nunit = \"demo.service\"\nstuck_after = \"1m\"\nwedged_after = \"2m\"\n\
-                 kill_stuck_after = \"10m\"\nkill_signal = \"QUIT\"\nkill_grace = \"30s\"\n\
-                 actions = \"report\"\n"
-            )
-        );
-        let service = crate::config::parse_service(&text, Path::new("demo.toml")).unwrap();
-        assert_eq!(service.actions.kill_signal, crate::config::KillSignal::Quit);
-
-        let (tmp, target) = self::target();
-        for bad in [
-            HealthOptions {
-                kill_stuck_after: Some("10m".into()),
-                ..HealthOptions::default()
-            },
-            HealthOptions {
-                kill_signal: Some("STOP".into()),
-                ..HealthOptions::default()
-            },
-            HealthOptions {
-                wedged_after: Some("soon".into()),
-                ..HealthOptions::default()
-            },
-        ] {
-            let message = format!(
-                "{:#}",
-                enable(&target, "demo", None, None, &bad).unwrap_err()
-            );
-            assert!(message.contains("the options given"), "{message}");
-        }
-        assert!(written(tmp.path()).is_empty(), "{:?}", written(tmp.path()));
-    }
-
-    #[test]
-    fn enable_writes_three_files_and_is_idempotent() {
-        let (tmp, target) = target();
-        let report = enable(
-            &target,
-            "demo",
-            Some("www-data"),
-            None,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf"),
-            format!(
-                "{MARK}\n\
-                 d /run/demo/scoreboard 0770 www-data www-data -\n\
-                 a+ /run/demo/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
-            )
-        );
-        assert_eq!(
-            read(
-                tmp.path(),
-                "etc/systemd/system/demo.service.d/50-scoreboard.conf"
-            ),
-            format!(
-                "{MARK}\n[Service]\n\
-                 # RuntimeDirectory= is made anew at each start: give the scoreboard back its ACL.\n\
-                 ExecStartPre=-+/usr/bin/systemd-tmpfiles --create /etc/tmpfiles.d/scoreboard-demo.conf\n\
-                 NotifyAccess=main\n"
-            )
-        );
-        assert_eq!(
-            read(tmp.path(), "etc/scoreboard/services.d/demo.toml"),
-            format!("{MARK}\nunit = \"demo.service\"\n")
-        );
-        assert!(
-            report.contains("would run systemctl daemon-reload"),
-            "{report}"
-        );
-
-        let again = enable(
-            &target,
-            "demo.service",
-            Some("www-data"),
-            None,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
-
-        // The agent's configuration it wrote is one the agent accepts.
-        let agent = tmp.path().join("etc/scoreboard/agent.toml");
-        std::fs::write(&agent, "").unwrap();
-        let config = crate::config::Config::load(&agent).unwrap();
-        assert_eq!(
-            config.services[0].directory,
-            Path::new("/run/demo/scoreboard")
-        );
-    }
-
-    #[test]
-    fn a_unit_with_its_own_notify_access_keeps_it_and_still_gets_the_exec_start_pre() {
-        let (tmp, target) = target();
-        let dropin = "etc/systemd/system/demo.service.d/50-scoreboard.conf";
-        let own = UnitFacts {
-            notify_access: "all".into(),
-            ..UnitFacts::default()
-        };
-        let report = enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &own,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert!(
-            report.contains("kept demo.service's own NotifyAccess=all"),
-            "{report}"
-        );
-        let text = read(tmp.path(), dropin);
-        assert!(text.contains("\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create "));
-        assert!(!text.contains("NotifyAccess"), "{text}");
-        let again = enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &own,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
-
-        // A unit without one gets ours, and keeps it when systemctl show then reports
-        // it as the unit's.
-        let (tmp, target) = self::target();
-        enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &UnitFacts::default(),
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert!(read(tmp.path(), dropin).ends_with("\nNotifyAccess=main\n"));
-        let ours = UnitFacts {
-            notify_access: "main".into(),
-            ..UnitFacts::default()
-        };
-        let again = enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &ours,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(again.matches("unchanged ").count(), 3, "{again}");
-        assert!(!again.contains("kept"), "{again}");
-    }
-
-    #[test]
-    fn without_group_the_users_primary_group_owns_the_scoreboard() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("etc")).unwrap();
-        std::fs::write(
-            root.path().join("etc/passwd"),
-            "root:x:0:0::/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
-        )
-        .unwrap();
-        assert_eq!(
-            primary_group(root.path(), "nobody").as_deref(),
-            Some("65534")
-        );
-        assert_eq!(
-            primary_group(root.path(), "65534").as_deref(),
-            Some("65534")
-        );
-        assert_eq!(primary_group(root.path(), "www"), None);
-    }
-
-    #[test]
-    fn the_units_user_and_group_are_the_default_owner() {
-        let (tmp, target) = target();
-        let facts = UnitFacts {
-            user: "web".into(),
-            group: "www".into(),
-            ..UnitFacts::default()
-        };
-        enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &facts,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert!(
-            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
-                .contains("\nd /run/demo/scoreboard 0770 web www -\n")
-        );
-        let only_user = UnitFacts {
-            user: "1001".into(),
-            ..UnitFacts::default()
-        };
-        enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &only_user,
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert!(
-            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
-                .contains("\nd /run/demo/scoreboard 0770 1001 1001 -\n")
-        );
-        enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &UnitFacts::default(),
-            &HealthOptions::default(),
-        )
-        .unwrap();
-        assert!(
-            read(tmp.path(), "etc/tmpfiles.d/scoreboard-demo.conf")
-                .contains("\nd /run/demo/scoreboard 0770 root root -\n")
-        );
-    }
-
-    #[test]
-    fn users_and_groups_are_names_or_ids() {
-        for good in [
-            "www-data",
-            "_apt",
-            "nobody",
-            "systemd-network",
-            "WebApp",
-            "first.last",
-            "machine$",
-            "a",
-            &"a".repeat(32),
-            &format!("{}$", "a".repeat(31)),
-            "0",
-            "1000",
-            "65534",
-            "4294967294",
-        ] {
-            assert_eq!(check_account("--user", good), Ok(()), "{good:?}");
-        }
-        for bad in [
-            "",
-            "-",
-            "-x",
-            ".x",
-            "1abc",
-            "$",
-            "a$b",
-            "a b",
-            "a\tb",
-            "x -\nR /",
-            "a\n",
-            "a\\b",
-            "a%b",
-            "a:b",
-            "a/b",
-            "a,b",
-            "a\"b",
-            "é",
-            &"a".repeat(33),
-            &format!("{}$", "a".repeat(32)),
-            "4294967295",
-            "65535",
-            "4294967296",
-            "99999999999999999999",
-            "+1",
-            "-1",
-        ] {
-            let message = check_account("--user", bad).unwrap_err();
-            assert!(
-                message.starts_with(&format!("--user {bad:?} is not a "))
-                    && message.contains("at most 32 bytes"),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_user_or_group_that_is_not_one_is_refused_before_anything_is_written() {
-        let (tmp, target) = target();
-        let message = enable(
-            &target,
-            "demo",
-            Some("x -\nR /"),
-            None,
-            &HealthOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(message.contains("--user \"x -\\nR /\""), "{message}");
-        let message = enable(
-            &target,
-            "demo",
-            None,
-            Some("g g"),
-            &HealthOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(message.contains("--group \"g g\""), "{message}");
-        // What systemctl show said is held to the same rule.
-        let facts = UnitFacts {
-            user: "web\nR /".into(),
-            ..UnitFacts::default()
-        };
-        let message = enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &facts,
-            &HealthOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            message.contains("User= of demo.service") && message.contains("pass --user"),
-            "{message}"
-        );
-        let facts = UnitFacts {
-            group: "%".into(),
-            ..UnitFacts::default()
-        };
-        let message = enable_with(
-            &target,
-            "demo.service",
-            None,
-            None,
-            &facts,
-            &HealthOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(message.contains("Group= of demo.service"), "{message}");
-        assert_eq!(written(tmp.path()), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_unit_whose_scoreboard_would_be_a_system_directory_is_refused() {
-        let (tmp, target) = target();
-        for unit in ["systemd", "user"] {
-            let message = enable(&target, unit, None, None, &HealthOptions::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                message.contains(&format!("is inside /run/{unit},")),
-                "{message}"
-            );
-        }
-        assert_eq!(written(tmp.path()), Vec::<String>::new());
-    }
-
-    #[test]
-    fn paths_are_quoted_for_systemd_or_refused() {
-        assert_eq!(
-            quote_path("/run/web@1:x-y_z.v/sb").unwrap(),
-            "/run/web@1:x-y_z.v/sb"
-        );
-        assert_eq!(quote_path("/run/a\\x2db%n").unwrap(), "/run/a\\\\x2db%%n");
-        assert_eq!(
-            quote_glob("/run/a\\x2db%n").unwrap(),
-            "/run/a\\\\\\\\x2db%%n"
-        );
-        for bad in [
-            " ", "\n", "\r", "\t", "\0", "\"", "'", "$", ";", "*", "?", "[", "]", "{", "}", "#",
-            "é", "\u{2028}",
-        ] {
-            let path = format!("/run/a{bad}b");
-            let message = quote_path(&path).unwrap_err();
-            assert!(
-                message.starts_with(&format!("{path:?} holds ")),
-                "{message}"
-            );
-            assert!(quote_glob(&path).is_err());
-        }
-    }
-
-    #[test]
-    fn the_tmpfiles_file_has_exactly_its_lines_whatever_the_input() {
-        assert_eq!(
-            tmpfiles_text("web", "www-data", "www").unwrap(),
-            format!(
-                "{MARK}\n\
-                 d /run/web/scoreboard 0770 www-data www -\n\
-                 a+ /run/web/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
-            )
-        );
-        let hostile: Vec<String> = (0..=0x7f_u8)
-            .map(|b| char::from(b).to_string())
-            .chain(["é", "\u{85}", "\u{2028}", " -\nR /", "\\n", "%n"].map(String::from))
-            .collect();
-        let mut accepted = 0;
-        for piece in &hostile {
-            for (name, user) in [
-                (format!("we{piece}b"), "u".to_owned()),
-                ("web".to_owned(), format!("u{piece}")),
-            ] {
-                let Ok(text) = tmpfiles_text(&name, &user, "g") else {
-                    continue;
-                };
-                accepted += 1;
-                let lines: Vec<&str> = text.lines().collect();
-                assert_eq!(lines.len(), 3, "{text:?}");
-                assert_eq!(lines[0], MARK);
-                let d: Vec<&str> = lines[1].split_whitespace().collect();
-                assert_eq!(d.len(), 6, "{text:?}");
-                assert_eq!(
-                    (d[0], d[2], d[3], d[4], d[5]),
-                    ("d", "0770", &*user, "g", "-")
-                );
-                let a: Vec<&str> = lines[2].split_whitespace().collect();
-                assert_eq!(a.len(), 7, "{text:?}");
-                assert_eq!(a[0], "a+");
-                assert_eq!(
-                    a[6], "user:scoreboard:rwx,default:user:scoreboard:r",
-                    "{text:?}"
-                );
-            }
-        }
-        assert!(accepted > 60, "{accepted}");
-    }
-
-    #[test]
-    fn a_backslash_in_a_unit_name_is_written_so_that_everything_reads_it_back() {
-        let (tmp, target) = target();
-        // systemd-escape's spelling of "web-pool" in an instance name.
-        let unit = "web\\x2dpool.service";
-        enable(&target, unit, Some("web"), None, &HealthOptions::default()).unwrap();
-        let name = "web\\x2dpool";
-        assert_eq!(
-            read(
-                tmp.path(),
-                &format!("etc/tmpfiles.d/scoreboard-{name}.conf")
-            ),
-            format!(
-                "{MARK}\n\
-                 d /run/web\\\\x2dpool/scoreboard 0770 web web -\n\
-                 a+ /run/web\\\\\\\\x2dpool/scoreboard - - - - user:scoreboard:rwx,default:user:scoreboard:r\n"
-            )
-        );
-        let dropin = read(
-            tmp.path(),
-            &format!("etc/systemd/system/{unit}.d/50-scoreboard.conf"),
-        );
-        assert!(
-            dropin.contains(
-                "\nExecStartPre=-+/usr/bin/systemd-tmpfiles --create /etc/tmpfiles.d/scoreboard-web\\\\x2dpool.conf\n"
-            ),
-            "{dropin}"
-        );
-        // The agent reads the configuration back as the same unit.
-        let agent = tmp.path().join("etc/scoreboard/agent.toml");
-        std::fs::write(&agent, "").unwrap();
-        let config = crate::config::Config::load(&agent).unwrap();
-        assert_eq!(config.services[0].unit, unit);
-        assert_eq!(
-            config.services[0].directory,
-            Path::new("/run/web\\x2dpool/scoreboard")
-        );
-        assert_eq!(
-            enable(&target, unit, Some("web"), None, &HealthOptions::default())
-                .unwrap()
-                .matches("unchanged ")
-                .count(),
-            3
-        );
-    }
-
-    /// The quoting as systemd-tmpfiles itself reads it, when it is installed: the
-    /// directory made has the name meant, and the ACL line (a glob) finds it.
-    #[test]
-    fn systemd_tmpfiles_reads_the_quoted_paths_as_meant() {
-        let tmp = tempfile::tempdir().unwrap();
-        let directory = tmp.path().join("web\\x2dpool%n");
-        let directory = directory.to_str().unwrap();
-        let (Ok(path), Ok(glob)) = (quote_path(directory), quote_glob(directory)) else {
-            eprintln!("skipped: the temporary directory {directory} is not quotable");
-            return;
-        };
-        let conf = tmp.path().join("test.conf");
-        std::fs::write(
-            &conf,
-            format!("d {path} 0700 - - -\na+ {glob} - - - - user:65534:r\n"),
-        )
-        .unwrap();
-        let output = match Command::new("systemd-tmpfiles")
-            .arg("--create")
-            .arg(&conf)
-            .output()
-        {
-            Ok(output) => output,
-            Err(e) => {
-                eprintln!("skipped: systemd-tmpfiles: {e}");
-                return;
-            }
-        };
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(Path::new(directory).is_dir(), "{stderr}");
-        let mut made: Vec<String> = std::fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        made.sort();
-        assert_eq!(made, ["test.conf", "web\\x2dpool%n"], "{stderr}");
-        if stderr.contains("Operation not supported") {
-            eprintln!("ACL not checked: the filesystem has none: {stderr}");
-            return;
-        }
-        assert!(output.status.success(), "{stderr}");
-        let mut names = vec![0; 1024];
-        let len = rustix::fs::listxattr(directory, &mut names).unwrap();
-        let names = String::from_utf8_lossy(&names[..len]);
-        assert!(names.contains("system.posix_acl_access"), "{names:?}");
-    }
-
-    #[test]
-    fn disable_removes_exactly_what_enable_wrote() {
-        let (tmp, target) = target();
-        let etc = tmp.path().join("etc");
-        let neighbour = etc.join("systemd/system/demo.service.d/10-admin.conf");
-        std::fs::create_dir_all(neighbour.parent().unwrap()).unwrap();
-        std::fs::write(&neighbour, "[Service]\nNice=5\n").unwrap();
-        enable(&target, "demo", None, None, &HealthOptions::default()).unwrap();
-        let report = disable(&target, "demo").unwrap();
-        assert_eq!(report.matches("removed ").count(), 3, "{report}");
-        assert!(neighbour.exists());
-        assert!(!etc.join("tmpfiles.d/scoreboard-demo.conf").exists());
-        assert!(!etc.join("scoreboard/services.d/demo.toml").exists());
-        // Nothing left to remove the second time.
-        assert_eq!(
-            disable(&target, "demo")
-                .unwrap()
-                .matches("removed ")
-                .count(),
-            0
-        );
-    }
-
-    #[test]
-    fn files_written_by_someone_else_are_never_overwritten_or_removed() {
-        let (tmp, target) = target();
-        let mine = tmp.path().join("etc/scoreboard/services.d/demo.toml");
-        std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
-        std::fs::write(&mine, "unit = \"demo\"\nstuck_after = \"1m\"\n").unwrap();
-        let error = enable(&target, "demo", None, None, &HealthOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("not written by scoreboardctl enable"),
-            "{error}"
-        );
-        assert!(
-            !tmp.path()
-                .join("etc/tmpfiles.d/scoreboard-demo.conf")
-                .exists(),
-            "all or nothing"
-        );
-        disable(&target, "demo").unwrap();
-        assert!(mine.exists());
-    }
-
-    #[test]
-    fn units_that_are_not_services_are_refused() {
-        let (_tmp, target) = target();
-        assert!(
-            enable(
-                &target,
-                "demo.socket",
-                None,
-                None,
-                &HealthOptions::default()
-            )
-            .unwrap_err()
-            .to_string()
-            .contains("not a service")
-        );
-    }
-}
+mod tests;

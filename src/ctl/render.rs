@@ -121,6 +121,26 @@ pub fn worker_table(workers: &[WorkerReport]) -> String {
     out
 }
 
+/// `scoreboardctl status --dir DIR`: the directory read once, its warnings on stderr,
+/// the workers as a table or as JSON on stdout.
+pub fn print_dir(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let snapshot = scoreboard::read_dir(dir)?;
+    for skipped in &snapshot.skipped {
+        let skipped = escape::escape_controls(&skipped.to_string()).into_owned();
+        eprintln!("scoreboardctl: warning: {skipped}");
+    }
+    for id in &snapshot.reaped {
+        let id = escape::Escaped::str(id);
+        eprintln!("scoreboardctl: removed the file of dead worker {id}");
+    }
+    if json {
+        println!("{}", status_json(&snapshot.workers));
+    } else {
+        print!("{}", status_table(&snapshot.workers));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,20 +209,5 @@ pub fn holds_write_lock(locks: &str, pid: i32, (dev, ino): (u64, u64)) -> bool {
     })
 }
 
-/// The signal for a configured name.
-pub fn signal_of(signal: crate::config::KillSignal) -> Signal {
-    use crate::config::KillSignal;
-    match signal {
-        KillSignal::Term => Signal::TERM,
-        KillSignal::Int => Signal::INT,
-        KillSignal::Quit => Signal::QUIT,
-        KillSignal::Hup => Signal::HUP,
-        KillSignal::Usr1 => Signal::USR1,
-        KillSignal::Usr2 => Signal::USR2,
-        KillSignal::Abrt => Signal::ABORT,
-        KillSignal::Kill => Signal::KILL,
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -15,7 +15,7 @@
 //! name is written through.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,17 +149,8 @@ pub fn save(directory: &Path, unit: &str, memory: &Memory) -> std::io::Result<()
             .collect(),
     };
     let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-    // A fresh random name, created with O_CREAT|O_EXCL (so never an existing file and
-    // never through a symlink), then renamed over the final name: rename replaces
-    // whatever is there, a symlink included, without following it, and a reader sees
-    // the old file or the new one, never half of one. On any error the temporary file
-    // is removed when dropped.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{unit}."))
-        .suffix(".tmp")
-        .tempfile_in(directory)?;
-    tmp.write_all(&bytes)?;
-    tmp.persist(file(directory, unit)).map_err(|e| e.error)?;
+    // Only the agent reads it back.
+    crate::io::atomic::write(&file(directory, unit), &bytes, 0o600)?;
     Ok(())
 }
 

@@ -1,18 +1,89 @@
-//! What the agent asks systemd over D-Bus: a service's main process and whether it
-//! accepts notifications from it.
+//! What the agent and `scoreboardctl` ask systemd over D-Bus, through `#[proxy]`
+//! traits of its Manager, Unit and Service interfaces: a service's main process and
+//! whether it accepts notifications from it; a unit's settings for `enable`; what the
+//! agent's own unit lets it do.
 
+use std::fmt;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use zbus::Connection;
-use zbus::{OwnedObjectPath, OwnedVariant};
-
-const DESTINATION: &str = "org.freedesktop.systemd1";
-/// The interface every unit has (ActiveState, timestamps).
-const UNIT: &str = "org.freedesktop.systemd1.Unit";
+use zbus::OwnedObjectPath;
+use zbus::proxy::CacheProperties;
 
 /// How long a D-Bus call may take before the agent moves on without its answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// systemd's manager: units by name.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    /// The object of a loaded unit; `org.freedesktop.systemd1.NoSuchUnit` otherwise.
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The object of a unit, loading it from disk if it is not loaded.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+}
+
+/// What every unit has.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    /// `loaded`, `not-found`, `masked`, …
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    /// `active`, `reloading`, `inactive`, …
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    /// CLOCK_MONOTONIC µs when the unit last became active.
+    #[zbus(property)]
+    fn active_enter_timestamp_monotonic(&self) -> zbus::Result<u64>;
+}
+
+/// What a service unit has besides.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    /// 0 while the service has no main process.
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    /// `none`, `main`, `exec` or `all`.
+    #[zbus(property)]
+    fn notify_access(&self) -> zbus::Result<String>;
+    /// E.g. `/system.slice/demo.service`; empty while it has none.
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
+    /// `User=`, empty for root.
+    #[zbus(property)]
+    fn user(&self) -> zbus::Result<String>;
+    /// `Group=`, empty for the user's primary group.
+    #[zbus(property)]
+    fn group(&self) -> zbus::Result<String>;
+    /// `ProtectSystem=`: `no`, `yes`, `full` or `strict`.
+    #[zbus(property)]
+    fn protect_system(&self) -> zbus::Result<String>;
+    /// `ReadWritePaths=`, each with systemd's `-`/`+` prefixes.
+    #[zbus(property)]
+    fn read_write_paths(&self) -> zbus::Result<Vec<String>>;
+    /// `CapabilityBoundingSet=`, a mask of capability numbers.
+    #[zbus(property)]
+    fn capability_bounding_set(&self) -> zbus::Result<u64>;
+    /// `AmbientCapabilities=`, a mask of capability numbers.
+    #[zbus(property)]
+    fn ambient_capabilities(&self) -> zbus::Result<u64>;
+    /// `ProtectProc=`: `default`, `invisible`, `ptraceable` or `noaccess`.
+    #[zbus(property)]
+    fn protect_proc(&self) -> zbus::Result<String>;
+    /// `ProcSubset=`: `all` or `pid`.
+    #[zbus(property)]
+    fn proc_subset(&self) -> zbus::Result<String>;
+}
 
 /// A connection to systemd's manager.
 #[derive(Clone, Debug)]
@@ -20,21 +91,94 @@ pub struct Systemd {
     connection: Connection,
 }
 
+/// A unit's `NotifyAccess=`: whose notifications systemd accepts for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NotifyAccess {
+    /// None, from nobody: what systemd reports for a unit without the setting.
+    #[default]
+    None,
+    /// The main process only.
+    Main,
+    /// The main process and the processes of the unit's Exec*= commands.
+    Exec,
+    /// Every process of the unit's control group.
+    All,
+}
+
+impl NotifyAccess {
+    /// systemd's spelling, as `NotifyAccess=` and the bus say it; `None` for what is not.
+    pub fn parse(text: &str) -> Option<NotifyAccess> {
+        Some(match text {
+            "none" => NotifyAccess::None,
+            "main" => NotifyAccess::Main,
+            "exec" => NotifyAccess::Exec,
+            "all" => NotifyAccess::All,
+            _ => return None,
+        })
+    }
+}
+
+/// The systemd text: `none`, `main`, `exec`, `all`.
+impl fmt::Display for NotifyAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NotifyAccess::None => "none",
+            NotifyAccess::Main => "main",
+            NotifyAccess::Exec => "exec",
+            NotifyAccess::All => "all",
+        })
+    }
+}
+
 /// What a unit's notifications need from systemd.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MainProcess {
-    /// The main process, or 0 when the service is not running.
-    pub pid: u32,
-    /// `NotifyAccess=`: `none`, `main`, `exec` or `all`.
-    pub notify_access: String,
+    /// The main process; `None` when the service is not loaded or not running.
+    pub pid: Option<u32>,
+    /// `NotifyAccess=`.
+    pub notify_access: NotifyAccess,
     /// `ControlGroup=`, e.g. `/system.slice/demo.service`: where the main process must
     /// still be for a remembered pid to be trusted while systemd cannot be asked, and
     /// where a worker must be for the agent to signal it.
     pub control_group: String,
-    /// `ActiveEnterTimestampMonotonic` (µs of CLOCK_MONOTONIC) when the unit is
-    /// `ActiveState=active`, else 0: health actions judge only within one start.
-    pub active_since_usec: u64,
+    /// `ActiveEnterTimestampMonotonic` (µs of CLOCK_MONOTONIC) while the unit is
+    /// `ActiveState=active` (or reloading), else `None`: health actions judge only
+    /// within one start.
+    pub active_since_usec: Option<u64>,
 }
+
+/// What `scoreboardctl enable` needs of a unit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitSettings {
+    /// `LoadState=`: only a `loaded` unit is one to enable.
+    pub load_state: String,
+    /// `User=`, empty for root.
+    pub user: String,
+    /// `Group=`, empty for the user's primary group.
+    pub group: String,
+    /// `NotifyAccess=`.
+    pub notify_access: NotifyAccess,
+}
+
+/// What the agent's own unit lets it do, as systemd would start it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUnit {
+    /// `ProtectSystem=`.
+    pub protect_system: String,
+    /// `ReadWritePaths=`, with systemd's prefixes.
+    pub read_write_paths: Vec<String>,
+    /// `CapabilityBoundingSet=`.
+    pub capability_bounding_set: u64,
+    /// `AmbientCapabilities=`.
+    pub ambient_capabilities: u64,
+    /// `ProtectProc=`.
+    pub protect_proc: String,
+    /// `ProcSubset=`.
+    pub proc_subset: String,
+}
+
+/// The agent's unit.
+pub const AGENT_UNIT: &str = "scoreboard-agent.service";
 
 impl Systemd {
     /// Asks systemd over an existing connection.
@@ -42,62 +186,73 @@ impl Systemd {
         Systemd { connection }
     }
 
+    /// Asks systemd over a new connection to the system bus.
+    pub async fn system() -> zbus::Result<Systemd> {
+        Ok(Systemd::new(Connection::system().await?))
+    }
+
     /// The connection, to share with the agent's own objects.
     pub fn connection(&self) -> &Connection {
         &self.connection
     }
 
-    /// The unit's main process; pid 0 when the unit is not loaded or not running.
+    /// The unit's object path: `None` when it is not loaded (`load`: loaded from disk
+    /// first, as `systemctl show` does).
+    async fn unit_path(&self, unit: &str, load: bool) -> zbus::Result<Option<OwnedObjectPath>> {
+        let manager = ManagerProxy::new(&self.connection).await?;
+        let path = if load {
+            manager.load_unit(unit).await
+        } else {
+            manager.get_unit(unit).await
+        };
+        match path {
+            Ok(path) => Ok(Some(path)),
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The unit's Unit and Service objects at `path`. Their properties are read when
+    /// asked, never cached: a cache would subscribe to every change of the unit.
+    async fn proxies(
+        &self,
+        path: OwnedObjectPath,
+    ) -> zbus::Result<(UnitProxy<'_>, ServiceProxy<'_>)> {
+        let unit = UnitProxy::builder(&self.connection)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let service = ServiceProxy::builder(&self.connection)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok((unit, service))
+    }
+
+    /// The unit's main process; no pid when the unit is not loaded or not running.
     pub async fn main_process(&self, unit: &str) -> anyhow::Result<MainProcess> {
         let lookup = async {
-            let reply = self
-                .connection
-                .call_method(
-                    Some(DESTINATION),
-                    "/org/freedesktop/systemd1",
-                    Some("org.freedesktop.systemd1.Manager"),
-                    "GetUnit",
-                    &(unit,),
-                )
-                .await;
-            let path: OwnedObjectPath = match reply {
-                Ok(reply) => reply.body().deserialize()?,
-                Err(zbus::Error::MethodError(name, _, _))
-                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-                {
-                    return Ok(MainProcess {
-                        pid: 0,
-                        notify_access: String::new(),
-                        control_group: String::new(),
-                        active_since_usec: 0,
-                    });
-                }
-                Err(e) => return Err(e.into()),
+            let Some(path) = self.unit_path(unit, false).await? else {
+                return Ok(MainProcess::default());
             };
-            let pid: u32 = self.service_property(&path, "MainPID").await?.try_into()?;
-            let active: String = self
-                .property(&path, UNIT, "ActiveState")
-                .await?
-                .try_into()?;
-            let active_since_usec: u64 = match active.as_str() {
-                "active" | "reloading" => self
-                    .property(&path, UNIT, "ActiveEnterTimestampMonotonic")
-                    .await?
-                    .try_into()?,
-                _ => 0,
+            let (unit, service) = self.proxies(path).await?;
+            let pid = Some(service.main_pid().await?).filter(|&pid| pid != 0);
+            let active_since_usec = match unit.active_state().await?.as_str() {
+                "active" | "reloading" => Some(unit.active_enter_timestamp_monotonic().await?),
+                _ => None,
             };
-            let notify_access: String = self
-                .service_property(&path, "NotifyAccess")
-                .await?
-                .try_into()?;
-            let control_group: String = self
-                .service_property(&path, "ControlGroup")
-                .await?
-                .try_into()?;
+            let notify_access = service.notify_access().await?;
             anyhow::Ok(MainProcess {
                 pid,
-                notify_access,
-                control_group,
+                notify_access: NotifyAccess::parse(&notify_access)
+                    .with_context(|| format!("NotifyAccess={notify_access}"))?,
+                control_group: service.control_group().await?,
                 active_since_usec,
             })
         };
@@ -107,32 +262,61 @@ impl Systemd {
             .with_context(|| format!("asking systemd about {unit}"))
     }
 
-    async fn service_property(
-        &self,
-        path: &OwnedObjectPath,
-        name: &str,
-    ) -> zbus::Result<OwnedVariant> {
-        self.property(path, "org.freedesktop.systemd1.Service", name)
+    /// `LoadState=`, `User=`, `Group=` and `NotifyAccess=` of `unit`, loaded from disk
+    /// if need be.
+    pub async fn unit_settings(&self, unit: &str) -> anyhow::Result<UnitSettings> {
+        let ask = async {
+            let Some(path) = self.unit_path(unit, true).await? else {
+                return Ok(UnitSettings::default());
+            };
+            let (unit, service) = self.proxies(path).await?;
+            let load_state = unit.load_state().await?;
+            if load_state != "loaded" {
+                return Ok(UnitSettings {
+                    load_state,
+                    ..UnitSettings::default()
+                });
+            }
+            let notify_access = service.notify_access().await?;
+            anyhow::Ok(UnitSettings {
+                load_state,
+                user: service.user().await?,
+                group: service.group().await?,
+                notify_access: NotifyAccess::parse(&notify_access)
+                    .with_context(|| format!("NotifyAccess={notify_access}"))?,
+            })
+        };
+        tokio::time::timeout(CALL_TIMEOUT, ask)
             .await
+            .with_context(|| format!("asking systemd about {unit}: no answer in {CALL_TIMEOUT:?}"))?
+            .with_context(|| format!("asking systemd about {unit}"))
     }
 
-    async fn property(
-        &self,
-        path: &OwnedObjectPath,
-        interface: &str,
-        name: &str,
-    ) -> zbus::Result<OwnedVariant> {
-        let reply = self
-            .connection
-            .call_method(
-                Some(DESTINATION),
-                path,
-                Some("org.freedesktop.DBus.Properties"),
-                "Get",
-                &(interface, name),
-            )
-            .await?;
-        reply.body().deserialize()
+    /// What [`AGENT_UNIT`] lets the agent do; `None` when it is not installed.
+    pub async fn agent_unit(&self) -> anyhow::Result<Option<AgentUnit>> {
+        let ask = async {
+            let Some(path) = self.unit_path(AGENT_UNIT, true).await? else {
+                return Ok(None);
+            };
+            let (unit, service) = self.proxies(path).await?;
+            if unit.load_state().await? != "loaded" {
+                return Ok(None);
+            }
+            anyhow::Ok(Some(AgentUnit {
+                protect_system: service.protect_system().await?,
+                read_write_paths: service.read_write_paths().await?,
+                capability_bounding_set: service.capability_bounding_set().await?,
+                ambient_capabilities: service.ambient_capabilities().await?,
+                protect_proc: service.protect_proc().await?,
+                proc_subset: service.proc_subset().await?,
+            }))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, ask)
+            .await
+            .with_context(|| {
+                format!("asking systemd about {AGENT_UNIT}: no answer in {CALL_TIMEOUT:?}")
+            })?
+            .with_context(|| format!("asking systemd about {AGENT_UNIT}"))
     }
 }
 
@@ -148,9 +332,9 @@ const CGROUP_HIERARCHIES: &[&str] = &[
 ];
 
 impl MainProcess {
-    /// Whether `pid` still runs in `control_group`, read from cgroupfs: what vouches for a
-    /// remembered main process while systemd cannot be asked. Where the cgroup cannot be
-    /// read in any layout, whether the pid is alive at all (`kill(pid, 0)`).
+    /// Whether the pid still runs in `control_group`, read from cgroupfs: what vouches
+    /// for a remembered main process while systemd cannot be asked. Where the cgroup
+    /// cannot be read in any layout, whether the pid is alive at all (`kill(pid, 0)`).
     pub fn still_there(&self) -> bool {
         self.still_there_in(CGROUP_HIERARCHIES)
     }
@@ -159,46 +343,40 @@ impl MainProcess {
     /// hold right before speaking for it with an action, so that a remembered pid that
     /// was reused by another unit's process is never credited with it.
     pub fn in_unit_now(&self) -> bool {
-        let relative = self.control_group.trim_start_matches('/');
-        if self.pid == 0 || relative.is_empty() {
+        self.listed_in(CGROUP_HIERARCHIES) == Some(true)
+    }
+
+    /// [`MainProcess::still_there`], looking for the cgroup under `hierarchies`.
+    pub fn still_there_in(&self, hierarchies: &[impl AsRef<std::path::Path>]) -> bool {
+        let Some(pid) = self
+            .pid
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+        else {
             return false;
-        }
-        CGROUP_HIERARCHIES.iter().any(|hierarchy| {
-            std::fs::read_to_string(
-                std::path::Path::new(hierarchy)
-                    .join(relative)
-                    .join("cgroup.procs"),
+        };
+        self.listed_in(hierarchies).unwrap_or_else(|| {
+            !matches!(
+                rustix::process::test_kill_process(pid),
+                Err(rustix::io::Errno::SRCH)
             )
-            .is_ok_and(|listed| {
-                listed
-                    .lines()
-                    .any(|line| line.trim() == self.pid.to_string())
-            })
         })
     }
 
-    /// [`MainProcess::still_there`], looking for the cgroup under `hierarchies`, the
-    /// first one holding it deciding.
-    pub fn still_there_in(&self, hierarchies: &[impl AsRef<std::path::Path>]) -> bool {
-        let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) else {
-            return false;
-        };
-        // An empty path would name the root cgroup, where the main process never is.
+    /// Whether the pid is in the unit's `cgroup.procs`, the first of `hierarchies`
+    /// holding the cgroup deciding; `None` when no pid, no control group (an empty path
+    /// would name the root cgroup, where the main process never is), or no hierarchy
+    /// holding it.
+    fn listed_in(&self, hierarchies: &[impl AsRef<std::path::Path>]) -> Option<bool> {
+        let pid = self.pid?.to_string();
         let relative = self.control_group.trim_start_matches('/');
-        if !relative.is_empty() {
-            for hierarchy in hierarchies {
-                let procs = hierarchy.as_ref().join(relative).join("cgroup.procs");
-                if let Ok(listed) = std::fs::read_to_string(&procs) {
-                    return listed
-                        .lines()
-                        .any(|line| line.trim() == self.pid.to_string());
-                }
-            }
+        if relative.is_empty() {
+            return None;
         }
-        !matches!(
-            rustix::process::test_kill_process(pid),
-            Err(rustix::io::Errno::SRCH)
-        )
+        hierarchies.iter().find_map(|hierarchy| {
+            let procs = hierarchy.as_ref().join(relative).join("cgroup.procs");
+            let listed = std::fs::read_to_string(procs).ok()?;
+            Some(listed.lines().any(|line| line.trim() == pid))
+        })
     }
 }
 
@@ -208,9 +386,9 @@ mod tests {
 
     fn main_process(pid: u32, control_group: &str) -> MainProcess {
         MainProcess {
-            active_since_usec: 0,
-            pid,
-            notify_access: "main".to_owned(),
+            active_since_usec: None,
+            pid: Some(pid).filter(|&pid| pid != 0),
+            notify_access: NotifyAccess::Main,
             control_group: control_group.to_owned(),
         }
     }

@@ -16,7 +16,7 @@ fn pool(stuck_after: u64) -> Pool {
         notify: NotifyMode::MainPid,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
         max_status_bytes: 1 << 20,
-        actions: Default::default(),
+        health_actions: Default::default(),
     })
 }
 

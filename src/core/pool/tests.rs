@@ -14,7 +14,7 @@ fn service(stuck_after: Option<Duration>) -> Service {
         notify: crate::config::NotifyMode::None,
         max_workers: scoreboard::DEFAULT_MAX_WORKERS,
         max_status_bytes: crate::config::SERVICE_MAX_STATUS_BYTES,
-        actions: Default::default(),
+        health_actions: Default::default(),
     }
 }
 

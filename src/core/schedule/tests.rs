@@ -199,8 +199,7 @@ fn a_main_process_is_asked_for_at_ticks_and_changes_only() {
         );
         (asked, due)
     };
-    // Not running (0) or not known: nobody to speak for.
-    assert_eq!(ask(&schedule, "a", false, Some(0)), (true, None));
+    // Not running, or not known: nobody to speak for.
     assert_eq!(ask(&schedule, "a", false, None), (true, None));
     assert_eq!(
         ask(&schedule, "a", false, Some(42)),
