@@ -256,3 +256,21 @@ def test_request_lines_are_one_bounded_printable_line() -> None:
     assert request_line("GET", "/\x1b[2J\\") == "GET /\\x1b[2J\\\\"
     long = request_line("GET", "/" + "x" * 1000)
     assert len(long) < 220 and long.endswith("…")
+
+
+def test_kept_frames_never_stand_for_another_status(tmp_path: Path) -> None:
+    """Frames of recent statuses are kept (no md5 for "idle" again); whatever the kind
+    of status, and past the number kept, each update reads back as itself."""
+
+    class Text(str):
+        pass
+
+    with Scoreboard(tmp_path, id="w") as board:
+        statuses = [
+            "idle", b"idle", bytearray(b"busy"), memoryview(b"busy GET /m"), Text("idle"),
+            "x" * 1000, "é", b"",
+        ] + [f"busy GET /{i}" for i in range(200)] + ["idle", "busy GET /7"]
+        for status in statuses:
+            board.update(status)
+            expected = status.encode() if isinstance(status, str) else bytes(status)
+            assert read_dir(tmp_path) == {"w": expected}, status

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Union, cast
 
 from . import _frame
 
@@ -63,19 +63,26 @@ VISIBLE_EVERY_NS = 100_000_000
 #: The smallest size of a mapped status file: a 64-byte status with room to grow.
 MIN_CAPACITY = 256
 
+#: Frames of at most this many statuses are kept per worker, of statuses up to this
+#: long: "idle" and the paths a server keeps serving cost no md5 (a new frame costs
+#: three times what a kept one does in a worker whose caches the request has cooled).
+FRAME_CACHE_ENTRIES = 64
+FRAME_CACHE_STATUS_LEN = 256
+
 # Bound once: each attribute look-up is a measurable part of an update.
-_HEADER_LEN = _frame.HEADER_LEN
 _md5 = _frame.md5
 _pack_length = _frame.pack_length
 _monotonic_ns = time.monotonic_ns
+# Statuses whose frames are kept: hashable, with no __hash__ or __eq__ of their own.
+_KEPT_TYPES = (str, bytes)
 # From 3.13 a mapping need not keep its own duplicate of the descriptor.
 _MMAP_OPTIONS: Dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
-def _capacity_for(status_len: int) -> int:
-    """A mapped file's size for a frame of ``status_len`` bytes: a power of two, so a
+def _capacity_for(frame_len: int) -> int:
+    """A mapped file's size for a frame of ``frame_len`` bytes: a power of two, so a
     status that keeps growing costs few remaps."""
-    return max(MIN_CAPACITY, 1 << (status_len + _HEADER_LEN - 1).bit_length())
+    return max(MIN_CAPACITY, 1 << (frame_len - 1).bit_length())
 
 
 def _named(error: OSError, operation: str, path: str) -> OSError:
@@ -105,6 +112,12 @@ _LIVE: "weakref.WeakSet[Scoreboard]" = weakref.WeakSet()
 # This process's id, kept up to date across os.fork by the hook below: os.getpid() is
 # a system call, a third of an update's cost.
 _PID = os.getpid()
+
+
+def _current_pid() -> int:
+    """This process's id as the at-fork hook keeps it: no system call (``os.getpid``
+    costs as much as a whole update)."""
+    return _PID
 
 
 def _after_fork_in_child() -> None:
@@ -159,9 +172,11 @@ class Scoreboard:
         self._owner_pid = 0
         self._mapping: Optional[mmap.mmap] = None
         self._capacity = 0
-        #: The status in the file, so a repeat costs a comparison; None before the
+        #: The frame in the file, so a repeat costs a comparison; None before the
         #: first frame (the file's zeros must not pass for an empty status).
         self._last: Optional[bytes] = None
+        #: Frames of statuses seen lately, by status.
+        self._frames: Dict[Union[str, bytes], bytes] = {}
         #: When the modification time last moved (time.monotonic_ns).
         self._visible_at = 0
         self._lock = threading.Lock()
@@ -211,40 +226,58 @@ class Scoreboard:
         """Publishes ``status``. A ``str`` is encoded as UTF-8, with
         ``surrogateescape`` so that no byte a ``str`` can carry is lost."""
         # The hot path of every request: the names it calls are module globals bound
-        # at import, and with the file open it runs no system call but, at most every
-        # VISIBLE_EVERY_NS, the one that moves the modification time.
+        # at import, a status seen lately costs a dictionary look-up instead of an
+        # encoding and an md5, and with the file open nothing makes a system call but,
+        # at most every VISIBLE_EVERY_NS, the one that moves the modification time.
+        try:
+            frame = self._frames.get(status)
+        except TypeError:  # unhashable: a bytearray, a memoryview
+            frame = None
+        if frame is None:
+            frame = self._frame_for(status)
+        with self._lock:
+            mapping = self._mapping
+            if mapping is None or self._owner_pid != _PID:
+                # No file yet, the parent's inherited across a fork, or no mapping.
+                self._update_unmapped(frame)
+                return
+            if frame is not self._last:
+                end = len(frame)
+                if end > self._capacity:
+                    mapping = self._grow(end)
+                # One memcpy of the whole frame, built beforehand: a reader can catch
+                # it half-done only within those few instructions, and retries by md5.
+                mapping[:end] = frame
+                self._last = frame
+            now = _monotonic_ns()
+            if now - self._visible_at >= VISIBLE_EVERY_NS:
+                self._touch(now)
+
+    def _frame_for(self, status: Union[str, bytes]) -> bytes:
+        """The frame for ``status``, kept for next time when it is short."""
         try:
             # For a str without lone surrogates the same bytes as surrogateescape,
             # without parsing the arguments that name it.
             data = status.encode()  # type: ignore[union-attr]
         except AttributeError:
-            data = bytes(status)
+            data = bytes(cast(bytes, status))
         except UnicodeEncodeError:
             data = status.encode("utf-8", "surrogateescape")  # type: ignore[union-attr]
-        with self._lock:
-            mapping = self._mapping
-            if mapping is None or self._owner_pid != _PID:
-                # No file yet, the parent's inherited across a fork, or no mapping.
-                self._update_unmapped(data)
-                return
-            if data != self._last:
-                length = len(data)
-                end = length + _HEADER_LEN
-                if end > self._capacity:
-                    mapping = self._grow(data)
-                # One memcpy of the whole frame, built first: a reader can catch it
-                # half-done only within those few instructions, and retries by md5.
-                mapping[:end] = _md5(data).digest() + _pack_length(length) + data
-                self._last = data
-            now = _monotonic_ns()
-            if now - self._visible_at >= VISIBLE_EVERY_NS:
-                self._touch(now)
+        length = len(data)
+        frame: bytes = _md5(data).digest() + _pack_length(length) + data
+        if length <= FRAME_CACHE_STATUS_LEN and status.__class__ in _KEPT_TYPES:
+            frames = self._frames
+            if len(frames) >= FRAME_CACHE_ENTRIES:
+                # A server with many distinct paths: start over rather than keep score.
+                frames.clear()
+            frames[status] = frame
+        return frame
 
-    def _update_unmapped(self, data: bytes) -> None:
+    def _update_unmapped(self, frame: bytes) -> None:
         if self._owner_pid != _PID:
-            self._create(data)
+            self._create(frame)
         else:
-            self._pwrite(data)
+            self._pwrite(frame)
 
     def close(self) -> None:
         """Removes this worker's file (only this process's own) and closes it."""
@@ -284,13 +317,13 @@ class Scoreboard:
         self._last = None
         return fd
 
-    def _pwrite(self, data: bytes) -> None:
+    def _pwrite(self, frame: bytes) -> None:
         assert self._fd is not None
         try:
-            os.pwrite(self._fd, _frame.encode(data), 0)
+            os.pwrite(self._fd, frame, 0)
         except OSError as error:
             raise _named(error, "pwrite", self.path or self._directory) from None
-        self._last = data
+        self._last = frame
 
     def _touch(self, now: int) -> None:
         """Moves the file's modification time to now (``futimens(fd, NULL)``; the
@@ -302,10 +335,10 @@ class Scoreboard:
             raise _named(error, "futimens", self.path or self._directory) from None
         self._visible_at = now
 
-    def _map(self, fd: int, status_len: int) -> None:
-        """Sizes the file for a frame of ``status_len`` bytes and maps it; leaves
+    def _map(self, fd: int, frame_len: int) -> None:
+        """Sizes the file for a frame of ``frame_len`` bytes and maps it; leaves
         updates to ``pwrite`` where the filesystem cannot map."""
-        capacity = _capacity_for(status_len)
+        capacity = _capacity_for(frame_len)
         os.ftruncate(fd, capacity)
         try:
             mapping = mmap.mmap(fd, capacity, mmap.MAP_SHARED, **_MMAP_OPTIONS)
@@ -317,22 +350,25 @@ class Scoreboard:
             self._mapping.close()
         self._mapping, self._capacity = mapping, capacity
 
-    def _grow(self, data: bytes) -> mmap.mmap:
+    def _grow(self, frame_len: int) -> mmap.mmap:
         assert self._fd is not None
         try:
-            self._map(self._fd, len(data))
+            self._map(self._fd, frame_len)
         except OSError as error:
             raise _named(error, "ftruncate", self.path or self._directory) from None
         assert self._mapping is not None
         return self._mapping
 
-    def _create(self, data: bytes) -> None:
+    def _create(self, frame: bytes) -> None:
         """Creates the file with its first frame. Locked before the rename, so a
         reader never sees an unlocked ``status_<id>`` of ours (it would reap it);
         written before it, so a reader never sees it empty."""
+        global _PID
         if self._fd is not None:
             self._forget_inherited()
-        pid = _PID
+        # Read afresh (creating is rare): a fork made in C, as uWSGI's, may have run no
+        # at-fork hook to keep _PID up to date.
+        pid = _PID = os.getpid()
         worker_id = self._fixed_id or str(pid)
         name = STATUS_PREFIX + worker_id
         tmp = name + TMP_SUFFIX
@@ -353,13 +389,12 @@ class Scoreboard:
                     fcntl.flock(fd, fcntl.LOCK_EX)
                     self._fd = fd
                     if self._want_mapped:
-                        self._map(fd, len(data))
-                    frame = _frame.encode(data)
+                        self._map(fd, len(frame))
                     if self._mapping is not None:
                         self._mapping[: len(frame)] = frame
                     else:
                         os.pwrite(fd, frame, 0)
-                    self._last = data
+                    self._last = frame
                     os.rename(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
                 except FileNotFoundError:
                     # A reader of an old Parallel::Scoreboard removed our .tmp: again.
@@ -453,7 +488,7 @@ def read_dir(
 
 
 def _read_entry(
-    dfd: int, name: str, max_len: int, budget: list
+    dfd: int, name: str, max_len: int, budget: List[int]
 ) -> Optional[bytes]:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -487,7 +522,7 @@ def _reap(dfd: int, name: str, dead: os.stat_result) -> None:
         pass
 
 
-def _read_frame(fd: int, max_len: int, budget: list) -> Optional[bytes]:
+def _read_frame(fd: int, max_len: int, budget: List[int]) -> Optional[bytes]:
     want = 4096
     for attempt in range(TORN_READ_ATTEMPTS):
         want = min(want, budget[0])

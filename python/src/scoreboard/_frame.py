@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, Callable
+from typing import Callable, Protocol
+
+
+class _Digest(Protocol):
+    def digest(self) -> bytes: ...
+
 
 #: The md5 constructor. CPython's own takes half the time of OpenSSL's for a
 #: status-sized input, where OpenSSL's per-call setup dominates; both give the same
 #: digest.
-md5: Callable[[bytes], Any]
+md5: Callable[[bytes], _Digest]
 try:
     from _md5 import md5  # type: ignore[import-not-found,no-redef,unused-ignore]
 except ImportError:  # pragma: no cover - a Python built without it

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable
 
-from . import Scoreboard
+from ._worker import WORKER, directory
 from .status import request_line
 
 __all__ = [
@@ -36,49 +35,6 @@ __all__ = [
     "worker_abort",
     "worker_exit",
 ]
-
-
-def directory() -> str:
-    """Where the scoreboard is: ``$SCOREBOARD_DIR``, else
-    ``$RUNTIME_DIRECTORY/scoreboard``; raises :class:`RuntimeError` saying what to set."""
-    explicit = os.environ.get("SCOREBOARD_DIR")
-    if explicit:
-        return explicit
-    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
-    if runtime:
-        return os.path.join(runtime, "scoreboard")
-    raise RuntimeError(
-        "scoreboard: no directory for the workers' status files: set SCOREBOARD_DIR, or "
-        "run gunicorn from a systemd unit with RuntimeDirectory= (scoreboardctl enable "
-        "UNIT then watches it)"
-    )
-
-
-class _Board:
-    """This worker's scoreboard and the requests it has in flight (a gthread worker
-    serves several at once)."""
-
-    def __init__(self) -> None:
-        self.board: Optional[Scoreboard] = None
-        self.lock = threading.Lock()
-        self.in_flight: Dict[int, Tuple[float, str]] = {}
-        #: gunicorn aborted the worker: its file stays for the agent to reap and report.
-        self.aborted = False
-
-    def publish(self) -> None:
-        # Once aborted, the timed-out request stays the last word: gunicorn's own
-        # `finally` runs post_request as the abort unwinds.
-        if self.board is None or self.aborted:
-            return
-        if not self.in_flight:
-            self.board.update("idle")
-            return
-        _, oldest = min(self.in_flight.values())
-        more = len(self.in_flight) - 1
-        self.board.update(f"busy {oldest}" + (f" (+{more} more in flight)" if more else ""))
-
-
-_worker = _Board()
 
 
 def on_starting(server: Any) -> None:
@@ -92,47 +48,31 @@ def on_starting(server: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """In the worker, once it is ready: its file, saying ``idle``."""
-    _worker.board = Scoreboard(directory())
-    with _worker.lock:
-        _worker.in_flight.clear()
-        _worker.publish()
+    WORKER.start()
 
 
 def pre_request(worker: Any, req: Any) -> None:
-    """A request begins: ``busy METHOD PATH``."""
+    """A request begins: ``busy METHOD PATH``. Keyed by thread (by greenlet under
+    gevent): a worker thread serves one request at a time."""
     line = request_line(getattr(req, "method", "") or "", getattr(req, "path", "") or "")
-    with _worker.lock:
-        _worker.in_flight[threading.get_ident()] = (time.monotonic(), line)
-        _worker.publish()
+    WORKER.begin(line, threading.get_ident())
 
 
 def post_request(worker: Any, req: Any, environ: Any = None, resp: Any = None) -> None:
     """A request ended, however (gunicorn calls this in a ``finally``)."""
-    with _worker.lock:
-        _worker.in_flight.pop(threading.get_ident(), None)
-        _worker.publish()
+    WORKER.end(threading.get_ident())
 
 
 def worker_abort(worker: Any) -> None:
     """gunicorn's timeout (SIGABRT): the request it was stuck in, for the record the
     agent logs when it removes the dead worker's file."""
-    with _worker.lock:
-        _worker.aborted = True
-        if _worker.board is not None and _worker.in_flight:
-            _, oldest = min(_worker.in_flight.values())
-            _worker.board.update(f"timeout {oldest}")
+    WORKER.abort()
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """The worker exits: its file goes, unless gunicorn aborted it — then the file
     stays, saying which request timed out, until the agent reaps it and logs that."""
-    board, _worker.board = _worker.board, None
-    if board is None:
-        return
-    if _worker.aborted:
-        board.leave()
-    else:
-        board.close()
+    WORKER.close()
 
 
 def chain(*hooks: Callable[..., Any]) -> Callable[..., None]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Match
+
 #: The most characters of a path a status holds.
 MAX_PATH = 200
 
@@ -10,27 +13,47 @@ def request_line(method: str, path: str) -> str:
     """``METHOD PATH``: the path without its query string, cut at :data:`MAX_PATH`
     characters (ending in ``…``), control characters and backslashes escaped
     (``\\n``, ``\\x1b``, ``\\\\``), so a client's bytes cannot make it two lines."""
-    path = path.split("?", 1)[0]
+    path = path.partition("?")[0]
     if len(path) > MAX_PATH:
         path = path[:MAX_PATH] + "…"
-    return f"{_escape(method[:16])} {_escape(path)}"
+    method = method[:16]
+    # Most requests: printable ASCII without a backslash, nothing to escape; three
+    # calls in C say so, where the regular expression engine costs more in a worker
+    # whose caches the application has just cooled.
+    if (
+        path.isascii()
+        and path.isprintable()
+        and "\\" not in path
+        and method.isascii()
+        and method.isprintable()
+        and "\\" not in method
+    ):
+        return f"{method} {path}"
+    return f"{_escape(method)} {_escape(path)}"
+
+
+# What _escape rewrites: backslash, C0 and C1 controls, DEL, and lone surrogates (those
+# by which surrogateescape keeps bytes that were not UTF-8, and any other, which no
+# encoding would take). Most paths hold none, and one search in C says so.
+_UNPRINTABLE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NAMED = {"\\": "\\\\", "\n": "\\n", "\t": "\\t"}
+
+
+def _escaped(match: Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        # A byte that was not UTF-8, kept by surrogateescape.
+        code -= 0xDC00
+    elif code >= 0xD800:
+        return f"\\u{code:04x}"
+    return f"\\x{code:02x}"
 
 
 def _escape(text: str) -> str:
-    out = []
-    for char in text:
-        code = ord(char)
-        if char == "\\":
-            out.append("\\\\")
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif 0xDC80 <= code <= 0xDCFF:
-            # A byte that was not UTF-8, kept by surrogateescape.
-            out.append(f"\\x{code - 0xDC00:02x}")
-        else:
-            out.append(char)
-    return "".join(out)
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(_escaped, text)
