@@ -27,13 +27,20 @@ except ImportError:  # pragma: no cover
 APP = '''
 import time
 def app(environ, start_response):
-    if environ["PATH_INFO"] == "/slow":
+    if environ["PATH_INFO"].startswith("/slow"):
         time.sleep(float(environ.get("QUERY_STRING") or "3"))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
 '''
 
 CONFIG = "from scoreboard.gunicorn import *\n"
+
+try:
+    import gevent  # noqa: F401
+
+    HAVE_GEVENT = True
+except ImportError:
+    HAVE_GEVENT = False
 
 
 def free_port() -> int:
@@ -166,6 +173,46 @@ def test_a_threaded_worker_shows_requests_in_flight(served: Dict[str, object]) -
     first.join()
     second.join()
     assert wait_for(lambda: list(read_dir(directory).values()) == [b"idle"])
+
+
+@pytest.mark.parametrize(
+    "served",
+    [
+        pytest.param(["--workers", "1", "--worker-class", "gthread", "--threads", "4"], id="gthread"),
+        pytest.param(
+            ["--workers", "1", "--worker-class", "gevent", "--worker-connections", "10"],
+            id="gevent",
+            marks=pytest.mark.skipif(not HAVE_GEVENT, reason="gevent is not installed"),
+        ),
+    ],
+    indirect=True,
+)
+def test_the_oldest_request_in_flight_is_named_and_the_others_counted(
+    served: Dict[str, object],
+) -> None:
+    directory = served["dir"]
+    assert isinstance(directory, Path)
+    port = served["port"]
+    assert isinstance(port, int)
+
+    def status() -> bytes:
+        return b"".join(read_dir(directory).values())
+
+    first = fetch_later(port, "/slow/first?1.5")
+    assert wait_for(lambda: status() == b"busy GET /slow/first"), status()
+    others = [fetch_later(port, "/slow/second?3"), fetch_later(port, "/slow/third?3")]
+    assert wait_for(lambda: status() == b"busy GET /slow/first (+2 more in flight)"), status()
+    first.join()
+    # The first is done: the next oldest is named (which of the two began first is
+    # the server's choice).
+    assert wait_for(lambda: status().endswith(b" (+1 more in flight)")), status()
+    assert status() in (
+        b"busy GET /slow/second (+1 more in flight)",
+        b"busy GET /slow/third (+1 more in flight)",
+    )
+    for thread in others:
+        thread.join()
+    assert wait_for(lambda: status() == b"idle"), status()
 
 
 def test_gunicorn_refuses_to_start_without_a_directory(tmp_path: Path) -> None:
