@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use rustix::process::Signal;
-use scoreboard::{Scoreboard, SkipReason};
+use scoreboard::{Scoreboard, SkipKind};
 use scoreboard_testkit::{AgentDir, poll, wait_until};
 
 const PROMETHEUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/prometheus");
@@ -579,7 +579,7 @@ fn zero_series(unit: &str) -> Vec<String> {
     .iter()
     .map(|name| format!("{name}{{unit=\"{unit}\"}} 0"))
     .collect();
-    for kind in SkipReason::KINDS {
+    for kind in SkipKind::ALL {
         lines.push(format!(
             "scoreboard_read_errors_total{{unit=\"{unit}\",kind=\"{kind}\"}} 0"
         ));

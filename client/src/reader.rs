@@ -244,7 +244,7 @@ impl Collector {
             return false;
         }
         if self.out_of_descriptors {
-            *self.snapshot.skip_counts.entry("io").or_default() += 1;
+            *self.snapshot.skip_counts.entry(SkipKind::Io).or_default() += 1;
             return false;
         }
         self.files += 1;

@@ -10,7 +10,7 @@
 //!
 //! Every family but the per-state gauge has its series for a unit from the moment the
 //! unit is watched ([`Metrics::watch`]), counters at 0 and a `kind` series for each of
-//! [`scoreboard::SkipReason::KINDS`], so that `rate()`, `increase()` and alerts see the
+//! [`scoreboard::SkipKind::ALL`], so that `rate()`, `increase()` and alerts see the
 //! first increment; [`Metrics::unwatch`] takes them all away. `scoreboard_pool_workers`
 //! is the whole pool: the `scoreboard_workers` of every state plus
 //! `scoreboard_stuck_workers` add up to it, also when every worker is stuck and no
@@ -96,7 +96,7 @@ pub struct UnseenLabels {
 pub struct ErrorLabels {
     /// The systemd unit.
     pub unit: String,
-    /// What went wrong: one of [`scoreboard::SkipReason::KINDS`].
+    /// What went wrong: one of [`scoreboard::SkipKind::ALL`].
     pub kind: String,
 }
 
@@ -237,10 +237,10 @@ impl Metrics {
                 cause: cause.to_string(),
             }));
         }
-        for kind in scoreboard::SkipReason::KINDS {
+        for kind in scoreboard::SkipKind::ALL {
             drop(self.read_errors.get_or_create(&ErrorLabels {
                 unit: unit.to_owned(),
-                kind: (*kind).to_owned(),
+                kind: kind.to_string(),
             }));
         }
     }
@@ -269,10 +269,10 @@ impl Metrics {
                 cause: cause.to_string(),
             });
         }
-        for kind in scoreboard::SkipReason::KINDS {
+        for kind in scoreboard::SkipKind::ALL {
             self.read_errors.remove(&ErrorLabels {
                 unit: unit.to_owned(),
-                kind: (*kind).to_owned(),
+                kind: kind.to_string(),
             });
         }
         lock(&self.states).remove(unit);
@@ -285,7 +285,7 @@ impl Metrics {
         took: Duration,
         summary: &Summary,
         reaped: usize,
-        errors: &std::collections::BTreeMap<&'static str, usize>,
+        errors: &std::collections::BTreeMap<scoreboard::SkipKind, usize>,
         wall: SystemTime,
     ) {
         let label = UnitLabel {
@@ -302,7 +302,7 @@ impl Metrics {
         for (kind, n) in errors {
             let labels = ErrorLabels {
                 unit: unit.to_owned(),
-                kind: (*kind).to_owned(),
+                kind: kind.to_string(),
             };
             self.read_errors.get_or_create(&labels).inc_by(*n as u64);
         }

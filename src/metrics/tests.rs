@@ -16,7 +16,7 @@ fn families_are_named_and_labelled_by_unit() {
         Duration::from_micros(300),
         &summary(&[("busy", 8), ("idle", 3)], 1),
         2,
-        &[("torn", 1)].into(),
+        &[(scoreboard::SkipKind::Torn, 1)].into(),
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_000_000_500),
     );
     metrics.notify_error("web.service");
@@ -204,7 +204,7 @@ fn a_watched_unit_has_every_counter_at_zero_before_anything_happens() {
         "scoreboard_notify_errors_total{unit=\"web.service\"} 0".to_owned(),
         "scoreboard_sweep_duration_seconds_count{unit=\"web.service\"} 0".to_owned(),
     ];
-    for kind in scoreboard::SkipReason::KINDS {
+    for kind in scoreboard::SkipKind::ALL {
         expected.push(format!(
             "scoreboard_read_errors_total{{unit=\"web.service\",kind=\"{kind}\"}} 0"
         ));
@@ -242,7 +242,7 @@ fn an_unwatched_unit_leaves_no_series() {
         Duration::from_micros(300),
         &summary(&[("busy", 2)], 1),
         1,
-        &[("torn", 1)].into(),
+        &[(scoreboard::SkipKind::Torn, 1)].into(),
         SystemTime::now(),
     );
     metrics.unwatch("web.service");

@@ -104,30 +104,70 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    /// Every value [`SkipReason::kind`] can return, so that a counter per kind can be
-    /// set up at 0 before the first entry of that kind is ever skipped.
-    pub const KINDS: &'static [&'static str] = &[
-        "not_regular_file",
-        "too_long",
-        "torn",
-        "hard_linked",
-        "too_many_files",
-        "over_byte_budget",
-        "io",
+    /// The kind of problem, for counters and metrics labels.
+    pub fn kind(&self) -> SkipKind {
+        match self {
+            SkipReason::NotRegularFile(_) => SkipKind::NotRegularFile,
+            SkipReason::TooLong { .. } => SkipKind::TooLong,
+            SkipReason::Torn => SkipKind::Torn,
+            SkipReason::HardLinked { .. } => SkipKind::HardLinked,
+            SkipReason::TooManyFiles { .. } => SkipKind::TooManyFiles,
+            SkipReason::OverByteBudget { .. } => SkipKind::OverByteBudget,
+            SkipReason::Io { .. } => SkipKind::Io,
+        }
+    }
+}
+
+/// What kind of problem made an entry skipped: a closed set whose `Display` is the
+/// stable label metrics and logs use (`not_regular_file`, `too_long`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SkipKind {
+    /// [`SkipReason::NotRegularFile`].
+    NotRegularFile,
+    /// [`SkipReason::TooLong`].
+    TooLong,
+    /// [`SkipReason::Torn`].
+    Torn,
+    /// [`SkipReason::HardLinked`].
+    HardLinked,
+    /// [`SkipReason::TooManyFiles`].
+    TooManyFiles,
+    /// [`SkipReason::OverByteBudget`].
+    OverByteBudget,
+    /// [`SkipReason::Io`].
+    Io,
+}
+
+impl SkipKind {
+    /// Every kind, so that a counter per kind can be set up at 0 before the first
+    /// entry of that kind is ever skipped.
+    pub const ALL: [SkipKind; 7] = [
+        SkipKind::NotRegularFile,
+        SkipKind::TooLong,
+        SkipKind::Torn,
+        SkipKind::HardLinked,
+        SkipKind::TooManyFiles,
+        SkipKind::OverByteBudget,
+        SkipKind::Io,
     ];
 
-    /// A short stable name for the kind of problem, for metrics labels and counters:
-    /// one of [`SkipReason::KINDS`].
-    pub fn kind(&self) -> &'static str {
+    /// The label.
+    pub fn as_str(self) -> &'static str {
         match self {
-            SkipReason::NotRegularFile(_) => "not_regular_file",
-            SkipReason::TooLong { .. } => "too_long",
-            SkipReason::Torn => "torn",
-            SkipReason::HardLinked { .. } => "hard_linked",
-            SkipReason::TooManyFiles { .. } => "too_many_files",
-            SkipReason::OverByteBudget { .. } => "over_byte_budget",
-            SkipReason::Io { .. } => "io",
+            SkipKind::NotRegularFile => "not_regular_file",
+            SkipKind::TooLong => "too_long",
+            SkipKind::Torn => "torn",
+            SkipKind::HardLinked => "hard_linked",
+            SkipKind::TooManyFiles => "too_many_files",
+            SkipKind::OverByteBudget => "over_byte_budget",
+            SkipKind::Io => "io",
         }
+    }
+}
+
+impl fmt::Display for SkipKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -180,7 +220,7 @@ pub struct Snapshot {
     /// the first of every kind.
     pub skipped: Vec<Skipped>,
     /// How many entries were skipped in all, per [`SkipReason::kind`], listed or not.
-    pub skip_counts: BTreeMap<&'static str, usize>,
+    pub skip_counts: BTreeMap<SkipKind, usize>,
     /// Ids of live workers whose status was not read in this pass (a frame that never
     /// checked out, or past the byte budget): still alive, status unknown for now.
     pub unread: Vec<String>,
