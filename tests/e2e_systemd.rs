@@ -1661,7 +1661,7 @@ fn hung_journal(system: &System) {
     );
 }
 
-/// The agent's textfile, linked into Debian's node_exporter directory as README says,
+/// The agent's textfile, linked into Debian's node_exporter directory as docs/metrics.md says,
 /// read by the real node_exporter running as its own user.
 fn node_exporter_reads_the_textfile(system: &System) {
     const LISTEN: &str = "127.0.0.1:19100";
@@ -2176,7 +2176,8 @@ Restart=on-failure
 RestartSec=200ms
 ";
 
-/// What `kill_stuck_after` needs of the agent's unit, as README's "Health actions" says:
+/// What `kill_stuck_after` needs of the agent's unit, as docs/operating.md says (what
+/// `scoreboardctl grant-kill` writes):
 /// CAP_KILL to signal another user's worker, and the process table (`/proc/PID/cgroup`,
 /// `/proc/locks`) for the checks before it.
 const KILL_DROP_IN: &str = "[Service]
@@ -3099,13 +3100,20 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     // own timeout is out of the way (120 s); its sync worker finishes the request it is
     // in on SIGTERM, so SIGKILL follows after kill_grace.
     const PATIENT: &str = "--workers 4 --timeout 120";
-    system.must(&format!(
-        "mkdir -p /etc/systemd/system/scoreboard-agent.service.d && \
-         cat > /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf <<'EOF'\n{KILL_DROP_IN}EOF\n\
-         printf 'stuck_after = \"2s\"\\nkill_stuck_after = \"2s\"\\nkill_grace = \"2s\"\\n' \
-           >> /etc/scoreboard/services.d/gapp.toml && \
-         systemctl daemon-reload && systemctl restart scoreboard-agent"
-    ));
+    system.must(
+        "printf 'stuck_after = \"2s\"\\nkill_stuck_after = \"2s\"\\nkill_grace = \"2s\"\\n' \
+           >> /etc/scoreboard/services.d/gapp.toml",
+    );
+    // Asked for in the service's file, not yet granted to the agent's unit: refused,
+    // with the one command that fixes it; granted, accepted.
+    let refused = system.sh("scoreboard-agent --check-config 2>&1; echo exit=$?");
+    assert!(
+        refused.contains("scoreboardctl grant-kill") && refused.contains("exit=1"),
+        "{refused}"
+    );
+    system.must("scoreboardctl grant-kill");
+    let accepted = system.sh("scoreboard-agent --check-config 2>&1; echo exit=$?");
+    assert!(accepted.contains("exit=0"), "{accepted}");
     gunicorn_start(system, gunicorn, PATIENT, "4 workers: 4 idle");
     let before = gunicorn_workers(system);
     let since = unix_now_seconds();
@@ -3162,16 +3170,20 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     let _ = second.wait();
     system.must(
         "systemctl stop gapp && scoreboardctl disable gapp.service && \
-         rm -f /etc/systemd/system/gapp.service \
-               /etc/systemd/system/scoreboard-agent.service.d/50-kill.conf && \
+         rm -f /etc/systemd/system/gapp.service && scoreboardctl revoke-kill && \
          systemctl daemon-reload && systemctl restart scoreboard-agent",
     );
     eprintln!(
         "gunicorn {version} ({gunicorn}), 4 sync workers as nobody: {up:?} at start, a slow \
          request as busy, a killed worker replaced; its --timeout in the agent's journal: \
-         {named}; kill_stuck_after 2 s + grace 2 s: {stuck_one} signalled then killed, \
+         {named}; --check-config before grant-kill: {:?}; kill_stuck_after 2 s + grace 2 s: \
+         {stuck_one} signalled then killed, \
          replaced, 3 others kept ({before:?} -> {after:?}); gthread with 2 requests: \
          {gthread_status:?}, {:?}",
+        refused
+            .lines()
+            .find(|l| l.contains("grant-kill"))
+            .unwrap_or(""),
         threads
             .lines()
             .find(|l| l.contains("more in flight"))

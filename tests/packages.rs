@@ -6,7 +6,7 @@
 //! experimental), unless it is overridden in `packaging/debian/lintian-overrides`,
 //! where each override follows a comment saying why. rpmlint (with
 //! `packaging/rpmlint.toml`): nothing may be reported but what [`accepted_by_rpmlint`]
-//! lists, each with its reason (also in the README).
+//! lists, each with its reason (also in docs/packaging.md).
 //!
 //! Skips with a reason when a linter or a package is missing, except under `CI=true`,
 //! where that is a failure.

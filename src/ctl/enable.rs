@@ -233,7 +233,7 @@ struct ServiceFile<'a> {
 }
 
 /// `enable`'s health-action options, written as the service file's keys of the same
-/// names (see README "Health actions"); all off unless given.
+/// names (see docs/operating.md, "Health actions"); all off unless given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HealthOptions {
     /// `stuck_after`.
