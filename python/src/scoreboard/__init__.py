@@ -36,7 +36,11 @@ __all__ = [
     "DEFAULT_MAX_STATUS_BYTES",
     "DEFAULT_MAX_STATUS_LEN",
     "DEFAULT_MAX_WORKERS",
+    "FRAME_CACHE_ENTRIES",
+    "FRAME_CACHE_STATUS_LEN",
+    "MIN_CAPACITY",
     "Scoreboard",
+    "VISIBLE_EVERY_NS",
     "read_dir",
 ]
 
