@@ -257,6 +257,8 @@ const SHIPPED: &[&str] = &[
     "usr/share/fish/vendor_completions.d/scoreboardctl.fish",
     "usr/share/fish/vendor_completions.d/scoreboard-agent.fish",
     "usr/share/doc/scoreboard-agent/README.md",
+    "usr/share/doc/scoreboard-agent/docs/operating.md",
+    "usr/share/doc/scoreboard-agent/docs/architecture.md",
 ];
 
 /// What the packages hold, their descriptions and changelogs, and the rpm's scriptlets.
