@@ -34,20 +34,30 @@ perl_update=$(perl -I"$perl_lib" -MParallel::Scoreboard -MTime::HiRes=time -e '
 ' "$scratch/update")
 
 echo "== python: update of a 64-byte status (python/, this machine's python3)" >&2
-python_update=$(PYTHONPATH="$root/python/src" python3 -c '
+python_update() { # DIR FRESH -> ns per update; FRESH=1: a new text every time
+    mkdir -p "$1"
+    PYTHONPATH="$root/python/src" python3 -c '
 import sys, time
 from scoreboard import Scoreboard
 board = Scoreboard(sys.argv[1], id="py")
-s = ("A" * 64, "B" * 64)
-for i in range(20000):
-    board.update(s[i & 1])
 n = 300000
+if sys.argv[2] == "1":
+    # New texts, made before the clock starts: what a server publishing each request
+    # pays, with no frame kept from before.
+    texts = ["busy %058d" % i for i in range(n)]
+else:
+    texts = [("A" * 64, "B" * 64)[i & 1] for i in range(n)]
+for text in texts[:20000]:
+    board.update(text)
 t = time.perf_counter()
-for i in range(n):
-    board.update(s[i & 1])
+for text in texts:
+    board.update(text)
 print("%.1f" % ((time.perf_counter() - t) / n * 1e9))
 board.close()
-' "$scratch/py-update")
+' "$@"
+}
+python_update_two=$(python_update "$scratch/py-update" 0)
+python_update_fresh=$(python_update "$scratch/py-update-fresh" 1)
 
 perl_read() { # DIR COUNT -> ns per worker for read_all over COUNT live workers
     local dir=$1 count=$2
@@ -71,9 +81,9 @@ echo "== perl: read_all at 1,000 and 10,000 workers" >&2
 perl_read_1k=$(perl_read "$scratch/r1k" 1000)
 perl_read_10k=$(perl_read "$scratch/r10k" 10000)
 
-python3 - "$perl_update" "$perl_read_1k" "$perl_read_10k" "$python_update" <<'EOF'
+python3 - "$perl_update" "$perl_read_1k" "$perl_read_10k" "$python_update_two" "$python_update_fresh" <<'EOF'
 import json, sys
-perl_update, perl_read_1k, perl_read_10k, python_update = map(float, sys.argv[1:])
+perl_update, perl_read_1k, perl_read_10k, python_two, python_fresh = map(float, sys.argv[1:])
 
 def median(*path):
     with open("target/criterion/" + "/".join(path) + "/new/estimates.json") as f:
@@ -82,7 +92,8 @@ def median(*path):
 floor = median("update_64B", "floor_pwrite")
 rows = [
     ("Parallel::Scoreboard (Perl)", perl_update),
-    ("scoreboard (Python, pwrite)", python_update),
+    ("scoreboard (Python), 2 texts in turn", python_two),
+    ("scoreboard (Python), a new text each", python_fresh),
     ("bare pwrite of the frame (floor)", floor),
     ("scoreboard, mapped", median("update_64B", "mapped")),
     ("scoreboard, pwrite", median("update_64B", "pwrite")),
