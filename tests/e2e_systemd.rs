@@ -3068,6 +3068,11 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     system.expect_status("gapp", "4 workers: 3 idle, 1 busy", Duration::from_secs(3));
     let table = system.must("scoreboardctl status gapp");
     assert!(table.contains("busy GET /slow"), "{table}");
+    // What an operator sees, for the guides.
+    eprintln!(
+        "$ systemctl status gapp\n{}\n$ scoreboardctl status gapp\n{table}",
+        system.sh("systemctl status gapp --no-pager --lines=0 | head -6")
+    );
     let _ = slow.wait();
     system.expect_status("gapp", "4 workers: 4 idle", Duration::from_secs(4));
     // SIGKILL of a worker: seen, and gunicorn's replacement appears.
