@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
+use crate::core::health::Action;
 use crate::lock::lock;
 
 pub mod bounded;
@@ -61,7 +62,7 @@ enum Command {
     /// Worker ids that came and went: WorkerAdded and WorkerReaped.
     Membership(String, Vec<String>, Vec<String>),
     /// A health action: unit, action, worker (empty for the whole unit), what was done.
-    Action(String, &'static str, String, String),
+    Action(String, Action, String, String),
     /// Units whose main process to follow (notify = "main-pid").
     Follow(Vec<String>),
     /// Ask systemd again now: a main process we spoke for has gone.
@@ -156,7 +157,7 @@ impl BusThread {
     }
 
     /// ActionTaken for a health action on `unit` (`worker` empty for the whole unit).
-    pub fn action_taken(&self, unit: &str, action: &'static str, worker: &str, detail: &str) {
+    pub fn action_taken(&self, unit: &str, action: Action, worker: &str, detail: &str) {
         self.send(Command::Action(
             unit.to_owned(),
             action,

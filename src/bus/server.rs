@@ -24,6 +24,7 @@ pub use super::gate::{CallError, Error, Gate};
 use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
 pub use super::properties::ReadOnlyProperties;
 use crate::config::Service;
+use crate::core::health::Action;
 use crate::core::pool::{Pool, Sight};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
@@ -537,17 +538,22 @@ impl Server {
         Ok(())
     }
 
-    /// ActionTaken on the service's object.
+    /// ActionTaken on the service's object; the action goes on the wire as its text.
     pub async fn action_taken(
         &self,
         unit: &str,
-        action: &str,
+        action: Action,
         worker: &str,
         detail: &str,
     ) -> zbus::Result<()> {
         let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
-        ServiceObject::action_taken(&emitter, action, &bus_string(worker), &bus_string(detail))
-            .await
+        ServiceObject::action_taken(
+            &emitter,
+            action.as_str(),
+            &bus_string(worker),
+            &bus_string(detail),
+        )
+        .await
     }
 
     /// One WorkerAdded and one WorkerReaped for a batch of ids (none when empty).

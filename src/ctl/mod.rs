@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::bus::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::config::{Bus, Config, Service, normalize_unit};
-use crate::core::pool::Pool;
+use crate::core::pool::{Cause, Pool};
 pub use crate::core::worker::WorkerReport;
 use crate::escape::{self, escape_controls};
 
@@ -321,7 +321,7 @@ async fn from_agent(connection: &zbus::Connection) -> Result<AgentAnswer, NoAgen
             let unseen = service.unseen().await.ok().filter(|why| !why.is_empty());
             // The agent's view of the directory, not ours: we may not be allowed to see it.
             let running = match &unseen {
-                Some(why) => !why.starts_with("missing:"),
+                Some(why) => !why.starts_with(&format!("{}:", Cause::Missing)),
                 None => std::path::Path::new(&directory).is_dir(),
             };
             reports.push(ServiceReport {
