@@ -13,7 +13,7 @@
 //! files, as from as many processes. Updates go through the shared mapping, so they
 //! raise no inotify events: the agent's work is its sweeps.
 //!
-//! Run `cargo build --release --workspace` first.
+//! Programs missing from `target/release/` are built first.
 
 use std::time::{Duration, Instant};
 

@@ -19,8 +19,8 @@
 //! (its STATUS= follows at once). Finally, how long SIGTERM takes.
 //!
 //! `SCOREBOARD_AGENT=/path/to/scoreboard-agent` measures another build (an older one, for
-//! before/after figures); it must accept the same configuration. Needs root and setpriv,
-//! and `cargo build --release --workspace` first.
+//! before/after figures); it must accept the same configuration. Needs root and setpriv;
+//! programs missing from `target/release/` are built first.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
