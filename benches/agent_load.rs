@@ -101,7 +101,7 @@ fn hold(dir: &str, ids: std::ops::Range<usize>, spread: usize, rounds_per_second
 }
 
 fn run(load: &Load) {
-    // SCOREBOARD_AGENT=/path measures another build (an older one, for a before/after).
+    // SCOREBOARD_AGENT=/path measures another build, for comparing two builds.
     let exe = std::env::var_os("SCOREBOARD_AGENT")
         .map_or_else(|| binary("scoreboard-agent"), std::path::PathBuf::from);
     let agent = AgentUnderTest::start(&exe);

@@ -39,7 +39,7 @@ mod http;
 pub use http::serve;
 
 /// The longest `state` label value, in bytes. States come from what workers write (a
-/// 1 MiB first word has been seen in a textfile); longer ones are cut, ending in "…".
+/// first word may be as long as a whole status, 1 MiB); longer ones are cut, ending in "…".
 pub const MAX_STATE_LABEL: usize = 64;
 
 /// Distinct `state` series per unit. Workers in further states are counted under
