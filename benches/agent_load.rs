@@ -13,7 +13,7 @@
 //! files, as from as many processes. Updates go through the shared mapping, so they
 //! raise no inotify events: the agent's work is its sweeps.
 //!
-//! Run `cargo build --release --workspace` first.
+//! Programs missing from `target/release/` are built first.
 
 use std::time::{Duration, Instant};
 
@@ -101,7 +101,7 @@ fn hold(dir: &str, ids: std::ops::Range<usize>, spread: usize, rounds_per_second
 }
 
 fn run(load: &Load) {
-    // SCOREBOARD_AGENT=/path measures another build (an older one, for a before/after).
+    // SCOREBOARD_AGENT=/path measures another build, for comparing two builds.
     let exe = std::env::var_os("SCOREBOARD_AGENT")
         .map_or_else(|| binary("scoreboard-agent"), std::path::PathBuf::from);
     let agent = AgentUnderTest::start(&exe);

@@ -2,7 +2,7 @@
 //! agent's CPU while idle with and without serving the bus (goal: no extra CPU, since
 //! the agent never polls for bus traffic). Runs a private `dbus-daemon`.
 //!
-//! Run `cargo build --release --workspace` first.
+//! Programs missing from `target/release/` are built first.
 
 use std::path::Path;
 use std::time::Duration;

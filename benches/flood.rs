@@ -4,7 +4,7 @@
 //! 2 s. Needs root (to be another user). Prints the agent's CPU, peak RSS, worst
 //! watchdog gap, how long another user's `ListWorkers` takes meanwhile, how
 //! long a worker killed meanwhile takes to be reaped, and the flood's replies and
-//! refusals per second. Run `cargo build --release --workspace` first.
+//! refusals per second. Programs missing from `target/release/` are built first.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //!
 //! The agent runs as root (the worst case) with `WATCHDOG_USEC=1s`, watching a service
 //! whose directory belongs to uid 65534 and a well-behaved one with one worker. The
-//! attacker, a real process under `setpriv`, then does in turn what the issue found:
+//! attacker, a real process under `setpriv`, then does each of these in turn:
 //!
 //! * `hardlinks-1MiB` — 300 names for one locked file holding a 1 MiB status;
 //! * `hardlinks-torn` — 800 names for one locked file whose digest never matches;
@@ -18,9 +18,9 @@
 //! textfile), and how long after a kill -9 the other service's dead worker is reaped
 //! (its STATUS= follows at once). Finally, how long SIGTERM takes.
 //!
-//! `SCOREBOARD_AGENT=/path/to/scoreboard-agent` measures another build (an older one, for
-//! before/after figures); it must accept the same configuration. Needs root and setpriv,
-//! and `cargo build --release --workspace` first.
+//! `SCOREBOARD_AGENT=/path/to/scoreboard-agent` measures another build, for
+//! comparing two builds; it must accept the same configuration. Needs root and setpriv;
+//! programs missing from `target/release/` are built first.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

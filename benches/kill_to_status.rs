@@ -2,8 +2,8 @@
 //! a real agent process (inotify, sweep, notify socket). The goal is a median of 50 ms;
 //! the agent's sampling interval is the default 1 s, so this is the event path.
 //!
-//! Run `cargo build --release --workspace` first: the workers are `scoreboard-testkit`
-//! processes.
+//! The workers are `scoreboard-testkit` processes; programs missing from
+//! `target/release/` are built first.
 
 use std::time::{Duration, Instant};
 

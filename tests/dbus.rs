@@ -1,5 +1,5 @@
 //! The agent on D-Bus, against private `dbus-daemon`s (no systemd needed): what
-//! clients see (introspection, properties, methods, signals, coalescing under a storm
+//! clients see (introspection, properties, methods, D-Bus signals, coalescing under a storm
 //! of deaths), scoreboardctl as a client, metrics scraped over HTTP and checked by
 //! promtool, and the shipped bus policy enforced on a system-like bus.
 
@@ -341,8 +341,8 @@ async fn a_storm_of_deaths_is_a_bounded_number_of_messages() {
     }
     let seconds = storm.elapsed().as_secs_f64();
     eprintln!(
-        "1,000 workers started then killed at once: {added} added in {added_messages} signals, \
-         {reaped} reaped in {reaped_messages} signals, {properties_changed} PropertiesChanged over {seconds:.1} s"
+        "1,000 workers started then killed at once: {added} added in {added_messages} D-Bus signals, \
+         {reaped} reaped in {reaped_messages} D-Bus signals, {properties_changed} PropertiesChanged over {seconds:.1} s"
     );
     assert_eq!((added, reaped), (1000, 1000));
     // Batches go out at most every 100 ms, however many workers come or go in between;
@@ -381,7 +381,7 @@ async fn a_reload_announces_added_and_removed_services() {
     while seen.len() < 4 {
         let message = tokio::time::timeout(Duration::from_secs(5), stream.next())
             .await
-            .expect("signals")
+            .expect("D-Bus signals")
             .unwrap()
             .unwrap();
         let member = message.header().member().unwrap().to_string();
@@ -876,7 +876,7 @@ fn live_worker(dir: &Path, name: &[u8], status: &[u8]) -> std::fs::File {
     file
 }
 
-/// web's `PropertiesChanged` signals from now on.
+/// web's `PropertiesChanged` D-Bus signals from now on.
 async fn property_changes(connection: &zbus::Connection) -> zbus::MessageStream {
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)

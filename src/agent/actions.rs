@@ -282,7 +282,7 @@ impl Agent {
         let unit = self.services[index].unit().to_owned();
         self.metrics.action(&unit, action);
         if let Some(bus) = &self.bus {
-            bus.action_taken(&unit, action.as_str(), worker, detail);
+            bus.action_taken(&unit, action, worker, detail);
         }
         let when = humantime::format_rfc3339_seconds(SystemTime::now());
         let line = if worker.is_empty() {

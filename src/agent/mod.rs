@@ -359,7 +359,7 @@ impl Agent {
         let Some(bus) = &self.bus else { return };
         for watched in &mut self.services {
             if let Some((added, reaped)) = watched.schedule.membership_batch_due(now) {
-                bus.worker_signals(&watched.service.unit, added, reaped);
+                bus.membership_changed(&watched.service.unit, added, reaped);
             }
             if tick {
                 let current = Published::of(&watched.pool(), now);
@@ -369,7 +369,9 @@ impl Agent {
         if tick {
             let dropped = bus.take_dropped();
             if dropped > 0 && self.warnings.allow("bus behind", now) {
-                warn!("the bus thread was behind: {dropped} signals and property changes dropped");
+                warn!(
+                    "the bus thread was behind: {dropped} D-Bus signals and property changes dropped"
+                );
             }
         }
     }

@@ -7,8 +7,8 @@
 //! its objects, one call at a time; and one that asks — systemd for each main-pid
 //! service's main process, the bus daemon for callers' credentials — so its answers
 //! never queue behind calls waiting on the first. The loop talks to the thread through
-//! a bounded channel (signals and property changes; when it is full they are dropped
-//! and counted, never waited for) and reads the main processes it last learned from a
+//! a bounded channel (D-Bus signals and property changes; when it is full they are
+//! dropped and counted, never waited for) and reads the main processes it last learned from a
 //! shared table.
 //!
 //! When a connection drops, the thread says so once, reconnects with backoff (100 ms,
@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Service};
+use crate::core::health::Action;
 use crate::lock::lock;
 
 pub mod bounded;
@@ -58,10 +59,10 @@ enum Command {
     Remove(String),
     /// The service's properties now; PropertiesChanged for what differs.
     Publish(String, Published),
-    /// Worker ids that came and went.
-    Signals(String, Vec<String>, Vec<String>),
+    /// Worker ids that came and went: WorkerAdded and WorkerReaped.
+    Membership(String, Vec<String>, Vec<String>),
     /// A health action: unit, action, worker (empty for the whole unit), what was done.
-    Action(String, &'static str, String, String),
+    Action(String, Action, String, String),
     /// Units whose main process to follow (notify = "main-pid").
     Follow(Vec<String>),
     /// Ask systemd again now: a main process we spoke for has gone.
@@ -150,13 +151,13 @@ impl BusThread {
         self.send(Command::Publish(unit.to_owned(), current));
     }
 
-    /// A batch of workers that came and went.
-    pub fn worker_signals(&self, unit: &str, added: Vec<String>, reaped: Vec<String>) {
-        self.send(Command::Signals(unit.to_owned(), added, reaped));
+    /// A batch of workers that came and went, for WorkerAdded and WorkerReaped.
+    pub fn membership_changed(&self, unit: &str, added: Vec<String>, reaped: Vec<String>) {
+        self.send(Command::Membership(unit.to_owned(), added, reaped));
     }
 
     /// ActionTaken for a health action on `unit` (`worker` empty for the whole unit).
-    pub fn action_taken(&self, unit: &str, action: &'static str, worker: &str, detail: &str) {
+    pub fn action_taken(&self, unit: &str, action: Action, worker: &str, detail: &str) {
         self.send(Command::Action(
             unit.to_owned(),
             action,
@@ -177,7 +178,7 @@ impl BusThread {
         self.send(Command::Refresh);
     }
 
-    /// Never waits: a thread that is behind loses signals (counted), not the loop's time.
+    /// Never waits: a thread that is behind loses D-Bus signals (counted), not the loop's time.
     fn send(&self, command: Command) {
         if self.commands.try_send(command).is_err() {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -353,8 +354,8 @@ impl State {
                 let published = live.published.entry(unit.clone()).or_default();
                 live.server.publish(&unit, current, published).await
             }
-            Command::Signals(unit, added, reaped) => {
-                live.server.worker_signals(&unit, added, reaped).await
+            Command::Membership(unit, added, reaped) => {
+                live.server.emit_membership(&unit, added, reaped).await
             }
             Command::Action(unit, action, worker, detail) => {
                 live.server
@@ -384,14 +385,14 @@ impl State {
         }
     }
 
-    /// While disconnected: remember reloads; signals and properties have nobody to go to.
+    /// While disconnected: remember reloads; D-Bus signals and properties have nobody to go to.
     fn offline(&mut self, command: Command) {
         match command {
             Command::Add(service, pool) => self.services.push((service, pool)),
             Command::Remove(unit) => self.services.retain(|(s, _)| s.unit != unit),
             Command::Follow(units) => self.follow(units),
             Command::Publish(..)
-            | Command::Signals(..)
+            | Command::Membership(..)
             | Command::Action(..)
             | Command::Refresh => {}
         }

@@ -180,7 +180,7 @@ impl ReadOnlyProperties {
         }
     }
 
-    /// Emit the `org.freedesktop.DBus.Properties.PropertiesChanged` signal.
+    /// Emit the `org.freedesktop.DBus.Properties.PropertiesChanged` D-Bus signal.
     #[zbus(signal)]
     async fn properties_changed(
         emitter: &SignalEmitter<'_>,

@@ -4,8 +4,8 @@
 //! The interface structs are thin: a shared handle on the service's [`Pool`] (a std
 //! mutex, held only for a copy-out, never across an await), so a method answers from
 //! the agent's current knowledge without asking the agent loop. The loop, in turn,
-//! decides when `PropertiesChanged` and the worker signals go out: coalesced, at most
-//! one property change per interval and one batch of worker ids per 100 ms.
+//! decides when `PropertiesChanged`, `WorkerAdded` and `WorkerReaped` go out: coalesced,
+//! at most one property change per interval and one batch of worker ids per 100 ms.
 //!
 //! Doc comments on the members below are part of the introspection data (zbus writes
 //! them into the XML), so `busctl introspect` documents every member.
@@ -24,6 +24,7 @@ pub use super::gate::{CallError, Error, Gate};
 use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
 pub use super::properties::ReadOnlyProperties;
 use crate::config::Service;
+use crate::core::health::Action;
 use crate::core::pool::{Pool, Sight};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
@@ -321,26 +322,26 @@ impl ServiceObject {
         detail: &str,
     ) -> zbus::Result<()>;
 
-    /// Workers that appeared, batched: at most one signal per 100 ms.
+    /// Workers that appeared, batched: at most one WorkerAdded per 100 ms.
     #[zbus(signal)]
     pub async fn worker_added(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
 
     /// Workers that left (reaped after dying, or exited and removed their file),
-    /// batched: at most one signal per 100 ms, however many died.
+    /// batched: at most one WorkerReaped per 100 ms, however many died.
     #[zbus(signal)]
     pub async fn worker_reaped(emitter: &SignalEmitter<'_>, ids: Vec<String>) -> zbus::Result<()>;
 }
 
-/// The ids as they go on the bus, in as many signals as keep each under 1 MiB (far
-/// below the bus daemon's message limit, whatever a churning directory produced).
-fn signal_batches(ids: &[String]) -> Vec<Vec<String>> {
-    const MAX_SIGNAL_BYTES: usize = 1 << 20;
+/// The ids as they go on the bus, in as many D-Bus signals as keep each under 1 MiB
+/// (far below the bus daemon's message limit, whatever a churning directory produced).
+fn membership_batches(ids: &[String]) -> Vec<Vec<String>> {
+    const MAX_BATCH_BYTES: usize = 1 << 20;
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut weight = 0;
     for id in ids {
         let id = bus_string(id).into_owned();
-        if weight + id.len() > MAX_SIGNAL_BYTES && !batch.is_empty() {
+        if weight + id.len() > MAX_BATCH_BYTES && !batch.is_empty() {
             batches.push(std::mem::take(&mut batch));
             weight = 0;
         }
@@ -394,7 +395,7 @@ fn unseen_text(pool: &Pool) -> String {
 /// escaped in at most four.
 const MAX_ID_ON_BUS: usize = 1024;
 
-/// The agent's presence on the bus: its objects, and the signals it sends.
+/// The agent's presence on the bus: its objects, and the D-Bus signals it emits.
 pub struct Server {
     connection: zbus::Connection,
     services: ServiceList,
@@ -537,31 +538,36 @@ impl Server {
         Ok(())
     }
 
-    /// ActionTaken on the service's object.
+    /// ActionTaken on the service's object; the action goes on the wire as its text.
     pub async fn action_taken(
         &self,
         unit: &str,
-        action: &str,
+        action: Action,
         worker: &str,
         detail: &str,
     ) -> zbus::Result<()> {
         let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
-        ServiceObject::action_taken(&emitter, action, &bus_string(worker), &bus_string(detail))
-            .await
+        ServiceObject::action_taken(
+            &emitter,
+            action.as_str(),
+            &bus_string(worker),
+            &bus_string(detail),
+        )
+        .await
     }
 
     /// One WorkerAdded and one WorkerReaped for a batch of ids (none when empty).
-    pub async fn worker_signals(
+    pub async fn emit_membership(
         &self,
         unit: &str,
         added: Vec<String>,
         reaped: Vec<String>,
     ) -> zbus::Result<()> {
         let emitter = SignalEmitter::new(&self.connection, service_path(unit))?;
-        for batch in signal_batches(&added) {
+        for batch in membership_batches(&added) {
             ServiceObject::worker_added(&emitter, batch).await?;
         }
-        for batch in signal_batches(&reaped) {
+        for batch in membership_batches(&reaped) {
             ServiceObject::worker_reaped(&emitter, batch).await?;
         }
         Ok(())

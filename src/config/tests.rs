@@ -731,3 +731,11 @@ fn the_check_refuses_what_the_agents_unit_cannot_do() {
     };
     assert_eq!(refusals(&config, &granted), Vec::<String>::new());
 }
+
+#[test]
+fn each_duration_key_reads_within_its_own_range() {
+    use super::values::{Interval, KillGrace, StuckAfter};
+    assert_eq!(Interval::RANGE, INTERVAL_RANGE);
+    assert_eq!(StuckAfter::RANGE, STUCK_AFTER_RANGE);
+    assert_eq!(KillGrace::RANGE, KILL_GRACE_RANGE);
+}

@@ -12,19 +12,6 @@ use super::StateRule;
 pub const KILL_GRACE_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(60 * 60));
 
-/// `kill_grace`: a duration in [`KILL_GRACE_RANGE`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct KillGrace(pub(super) Duration);
-
-impl<'de> Deserialize<'de> for KillGrace {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text, KILL_GRACE_RANGE)
-            .map(KillGrace)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 /// A count within `MIN..=MAX`, said in the error when it is not.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Bounded<const MIN: usize, const MAX: usize>(pub(super) usize);
@@ -57,31 +44,42 @@ pub const STUCK_AFTER_RANGE: (Duration, Duration) = (
     Duration::from_secs(30 * 24 * 60 * 60),
 );
 
+/// A duration within `MIN_MS..=MAX_MS` milliseconds, said in the error when it is not.
+/// The bounds are milliseconds because a `Duration` cannot be a const parameter.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DurationIn<const MIN_MS: u64, const MAX_MS: u64>(pub(super) Duration);
+
+impl<const MIN_MS: u64, const MAX_MS: u64> DurationIn<MIN_MS, MAX_MS> {
+    pub(super) const RANGE: (Duration, Duration) =
+        (Duration::from_millis(MIN_MS), Duration::from_millis(MAX_MS));
+}
+
+impl<'de, const MIN_MS: u64, const MAX_MS: u64> Deserialize<'de> for DurationIn<MIN_MS, MAX_MS> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_duration(&text, Self::RANGE)
+            .map(DurationIn)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A range's bounds as [`DurationIn`]'s parameters; a bound finer than a millisecond
+/// fails the build rather than being rounded.
+const fn millis(duration: Duration) -> u64 {
+    assert!(duration.subsec_nanos().is_multiple_of(1_000_000));
+    duration.as_millis() as u64
+}
+
 /// `interval`: a duration in [`INTERVAL_RANGE`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Interval(pub(super) Duration);
+pub(super) type Interval = DurationIn<{ millis(INTERVAL_RANGE.0) }, { millis(INTERVAL_RANGE.1) }>;
 
-impl<'de> Deserialize<'de> for Interval {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text, INTERVAL_RANGE)
-            .map(Interval)
-            .map_err(serde::de::Error::custom)
-    }
-}
+/// `stuck_after`, `wedged_after`, `kill_stuck_after`: a duration in [`STUCK_AFTER_RANGE`].
+pub(super) type StuckAfter =
+    DurationIn<{ millis(STUCK_AFTER_RANGE.0) }, { millis(STUCK_AFTER_RANGE.1) }>;
 
-/// `stuck_after`: a duration in [`STUCK_AFTER_RANGE`].
-#[derive(Debug, Clone, Copy)]
-pub(super) struct StuckAfter(pub(super) Duration);
-
-impl<'de> Deserialize<'de> for StuckAfter {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse_duration(&text, STUCK_AFTER_RANGE)
-            .map(StuckAfter)
-            .map_err(serde::de::Error::custom)
-    }
-}
+/// `kill_grace`: a duration in [`KILL_GRACE_RANGE`].
+pub(super) type KillGrace =
+    DurationIn<{ millis(KILL_GRACE_RANGE.0) }, { millis(KILL_GRACE_RANGE.1) }>;
 
 /// A duration written as "250ms", "1s", "5m", within `(min, max)` inclusive.
 fn parse_duration(text: &str, (min, max): (Duration, Duration)) -> Result<Duration, String> {

@@ -14,15 +14,17 @@ use serde::Serialize;
 
 use crate::bus::{ManagerProxy, ServiceProxy, WorkerInfo};
 use crate::config::{Bus, Config, Service, normalize_unit};
-use crate::core::pool::Pool;
+use crate::core::pool::{Cause, Pool};
 pub use crate::core::worker::WorkerReport;
-use crate::escape::{self, escape_controls};
+use crate::escape::escape_controls;
 
 pub mod demo;
 pub mod enable;
 pub mod kill;
 pub mod render;
 pub mod watch;
+
+use render::{list_table, service_table};
 
 /// The runtime a `scoreboardctl` command asks the bus on: one thread, for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -80,13 +82,6 @@ pub struct ServiceReport {
     /// Why the agent cannot read the scoreboard directory, as "cause: detail" (`null`
     /// while it reads it, or read without the agent): the workers are then unknown.
     pub unseen: Option<String>,
-}
-
-/// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
-#[derive(Debug, Serialize)]
-struct Document<'a> {
-    source: Source,
-    services: &'a [ServiceReport],
 }
 
 /// What the agent over D-Bus, or the directories, say about the watched services.
@@ -321,7 +316,7 @@ async fn from_agent(connection: &zbus::Connection) -> Result<AgentAnswer, NoAgen
             let unseen = service.unseen().await.ok().filter(|why| !why.is_empty());
             // The agent's view of the directory, not ours: we may not be allowed to see it.
             let running = match &unseen {
-                Some(why) => !why.starts_with("missing:"),
+                Some(why) => !why.starts_with(&format!("{}:", Cause::Missing)),
                 None => std::path::Path::new(&directory).is_dir(),
             };
             reports.push(ServiceReport {
@@ -414,31 +409,6 @@ fn direct_report(service: &Service, pool: Option<&Pool>, at: Instant) -> Service
     }
 }
 
-/// The human view of one service: a header line, then the worker table.
-///
-/// The header's parts come from the configuration and the agent (which sanitises the
-/// summary), but are escaped like everything else printed here: a row is one line
-/// whatever reached it.
-pub fn service_table(report: &ServiceReport) -> String {
-    let summary = if report.running {
-        escape_controls(&report.summary).into_owned()
-    } else {
-        format!("not running (no {})", escape_controls(&report.directory))
-    };
-    let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
-    if let Some(why) = &report.unseen {
-        out.push_str(&format!(
-            "  unseen: {} (workers unknown; no health action is taken)\n",
-            escape_controls(why)
-        ));
-    }
-    if let Some(action) = &report.last_action {
-        out.push_str(&format!("  last action: {}\n", escape_controls(action)));
-    }
-    out.push_str(&render::worker_table(&report.workers));
-    out
-}
-
 /// Prints the warnings, one line each: they name files and worker ids, which a
 /// service's user chooses (a file name may hold a newline).
 fn print_warnings(reports: &Reports, err: &mut dyn Write) -> std::io::Result<()> {
@@ -474,11 +444,7 @@ pub fn status(
         None => reports.services.clone(),
     };
     if json {
-        let document = Document {
-            source: reports.source,
-            services: &selected,
-        };
-        writeln!(out, "{}", escape::to_json(&document)?)?;
+        writeln!(out, "{}", render::document(reports.source, &selected)?)?;
     } else {
         for report in &selected {
             write!(out, "{}", service_table(report))?;
@@ -513,59 +479,11 @@ pub fn list(
                 ..s.clone()
             })
             .collect();
-        let document = Document {
-            source: reports.source,
-            services: &services,
-        };
-        writeln!(out, "{}", escape::to_json(&document)?)?;
+        writeln!(out, "{}", render::document(reports.source, &services)?)?;
         return Ok(exit::OK);
     }
     write!(out, "{}", list_table(&reports.services))?;
     Ok(exit::OK)
-}
-
-fn list_table(services: &[ServiceReport]) -> String {
-    let units: Vec<_> = services.iter().map(|s| escape_controls(&s.unit)).collect();
-    let unit_width = units
-        .iter()
-        .map(|unit| unit.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    let mut out = format!("{:<unit_width$}  WORKERS  SUMMARY\n", "UNIT");
-    for (s, unit) in services.iter().zip(&units) {
-        let (workers, summary) = if s.running {
-            (
-                s.workers.len().to_string(),
-                escape_controls(&s.summary).into_owned(),
-            )
-        } else {
-            (
-                "-".to_owned(),
-                format!("not running (no {})", escape_controls(&s.directory)),
-            )
-        };
-        out.push_str(&format!("{unit:<unit_width$}  {workers:<7}  {summary}\n"));
-    }
-    out
-}
-
-/// One screen of `watch`: the list, then every service's workers.
-pub fn watch_screen(reports: &Reports) -> String {
-    let source = match reports.source {
-        Source::Agent => "from the agent",
-        Source::Directory => "read directly (no agent)",
-    };
-    let mut screen = format!(
-        "scoreboard — {} services, {source}\n\n",
-        reports.services.len()
-    );
-    screen.push_str(&list_table(&reports.services));
-    for report in &reports.services {
-        screen.push('\n');
-        screen.push_str(&service_table(report));
-    }
-    screen
 }
 
 #[cfg(test)]

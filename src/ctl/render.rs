@@ -1,13 +1,16 @@
 //! Rendering for terminals and scripts: snapshots read directly (`status_table`,
-//! `status_json`) and [`WorkerReport`]s (`worker_table`).
+//! `status_json`), [`WorkerReport`]s (`worker_table`), and the watched services'
+//! [`ServiceReport`]s (`service_table`, `list_table`, `watch_screen`, and the JSON
+//! `document`).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::{Reports, ServiceReport, Source};
 use crate::core::worker::WorkerReport;
-use crate::escape;
+use crate::escape::{self, escape_controls};
 
 /// `scoreboardctl status --json`: `{"workers":[{"id":"…","status":"…"}, …]}`, sorted by
 /// id, statuses as lossy UTF-8. Field names and order are a stable interface.
@@ -139,6 +142,89 @@ pub fn print_dir(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         print!("{}", status_table(&snapshot.workers));
     }
     Ok(())
+}
+
+/// `status --json` and `list --json`: `{"source":…,"services":[…]}`.
+#[derive(Debug, Serialize)]
+struct Document<'a> {
+    source: Source,
+    services: &'a [ServiceReport],
+}
+
+/// The `status --json` / `list --json` document for `services`, from `source`, through
+/// [`escape::to_json`] like every JSON printed here.
+pub fn document(source: Source, services: &[ServiceReport]) -> serde_json::Result<String> {
+    escape::to_json(&Document { source, services })
+}
+
+/// The human view of one service: a header line, then the worker table.
+///
+/// The header's parts come from the configuration and the agent (which sanitises the
+/// summary), but are escaped like everything else printed here: a row is one line
+/// whatever reached it.
+pub fn service_table(report: &ServiceReport) -> String {
+    let summary = if report.running {
+        escape_controls(&report.summary).into_owned()
+    } else {
+        format!("not running (no {})", escape_controls(&report.directory))
+    };
+    let mut out = format!("● {} — {summary}\n", escape_controls(&report.unit));
+    if let Some(why) = &report.unseen {
+        out.push_str(&format!(
+            "  unseen: {} (workers unknown; no health action is taken)\n",
+            escape_controls(why)
+        ));
+    }
+    if let Some(action) = &report.last_action {
+        out.push_str(&format!("  last action: {}\n", escape_controls(action)));
+    }
+    out.push_str(&worker_table(&report.workers));
+    out
+}
+
+/// The `UNIT  WORKERS  SUMMARY` table of `list`, one service per line.
+pub fn list_table(services: &[ServiceReport]) -> String {
+    let units: Vec<_> = services.iter().map(|s| escape_controls(&s.unit)).collect();
+    let unit_width = units
+        .iter()
+        .map(|unit| unit.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let mut out = format!("{:<unit_width$}  WORKERS  SUMMARY\n", "UNIT");
+    for (s, unit) in services.iter().zip(&units) {
+        let (workers, summary) = if s.running {
+            (
+                s.workers.len().to_string(),
+                escape_controls(&s.summary).into_owned(),
+            )
+        } else {
+            (
+                "-".to_owned(),
+                format!("not running (no {})", escape_controls(&s.directory)),
+            )
+        };
+        out.push_str(&format!("{unit:<unit_width$}  {workers:<7}  {summary}\n"));
+    }
+    out
+}
+
+/// One screen of `watch`: the list, then every service's workers.
+pub fn watch_screen(reports: &Reports) -> String {
+    let source = match reports.source {
+        Source::Agent => "from the agent",
+        Source::Directory => "read directly (no agent)",
+    };
+    let mut screen = format!(
+        "scoreboard — {} services, {source}\n\n",
+        reports.services.len()
+    );
+    screen.push_str(&list_table(&reports.services));
+    for report in &reports.services {
+        screen.push('\n');
+        screen.push_str(&service_table(report));
+    }
+    screen
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use super::render::watch_screen;
 use super::*;
 
 fn reports() -> Reports {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Gatherer, watch_screen};
+use super::Gatherer;
+use super::render::watch_screen;
 
 /// A flag raised by SIGINT or SIGTERM: the program finishes what it shows and exits 0
 /// rather than being killed mid-screen.

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -39,7 +39,7 @@ mod http;
 pub use http::serve;
 
 /// The longest `state` label value, in bytes. States come from what workers write (a
-/// 1 MiB first word has been seen in a textfile); longer ones are cut, ending in "…".
+/// first word may be as long as a whole status, 1 MiB); longer ones are cut, ending in "…".
 pub const MAX_STATE_LABEL: usize = 64;
 
 /// Distinct `state` series per unit. Workers in further states are counted under
@@ -73,7 +73,14 @@ pub struct ActionLabels {
     /// The systemd unit.
     pub unit: String,
     /// One of [`ACTIONS`].
-    pub action: String,
+    pub action: Action,
+}
+
+/// An action's label value is its wire text, as on the bus and in the journal.
+impl EncodeLabelValue for Action {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 /// The `action` label values of `scoreboard_actions_total`: the unit's watchdog
@@ -87,8 +94,15 @@ pub const ACTIONS: [Action; 6] = Action::ALL;
 pub struct UnseenLabels {
     /// The systemd unit.
     pub unit: String,
-    /// Why its directory could not be read: a [`Cause`].
-    pub cause: String,
+    /// Why its directory could not be read.
+    pub cause: Cause,
+}
+
+/// A cause's label value is its text, as in the `Unseen` property.
+impl EncodeLabelValue for Cause {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_fmt(encoder, format_args!("{self}"))
+    }
 }
 
 /// `unit`, `kind`.
@@ -225,16 +239,16 @@ impl Metrics {
         drop(self.reaped.get_or_create(&label));
         drop(self.notify_errors.get_or_create(&label));
         drop(self.sweep_duration.get_or_create(&label));
-        for action in ACTIONS.map(Action::as_str) {
+        for action in ACTIONS {
             drop(self.actions.get_or_create(&ActionLabels {
                 unit: unit.to_owned(),
-                action: action.to_owned(),
+                action,
             }));
         }
         for cause in Cause::ALL {
             drop(self.unseen.get_or_create(&UnseenLabels {
                 unit: unit.to_owned(),
-                cause: cause.to_string(),
+                cause,
             }));
         }
         for kind in scoreboard::SkipKind::ALL {
@@ -257,16 +271,16 @@ impl Metrics {
         self.notify_errors.remove(&label);
         self.sweep_duration.remove(&label);
         self.last_sweep.remove(&label);
-        for action in ACTIONS.map(Action::as_str) {
+        for action in ACTIONS {
             self.actions.remove(&ActionLabels {
                 unit: unit.to_owned(),
-                action: action.to_owned(),
+                action,
             });
         }
         for cause in Cause::ALL {
             self.unseen.remove(&UnseenLabels {
                 unit: unit.to_owned(),
-                cause: cause.to_string(),
+                cause,
             });
         }
         for kind in scoreboard::SkipKind::ALL {
@@ -332,7 +346,7 @@ impl Metrics {
         for cause in Cause::ALL {
             let labels = UnseenLabels {
                 unit: unit.to_owned(),
-                cause: cause.to_string(),
+                cause,
             };
             self.unseen
                 .get_or_create(&labels)
@@ -395,7 +409,7 @@ impl Metrics {
         self.actions
             .get_or_create(&ActionLabels {
                 unit: unit.to_owned(),
-                action: action.to_string(),
+                action,
             })
             .inc();
     }

@@ -14,8 +14,8 @@
 //!
 //! The workers are processes of this crate's binary, `scoreboard-testkit` (subcommands
 //! `stdin-worker`, `hold-workers`, `test-pool`; and `test-flood`, a hostile bus client),
-//! found in the target directory beside the running test or bench: `cargo test
-//! --workspace` builds it; benches want `cargo build --release --workspace` first.
+//! found in the target directory beside the running test or bench, and built there by
+//! [`binary`] when missing (a bench builds only its own package's programs).
 
 #![deny(missing_docs)]
 

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 /// The program `name` from the target profile directory of the running test or bench
 /// (`target/debug/` beside `target/debug/deps/<test>`; `target/release/` for benches).
-/// Integration tests of the package that builds it can use `env!("CARGO_BIN_EXE_…")`
-/// instead; this is for the others.
+/// When it or `scoreboard-testkit` is not there — a bench builds only its own package's
+/// programs — the workspace's programs are built first, with the cargo running the
+/// test or bench and its profile: at the first program asked for, before anything is
+/// timed. Integration tests of the package that builds it can use
+/// `env!("CARGO_BIN_EXE_…")` instead; this is for the others.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile = exe
@@ -16,6 +19,14 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(Path::parent)
         .expect("the running test's target directory");
     let path = profile.join(name);
+    let missing = |profile: &Path| {
+        [name, TESTKIT]
+            .iter()
+            .any(|name| !profile.join(name).exists())
+    };
+    if missing(profile) {
+        build(profile, missing);
+    }
     assert!(
         path.exists(),
         "{} missing: `cargo test --workspace` builds it, or `cargo build --workspace` \
@@ -23,6 +34,46 @@ pub fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// This crate's program.
+const TESTKIT: &str = "scoreboard-testkit";
+
+/// Builds the workspace's programs into `profile` (`<target>/<profile>`) with the cargo
+/// that started this process (`CARGO`; without it nothing is built). Tests running at
+/// once build one at a time, and only the first that finds a program `missing`.
+fn build(profile: &Path, missing: impl Fn(&Path) -> bool) {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return;
+    };
+    if !missing(profile) {
+        return;
+    }
+    let (Some(target), Some(directory)) = (profile.parent(), profile.file_name()) else {
+        return;
+    };
+    // Cargo's `dev` profile builds into `debug/`; every other profile (`release`, which
+    // benches use, or a custom one) into a directory of its own name.
+    let cargo_profile = match directory.to_str() {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => return,
+    };
+    eprintln!(
+        "programs missing in {}: building them (cargo build --profile {cargo_profile} --workspace --bins)",
+        profile.display()
+    );
+    let status = Command::new(cargo)
+        .args(["build", "--profile", cargo_profile, "--workspace", "--bins"])
+        .arg("--target-dir")
+        .arg(target)
+        .stdout(Stdio::null())
+        .status();
+    if !matches!(status, Ok(status) if status.success()) {
+        eprintln!("building the workspace's programs failed: {status:?}");
+    }
 }
 
 /// The target directory the running test or bench was built in (`target/`, or wherever
@@ -39,7 +90,7 @@ pub fn target_dir() -> PathBuf {
 
 /// The `scoreboard-testkit` program, whose subcommands are the workers below.
 pub fn testkit_binary() -> PathBuf {
-    binary("scoreboard-testkit")
+    binary(TESTKIT)
 }
 
 /// A child process killed and reaped when dropped, passing or failing (a leftover would

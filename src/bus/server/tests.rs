@@ -15,12 +15,12 @@ fn counts_on_the_bus_list_at_most_32_states_and_add_up_the_rest() {
 }
 
 #[test]
-fn worker_signals_are_split_under_a_mebibyte_each() {
+fn membership_batches_are_split_under_a_mebibyte_each() {
     // 4,000 ids of 255 bytes, each escaped four times longer: ~4 MiB in all.
     let ids: Vec<String> = (0..4000)
         .map(|n| format!("{n:05}{}", "\u{1}".repeat(250)))
         .collect();
-    let batches = signal_batches(&ids);
+    let batches = membership_batches(&ids);
     assert!(batches.len() >= 4);
     for batch in &batches {
         let bytes: usize = batch.iter().map(|id| id.len() + 8).sum();
