@@ -40,7 +40,7 @@ fn running_out_of_descriptors_ends_the_pass_quietly_and_recovers() {
         .count();
     assert_eq!(listed_io, 1, "one EMFILE listed: {:?}", starved.skipped);
     assert_eq!(
-        starved.workers.len() + starved.skip_counts["io"],
+        starved.workers.len() + starved.skip_counts[&scoreboard::SkipKind::Io],
         100,
         "every file is read or counted"
     );

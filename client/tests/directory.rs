@@ -396,5 +396,8 @@ fn long_lived_reader_sees_every_in_place_change() {
     fs::write(&path, &bytes).unwrap();
     let snapshot = reader.sweep().unwrap();
     assert!(snapshot.workers.is_empty());
-    assert_eq!(snapshot.skipped[0].reason.kind(), "torn");
+    assert_eq!(
+        snapshot.skipped[0].reason.kind(),
+        scoreboard::SkipKind::Torn
+    );
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use scoreboard::{DirReader, ReadOptions, Scoreboard, SkipReason, frame, read_dir};
+use scoreboard::{DirReader, ReadOptions, Scoreboard, SkipKind, SkipReason, frame, read_dir};
 use scoreboard_testkit::{Killed, as_root_or_skip};
 
 const ATTACKER: u32 = 65534;
@@ -191,7 +191,7 @@ fn hard_links_to_one_locked_file_are_never_read() {
     for _ in 0..2 {
         let snapshot = reader.sweep().unwrap();
         assert!(snapshot.workers.is_empty(), "a hard-linked file was read");
-        assert_eq!(snapshot.skip_counts["hard_linked"], 301);
+        assert_eq!(snapshot.skip_counts[&SkipKind::HardLinked], 301);
         assert!(snapshot.skipped.len() <= scoreboard::MAX_LISTED_SKIPS);
         assert!(matches!(
             snapshot.skipped[0].reason,
@@ -201,7 +201,7 @@ fn hard_links_to_one_locked_file_are_never_read() {
     // The one-shot reader does not fstat; it reads the first name only.
     let once = read_dir(scene.path("svc")).unwrap();
     assert!(once.workers.len() <= 1);
-    assert_eq!(once.skip_counts["hard_linked"], 300);
+    assert_eq!(once.skip_counts[&SkipKind::HardLinked], 300);
     assert_eq!(once.reaped.len(), 0);
 }
 
@@ -224,7 +224,7 @@ fn a_hundred_thousand_planted_entries_cost_only_their_listing() {
     );
     let mut reader = DirReader::open(scene.path("svc"), ReadOptions::default()).unwrap();
     let snapshot = reader.sweep().unwrap();
-    assert_eq!(snapshot.skip_counts["not_regular_file"], 100_000);
+    assert_eq!(snapshot.skip_counts[&SkipKind::NotRegularFile], 100_000);
     assert_eq!(snapshot.skipped.len(), scoreboard::MAX_LISTED_SKIPS);
     assert_eq!(reader.open_files(), 0);
     // Taken in steps, the pass comes to the same.
@@ -237,7 +237,7 @@ fn a_hundred_thousand_planted_entries_cost_only_their_listing() {
         }
     };
     assert!(steps > 1, "a step did not stop at its deadline");
-    assert_eq!(snapshot.skip_counts["not_regular_file"], 100_000);
+    assert_eq!(snapshot.skip_counts[&SkipKind::NotRegularFile], 100_000);
 }
 
 #[test]
@@ -265,8 +265,8 @@ fn files_and_bytes_are_budgeted_per_directory() {
         5,
         "the byte budget holds 5 statuses"
     );
-    assert_eq!(snapshot.skip_counts["over_byte_budget"], 5);
-    assert_eq!(snapshot.skip_counts["too_many_files"], 10);
+    assert_eq!(snapshot.skip_counts[&SkipKind::OverByteBudget], 5);
+    assert_eq!(snapshot.skip_counts[&SkipKind::TooManyFiles], 10);
     assert!(reader.open_files() <= 10);
     // Nothing was reaped: over budget is not dead.
     assert!(snapshot.reaped.is_empty());
@@ -305,8 +305,12 @@ fn torn_frames_are_paid_for_from_the_byte_budget() {
     };
     let mut reader = DirReader::open(tmp.path(), options).unwrap();
     let snapshot = reader.sweep().unwrap();
-    let torn = snapshot.skip_counts.get("torn").copied().unwrap_or(0);
-    let over = snapshot.skip_counts["over_byte_budget"];
+    let torn = snapshot
+        .skip_counts
+        .get(&SkipKind::Torn)
+        .copied()
+        .unwrap_or(0);
+    let over = snapshot.skip_counts[&SkipKind::OverByteBudget];
     assert_eq!(torn + over, 40);
     // 1 MiB pays for at most two files read ten times (650 KiB each).
     assert!(
