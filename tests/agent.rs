@@ -540,7 +540,12 @@ fn a_dead_workers_last_status_is_logged_from_its_file_and_bounded() {
     let last_words = |status: &str| -> String {
         let mut worker = Worker::with_status(&dir, "busy GET /report");
         let pid = worker.0.pid().to_string();
-        setup.notify.expect("STATUS=1 workers: 1 busy", 5 * SECOND);
+        // Seen by the agent (its Status line may not change: the last worker's line
+        // was the same).
+        let joined = format!("worker joined unit=web.service worker={pid}");
+        wait_until(5 * SECOND, "the agent to see the worker", || {
+            log().contains(&joined)
+        });
         worker.say(status);
         wait_until(5 * SECOND, "the worker to write its last status", || {
             scoreboard::read_dir(&dir)
