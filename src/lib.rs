@@ -6,15 +6,18 @@
 //!
 //! The agent is a pure core inside a thin shell of I/O:
 //!
-//! * [`config`] — the leaf: `agent.toml` and `services.d/*.toml`, parsed and validated
-//!   into a typed [`config::Config`] before anything starts.
+//! * [`config`] — `agent.toml` and `services.d/*.toml`, parsed and validated into a
+//!   typed [`config::Config`] before anything starts (and `--check-config`, which also
+//!   asks systemd what the agent's unit lets it do).
 //! * [`core`] — no I/O, time passed in: a [`core::pool::Pool`] per service is fed
 //!   snapshots from the client crate's `DirReader` and answers with what changed, its
 //!   summary and its `STATUS=` line; [`core::schedule`] decides when to sweep, send and
-//!   signal; [`core::worker::WorkerReport`] is the one worker record every edge shows.
+//!   emit D-Bus signals; [`core::health`] decides health actions;
+//!   [`core::worker::WorkerReport`] is the one worker record every edge shows.
 //! * [`agent`] — the shell: `run(config, shutdown, reloads)` waits for timers, inotify,
 //!   reloads and the shutdown, feeds the core and performs what it answers.
-//! * [`io`] — inotify, notify sockets, systemd's MainPID, saved state, logging.
+//! * [`io`] — inotify, notify sockets, systemd, the agent's own privileges, Unix
+//!   signals to stuck workers, saved state, atomic writes, logging.
 //! * [`bus`] — `io.scoreboard.Agent1` on a thread of its own, with who may read and how
 //!   much; [`metrics`] — Prometheus.
 //! * [`ctl`] — what `scoreboardctl` gathers and renders, `enable`, `demo`.

@@ -287,9 +287,31 @@ fn properties_and_methods_follow_workers_starting_and_dying() {
         "{missing:?}"
     );
 
+    let none = setup.busctl_ok(&["call", NAME, WEB, SERVICE, "ListDeaths"]);
+    assert_eq!(none.trim(), "aa{sv} 0");
+
     holder.kill9();
     setup.wait_for_total(0, Duration::from_secs(5));
     assert_eq!(setup.property("Summary"), "s \"0 workers: none\"");
+    // What each was doing when it died, for who may see per-worker details.
+    let deaths = setup.busctl_ok(&["call", NAME, WEB, SERVICE, "ListDeaths"]);
+    assert!(deaths.starts_with("aa{sv} 8 "), "{deaths}");
+    assert!(deaths.contains("\"id\" s \"w0\""), "{deaths}");
+    assert_eq!(
+        deaths.matches("\"status\" s \"busy GET /\"").count(),
+        2,
+        "{deaths}"
+    );
+    assert_eq!(
+        deaths.matches("\"status\" s \"idle\"").count(),
+        6,
+        "{deaths}"
+    );
+    assert_eq!(
+        deaths.matches("\"stood_seconds\" d ").count(),
+        8,
+        "{deaths}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -754,6 +776,7 @@ fn the_bus_policy_lets_anyone_read_and_only_root_own() {
     for call in [
         vec!["io.scoreboard.Agent1.Service.ListWorkers"],
         vec!["io.scoreboard.Agent1.Service.GetWorker", "string:w1"],
+        vec!["io.scoreboard.Agent1.Service.ListDeaths"],
     ] {
         let out = Command::new("setpriv")
             .args([

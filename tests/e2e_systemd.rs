@@ -3071,7 +3071,9 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     // What an operator sees, for the guides.
     eprintln!(
         "$ systemctl status gapp\n{}\n$ scoreboardctl status gapp\n{table}",
-        system.sh("systemctl status gapp --no-pager --lines=0 | grep -E '^●|Active:|Main PID:|Status:'")
+        system.sh(
+            "systemctl status gapp --no-pager --lines=0 | grep -E '^●|Active:|Main PID:|Status:'"
+        )
     );
     let _ = slow.wait();
     system.expect_status("gapp", "4 workers: 4 idle", Duration::from_secs(4));
@@ -3101,6 +3103,15 @@ fn gunicorn_pool(system: &System, gunicorn: &str, version: &str) {
     .unwrap_or_else(|| panic!("{}", agent_log_since_time(system, since)));
     let _ = stuck.kill();
     let _ = stuck.wait();
+    // The same on the bus, to who may see per-worker details (root here).
+    let deaths = system.must(
+        "busctl --system call io.scoreboard.Agent1 /io/scoreboard/Agent1/service/gapp_2eservice \
+         io.scoreboard.Agent1.Service ListDeaths",
+    );
+    assert!(
+        deaths.contains("\"status\" s \"timeout GET /slow\""),
+        "{deaths}"
+    );
 
     // kill_stuck_after, opted into with the drop-in: a worker stuck in a request past
     // it is ended and gunicorn replaces it; the other workers keep their pids. gunicorn's

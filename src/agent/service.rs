@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{NotifyMode, Service};
 use crate::core::health::Health;
-use crate::core::pool::{Cause, Pool, Sight, Unseen};
+use crate::core::pool::{Cause, LastWords, MAX_DEATHS_KEPT, Pool, Sight, Unseen};
 use crate::core::privacy::DirAccess;
 use crate::core::rate_limit::RateLimit;
 use crate::core::schedule::{Listener, Schedule};
@@ -138,27 +138,25 @@ impl Watched {
             });
         let (changes, summary, last_words) = {
             let mut pool = crate::lock::lock(&self.pool);
-            let last_words: Vec<LastWords> = snapshot
-                .reaped
-                .iter()
-                .take(REAPED_SAID_EACH)
-                .map(|id| {
-                    let seen = pool.worker(id, now);
-                    let last = match snapshot.last_statuses.get(id) {
-                        // Its file's last word, newer than any look while it lived (a
-                        // timed-out request written as the worker was aborted).
-                        Some(status) => {
-                            let status = String::from_utf8_lossy(status).into_owned();
-                            let stood = seen
-                                .filter(|w| w.status == status)
-                                .and_then(|w| w.unchanged_seconds);
-                            Some((status, stood))
-                        }
-                        None => seen.map(|w| (w.status, w.unchanged_seconds)),
-                    };
-                    (id.clone(), last)
-                })
-                .collect();
+            // Each dead worker's last words, from its file when it held a frame (newer
+            // than any look while it lived: a timed-out request written as the worker
+            // was aborted); kept for the bus, the first few said in the journal. Only
+            // the newest deaths can be kept, so only they are looked at.
+            let first_kept = snapshot.reaped.len().saturating_sub(MAX_DEATHS_KEPT);
+            let mut last_words: Vec<Said> = Vec::new();
+            for (index, id) in snapshot.reaped.iter().enumerate() {
+                if index >= REAPED_SAID_EACH && index < first_kept {
+                    continue;
+                }
+                let final_status = snapshot.last_statuses.get(id).map(Vec::as_slice);
+                let last = pool.last_words(id, final_status, now);
+                if index >= first_kept {
+                    pool.record_death(id, last.clone(), now);
+                }
+                if index < REAPED_SAID_EACH {
+                    last_words.push((id.clone(), last));
+                }
+            }
             // Same text is not no progress: asked of the workers standing still.
             let changes = pool.observe_writes(&mut snapshot, now, |worker| {
                 reader.written(worker.inode).and_then(Result::ok)
@@ -313,22 +311,27 @@ const REAPED_SAID_EACH: usize = 8;
 /// words are its owner's bytes, and a megabyte of them is not a journal line.
 const SAID_STATUS_MAX: usize = 512;
 
-/// A dead worker's last status (from its file, else as the pool last saw it) and how
-/// long it had stood, when the pool saw that same status.
-type LastWords = (String, Option<(String, Option<f64>)>);
+/// A dead worker to say in the journal: its id and what it was doing.
+type Said = (String, Option<LastWords>);
 
 /// Every dead worker's file removed is logged as one self-contained line naming the
 /// unit and the worker, with what it was doing: the first [`REAPED_SAID_EACH`] of a
 /// pass each, then one line with how many more.
-fn log_reaped(unit: &str, said: &[LastWords], reaped: usize) {
+fn log_reaped(unit: &str, said: &[Said], reaped: usize) {
     for (id, last) in said {
         let shown = Escaped::str(id);
         match last {
-            Some((status, Some(stood))) => {
+            Some(LastWords {
+                status,
+                stood_seconds: Some(stood),
+            }) => {
                 let status = printable_capped(status.as_bytes(), SAID_STATUS_MAX);
                 info!(unit = %unit, worker = %shown, status = %status, stood = %format!("{stood:.1}s"), "{unit}: worker {shown} died while \"{status}\" (unchanged {stood:.1} s); removed its file")
             }
-            Some((status, None)) => {
+            Some(LastWords {
+                status,
+                stood_seconds: None,
+            }) => {
                 let status = printable_capped(status.as_bytes(), SAID_STATUS_MAX);
                 info!(unit = %unit, worker = %shown, status = %status, "{unit}: worker {shown} died while \"{status}\"; removed its file")
             }

@@ -86,6 +86,10 @@ pub trait Service {
     fn list_workers(&self) -> zbus::Result<Vec<WorkerInfo>>;
     /// One worker by id.
     fn get_worker(&self, id: &str) -> zbus::Result<WorkerInfo>;
+    /// The last workers seen to die.
+    fn list_deaths(
+        &self,
+    ) -> zbus::Result<Vec<std::collections::HashMap<String, zbus::OwnedVariant>>>;
     /// The scoreboard directory.
     #[zbus(property)]
     fn directory(&self) -> zbus::Result<String>;

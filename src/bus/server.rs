@@ -19,13 +19,14 @@ use zbus::message::Header;
 use zbus::object_server::{Interface, SignalEmitter};
 use zbus::zvariant::Type;
 use zbus::{ObjectPath, OwnedObjectPath, interface};
+use zbus::{OwnedVariant, Variant};
 
 pub use super::gate::{CallError, Error, Gate};
 use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
 pub use super::properties::ReadOnlyProperties;
 use crate::config::Service;
 use crate::core::health::Action;
-use crate::core::pool::{Pool, Sight};
+use crate::core::pool::{DeathReport, Pool, Sight};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
 use crate::core::worker::WorkerReport;
 use crate::escape;
@@ -40,6 +41,27 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// States listed in `Counts` on the bus; the rest are added up under
 /// [`FOLDED_STATES`].
 pub const MAX_STATES_ON_BUS: usize = 32;
+
+/// A dead worker as `ListDeaths` gives it: what is not known is left out.
+fn death_on_bus(death: &DeathReport) -> HashMap<String, OwnedVariant> {
+    let mut entry = HashMap::new();
+    let mut put = |key: &str, value: Variant<'_>| {
+        // Only a file descriptor cannot be owned; none is put here.
+        if let Ok(value) = OwnedVariant::try_from(value) {
+            entry.insert(key.to_owned(), value);
+        }
+    };
+    put("id", Variant::from(bus_string(&death.id).into_owned()));
+    put("seconds_ago", Variant::from(death.seconds_ago));
+    if let Some(status) = &death.status {
+        let status = escape::printable_capped(status.as_bytes(), MAX_STATUS_ON_BUS);
+        put("status", Variant::from(status.into_owned()));
+    }
+    if let Some(stood) = death.stood_seconds {
+        put("stood_seconds", Variant::from(stood));
+    }
+    entry
+}
 
 impl WorkerInfo {
     /// The worker as it goes on the bus: every string through [`bus_string`], the status
@@ -302,6 +324,21 @@ impl ServiceObject {
         .ok_or_else(|| {
             Error::NoSuchWorker(format!("no live worker {id:?} in {}", self.service.unit)).into()
         })
+    }
+
+    /// The last workers seen to die, oldest first (at most 32), each a dictionary: `id`
+    /// (s), `seconds_ago` (d), and when known `status` (s: what it was doing, its
+    /// file's last status, cut at 4 KiB) and `stood_seconds` (d: how long that status
+    /// had stood). Access as for ListWorkers.
+    async fn list_deaths(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<Vec<HashMap<String, OwnedVariant>>, CallError> {
+        let (access, deaths) = self.with_pool(|pool, now| (pool.access(), pool.deaths(now)));
+        self.gate
+            .admit(&header, &self.service, access, deaths.len().max(1) as u64)
+            .await?;
+        Ok(deaths.iter().map(death_on_bus).collect())
     }
 
     /// The last health action on the service (watchdog triggered, a stuck worker

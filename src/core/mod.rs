@@ -6,7 +6,7 @@
 //! * [`status_line`] — rendering a summary through a template, sanitising it, and the
 //!   D-Bus string boundary.
 //! * [`schedule`] — per service, what is due when: events in (inotify, passes, ticks,
-//!   sends), decisions out (sweep now, send this line, emit these signals, wake at T);
+//!   sends), decisions out (sweep now, send this line, emit these D-Bus signals, wake at T);
 //!   and the agent-wide timers (tick, watchdog, READY, saving state).
 //! * [`health`] — health actions, on what was seen only: when a wedged pool asks for
 //!   the unit's watchdog, when a stuck worker gets a signal.

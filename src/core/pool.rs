@@ -31,10 +31,12 @@ use crate::config::{Service, StateRule};
 use crate::core::status_line::{self, Summary};
 use crate::core::worker::WorkerReport;
 
+mod deaths;
 mod sight;
 mod state;
 mod stuck;
 
+pub use deaths::{DeathReport, LastWords, MAX_DEATH_STATUS, MAX_DEATHS_KEPT};
 pub use sight::{Cause, Sight, Unseen};
 pub use state::{MAX_STATE_LEN, derive_state};
 use state::{UNKNOWN, is_idle, state_of};
@@ -84,6 +86,8 @@ pub struct Pool {
     remembered: HashMap<String, Remembered>,
     /// What the agent knows of the directory.
     sight: Sight,
+    /// The last workers seen to die (see [`Pool::deaths`]).
+    deaths: deaths::Deaths,
 }
 
 /// What an earlier agent saved of one worker.
@@ -145,6 +149,7 @@ impl Pool {
             last_action: None,
             remembered: HashMap::new(),
             sight: Sight::NotYet,
+            deaths: deaths::Deaths::default(),
         }
     }
 

@@ -377,3 +377,41 @@ fn incremental_counts_agree_with_counting_afresh() {
         assert!(diff(pool.next_stuck_at(at), next_stuck), "round {round}");
     }
 }
+
+/// A dead worker's last words come from its file when it held a frame (the pool saw an
+/// older status), else from what the pool saw; how long it stood only when the pool
+/// saw that same status stand. At most 32 deaths are kept, statuses cut at 4 KiB.
+#[test]
+fn deaths_keep_the_last_words_bounded() {
+    let mut pool = Pool::new(&service(Some(Duration::from_secs(60))));
+    let t0 = Instant::now();
+    pool.observe(
+        &mut snapshot(&[("1", "busy GET /a"), ("2", "busy GET /b")]),
+        t0,
+    );
+    let t1 = t0 + Duration::from_secs(5);
+    let from_file = pool.last_words("1", Some(b"timeout GET /a"), t1).unwrap();
+    assert_eq!(from_file.status, "timeout GET /a");
+    assert_eq!(from_file.stood_seconds, None);
+    let same = pool.last_words("2", Some(b"busy GET /b"), t1).unwrap();
+    assert_eq!(same.stood_seconds, Some(5.0));
+    let seen = pool.last_words("2", None, t1).unwrap();
+    assert_eq!(seen.status, "busy GET /b");
+    assert_eq!(pool.last_words("3", None, t1), None);
+    let huge = "é".repeat(5000);
+    let cut = pool.last_words("3", Some(huge.as_bytes()), t1).unwrap();
+    assert!(cut.status.len() <= MAX_DEATH_STATUS && huge.starts_with(&cut.status));
+
+    pool.record_death("1", Some(from_file), t1);
+    pool.record_death("3", None, t1);
+    for n in 0..MAX_DEATHS_KEPT {
+        pool.record_death(&format!("x{n}"), Some(cut.clone()), t1);
+    }
+    let deaths = pool.deaths(t1 + Duration::from_secs(2));
+    assert_eq!(deaths.len(), MAX_DEATHS_KEPT);
+    assert_eq!(deaths[0].id, "x0", "the oldest go first");
+    assert_eq!(deaths[0].seconds_ago, 2.0);
+    let mut fresh = Pool::new(&service(None));
+    fresh.record_death("3", None, t1);
+    assert_eq!(fresh.deaths(t1)[0].status, None, "unknown is not empty");
+}
