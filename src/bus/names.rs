@@ -1,11 +1,17 @@
 //! The names of `io.scoreboard.Agent1` — bus name, object paths, the worker wire tuple
 //! — and the client proxies `scoreboardctl` uses: one definition for both sides.
 
-use serde::{Deserialize, Serialize};
-use zbus::OwnedObjectPath;
-use zbus::zvariant::Type;
+use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+use zbus::zvariant::Type;
+use zbus::{OwnedObjectPath, OwnedVariant, Variant};
+
+use super::server::MAX_STATUS_ON_BUS;
+use crate::core::pool::DeathReport;
+use crate::core::status_line::bus_string;
 use crate::core::worker::WorkerReport;
+use crate::escape;
 
 /// The agent's well-known name.
 pub const NAME: &str = "io.scoreboard.Agent1";
@@ -102,6 +108,46 @@ pub trait Service {
     /// Why the scoreboard directory cannot be read; empty while it is read.
     #[zbus(property)]
     fn unseen(&self) -> zbus::Result<String>;
+}
+
+/// A dead worker as `ListDeaths` gives it: what is not known is left out.
+pub(super) fn death_on_bus(death: &DeathReport) -> HashMap<String, OwnedVariant> {
+    let mut entry = HashMap::new();
+    let mut put = |key: &str, value: Variant<'_>| {
+        // Only a file descriptor cannot be owned; none is put here.
+        if let Ok(value) = OwnedVariant::try_from(value) {
+            entry.insert(key.to_owned(), value);
+        }
+    };
+    put("id", Variant::from(bus_string(&death.id).into_owned()));
+    put("seconds_ago", Variant::from(death.seconds_ago));
+    if let Some(status) = &death.status {
+        let status = escape::printable_capped(status.as_bytes(), MAX_STATUS_ON_BUS);
+        put("status", Variant::from(status.into_owned()));
+    }
+    if let Some(stood) = death.stood_seconds {
+        put("stood_seconds", Variant::from(stood));
+    }
+    entry
+}
+
+impl WorkerInfo {
+    /// The worker as it goes on the bus: every string through [`bus_string`], the status
+    /// cut at `status_cap` bytes. The pool's reports always carry their history.
+    pub(super) fn on_bus(w: &WorkerReport, status_cap: usize) -> Self {
+        WorkerInfo {
+            id: bus_string(&w.id).into_owned(),
+            state: bus_string(&w.state).into_owned(),
+            status: escape::printable_capped(w.status.as_bytes(), status_cap).into_owned(),
+            unchanged_seconds: w.unchanged_seconds.unwrap_or_default(),
+            stuck: w.stuck.unwrap_or_default(),
+        }
+    }
+
+    /// Roughly what it weighs in a message.
+    pub(super) fn weight(&self) -> usize {
+        self.id.len() + self.state.len() + self.status.len() + 32
+    }
 }
 
 #[cfg(test)]

@@ -15,21 +15,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
+use zbus::OwnedVariant;
 use zbus::message::Header;
 use zbus::object_server::{Interface, SignalEmitter};
 use zbus::zvariant::Type;
 use zbus::{ObjectPath, OwnedObjectPath, interface};
-use zbus::{OwnedVariant, Variant};
 
 pub use super::gate::{CallError, Error, Gate};
-use super::names::{MANAGER_PATH, NAME, WorkerInfo, service_path};
+use super::names::{MANAGER_PATH, NAME, WorkerInfo, death_on_bus, service_path};
 pub use super::properties::ReadOnlyProperties;
 use crate::config::Service;
 use crate::core::health::Action;
-use crate::core::pool::{DeathReport, Pool, Sight};
+use crate::core::pool::{Pool, Sight};
 use crate::core::status_line::{FOLDED_STATES, bus_string};
-use crate::core::worker::WorkerReport;
-use crate::escape;
 use crate::lock::lock;
 
 /// The longest status sent on the bus, escaped; longer ones are cut and end in `…`.
@@ -41,46 +39,6 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// States listed in `Counts` on the bus; the rest are added up under
 /// [`FOLDED_STATES`].
 pub const MAX_STATES_ON_BUS: usize = 32;
-
-/// A dead worker as `ListDeaths` gives it: what is not known is left out.
-fn death_on_bus(death: &DeathReport) -> HashMap<String, OwnedVariant> {
-    let mut entry = HashMap::new();
-    let mut put = |key: &str, value: Variant<'_>| {
-        // Only a file descriptor cannot be owned; none is put here.
-        if let Ok(value) = OwnedVariant::try_from(value) {
-            entry.insert(key.to_owned(), value);
-        }
-    };
-    put("id", Variant::from(bus_string(&death.id).into_owned()));
-    put("seconds_ago", Variant::from(death.seconds_ago));
-    if let Some(status) = &death.status {
-        let status = escape::printable_capped(status.as_bytes(), MAX_STATUS_ON_BUS);
-        put("status", Variant::from(status.into_owned()));
-    }
-    if let Some(stood) = death.stood_seconds {
-        put("stood_seconds", Variant::from(stood));
-    }
-    entry
-}
-
-impl WorkerInfo {
-    /// The worker as it goes on the bus: every string through [`bus_string`], the status
-    /// cut at `status_cap` bytes. The pool's reports always carry their history.
-    fn on_bus(w: &WorkerReport, status_cap: usize) -> Self {
-        WorkerInfo {
-            id: bus_string(&w.id).into_owned(),
-            state: bus_string(&w.state).into_owned(),
-            status: escape::printable_capped(w.status.as_bytes(), status_cap).into_owned(),
-            unchanged_seconds: w.unchanged_seconds.unwrap_or_default(),
-            stuck: w.stuck.unwrap_or_default(),
-        }
-    }
-
-    /// Roughly what it weighs in a message.
-    fn weight(&self) -> usize {
-        self.id.len() + self.state.len() + self.status.len() + 32
-    }
-}
 
 /// `Counts` as it goes on the bus: keys through [`bus_string`], at most
 /// [`MAX_STATES_ON_BUS`] of them (largest first, as `counts` comes), the rest under

@@ -48,13 +48,7 @@ pub fn grant_kill(target: &EnableTarget) -> anyhow::Result<String> {
     }
     let mut report = String::new();
     write_file(&path, &kill_dropin_text(), &mut report)?;
-    run(target, "systemctl", &["daemon-reload"], &mut report)?;
-    run(
-        target,
-        "systemctl",
-        &["try-restart", "scoreboard-agent.service"],
-        &mut report,
-    )?;
+    reload_and_restart_agent(target, &mut report)?;
     let _ = writeln!(report, "granted: {KILL_GRANT_EFFECT}");
     Ok(report)
 }
@@ -81,13 +75,7 @@ pub fn revoke_kill(target: &EnableTarget) -> anyhow::Result<String> {
             let _ = std::fs::remove_dir(dir);
         }
     }
-    run(target, "systemctl", &["daemon-reload"], &mut report)?;
-    run(
-        target,
-        "systemctl",
-        &["try-restart", "scoreboard-agent.service"],
-        &mut report,
-    )?;
+    reload_and_restart_agent(target, &mut report)?;
     let _ = writeln!(
         report,
         "scoreboard-agent.service no longer has CAP_KILL from scoreboardctl: stuck workers \
@@ -139,4 +127,16 @@ fn agent_may_kill() -> bool {
         );
         privileges.cap_kill && privileges.sees_processes
     })
+}
+
+/// systemd reloaded and the agent restarted (if it runs): capabilities are given at a
+/// process's start, so a changed drop-in takes effect only then.
+fn reload_and_restart_agent(target: &EnableTarget, report: &mut String) -> anyhow::Result<()> {
+    run(target, "systemctl", &["daemon-reload"], report)?;
+    run(
+        target,
+        "systemctl",
+        &["try-restart", "scoreboard-agent.service"],
+        report,
+    )
 }

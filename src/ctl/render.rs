@@ -12,7 +12,7 @@ use super::{Reports, ServiceReport, Source};
 use crate::core::worker::WorkerReport;
 use crate::escape::{self, escape_controls};
 
-/// `scoreboardctl status --json`: `{"workers":[{"id":"…","status":"…"}, …]}`, sorted by
+/// `scoreboardctl status --dir DIR --json`: `{"workers":[{"id":"…","status":"…"}, …]}`, sorted by
 /// id, statuses as lossy UTF-8. Field names and order are a stable interface.
 #[derive(Debug, Serialize)]
 pub struct StatusJson<'a> {
