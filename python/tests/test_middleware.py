@@ -67,6 +67,25 @@ def test_busy_until_the_server_closes_the_response(board_dir: Path) -> None:
     assert mine(board_dir) == b"idle"
 
 
+def test_a_sized_body_stays_sized(board_dir: Path) -> None:
+    # Servers set Content-Length from a one-item list's length.
+    def app(environ: Dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        start("200 OK", [])
+        return [b"hello"]
+
+    body = wsgi.ScoreboardMiddleware(app)(environ(PATH_INFO="/"), start_response)
+    assert len(body) == 1  # type: ignore[arg-type]
+    body.close()  # type: ignore[attr-defined]
+
+    def generator_app(environ: Dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        start("200 OK", [])
+        yield b"hello"
+
+    unsized = wsgi.ScoreboardMiddleware(generator_app)(environ(PATH_INFO="/"), start_response)
+    assert not hasattr(unsized, "__len__")
+    unsized.close()  # type: ignore[attr-defined]
+
+
 def test_a_generator_body_is_busy_while_it_runs_and_its_close_is_called(board_dir: Path) -> None:
     closed = []
 

@@ -250,8 +250,52 @@ def test_reads_are_bounded(tmp_path: Path) -> None:
         assert read_dir(tmp_path, max_status_len=100) == {}
 
 
+def test_a_filesystem_that_cannot_reserve_gets_pwrite_and_a_full_one_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A store into a mapping of a full filesystem is SIGBUS: blocks are reserved first,
+    # and where that is not supported the file is written with pwrite.
+    def unsupported(*_args: object) -> None:
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    with Scoreboard(tmp_path, id="w") as board:
+        board.update("idle")
+        assert not board.mapped
+        assert read_dir(tmp_path) == {"w": b"idle"}
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError) as raised:
+        Scoreboard(tmp_path, id="v").update("idle")
+    assert raised.value.errno == errno.ENOSPC and str(tmp_path) in str(raised.value)
+
+
+def test_a_mapping_that_cannot_grow_falls_back_to_pwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Scoreboard(tmp_path, id="w") as board:
+        board.update("idle")
+        assert board.mapped
+
+        def refuse(*_args: object, **_kwargs: object) -> mmap.mmap:
+            raise OSError(errno.ENOMEM, "no room to map")
+
+        monkeypatch.setattr(mmap, "mmap", refuse)
+        board.update("x" * 5000)
+        assert not board.mapped
+        assert read_dir(tmp_path) == {"w": b"x" * 5000}
+        board.update("idle")
+        assert read_dir(tmp_path) == {"w": b"idle"}
+
+
 def test_request_lines_are_one_bounded_printable_line() -> None:
     assert request_line("GET", "/report?id=7") == "GET /report"
+    # Invisible layout characters: a line separator, a right-to-left override.
+    assert request_line("GET", "/a\u2028b\u202ec") == "GET /a\\u2028b\\u202ec"
+    assert request_line("GET", "/café") == "GET /café"
     assert request_line("GET", "/a\nMAINPID=1") == "GET /a\\nMAINPID=1"
     assert request_line("GET", "/\x1b[2J\\") == "GET /\\x1b[2J\\\\"
     long = request_line("GET", "/" + "x" * 1000)

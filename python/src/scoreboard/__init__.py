@@ -80,6 +80,9 @@ _monotonic_ns = time.monotonic_ns
 # Statuses whose frames are kept: hashable, with no __hash__ or __eq__ of their own.
 _KEPT_TYPES = (str, bytes)
 # From 3.13 a mapping need not keep its own duplicate of the descriptor.
+#: posix_fallocate's answers where a filesystem cannot reserve blocks ahead (not a
+#: full one): such a file is written with pwrite instead of mapped.
+_CANNOT_RESERVE = frozenset({errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS})
 _MMAP_OPTIONS: Dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
@@ -248,7 +251,11 @@ class Scoreboard:
             if frame is not self._last:
                 end = len(frame)
                 if end > self._capacity:
-                    mapping = self._grow(end)
+                    grown = self._grow(end)
+                    if grown is None:
+                        self._pwrite(frame)
+                        return
+                    mapping = grown
                 # One memcpy of the whole frame, built beforehand: a reader can catch
                 # it half-done only within those few instructions, and retries by md5.
                 mapping[:end] = frame
@@ -341,26 +348,44 @@ class Scoreboard:
 
     def _map(self, fd: int, frame_len: int) -> None:
         """Sizes the file for a frame of ``frame_len`` bytes and maps it; leaves
-        updates to ``pwrite`` where the filesystem cannot map."""
+        updates to ``pwrite`` where the filesystem cannot map or reserve."""
         capacity = _capacity_for(frame_len)
         os.ftruncate(fd, capacity)
+        try:
+            # The blocks reserved now: a store into a mapping whose filesystem is full
+            # (a shared /run another service filled) is SIGBUS, which kills the
+            # worker; here it is ENOSPC, an error the caller sees.
+            os.posix_fallocate(fd, 0, capacity)
+        except OSError as error:
+            if error.errno not in _CANNOT_RESERVE:
+                raise
+            self._unmap()
+            return
         try:
             mapping = mmap.mmap(fd, capacity, mmap.MAP_SHARED, **_MMAP_OPTIONS)
         except (OSError, ValueError):
             # Some FUSE and network filesystems: the file keeps its size, slack that
             # readers ignore, and each frame is written with pwrite.
+            self._unmap()
             return
         if self._mapping is not None:
             self._mapping.close()
         self._mapping, self._capacity = mapping, capacity
 
-    def _grow(self, frame_len: int) -> mmap.mmap:
+    def _unmap(self) -> None:
+        """Updates go through ``pwrite`` from now on."""
+        if self._mapping is not None:
+            self._mapping.close()
+        self._mapping, self._capacity = None, 0
+
+    def _grow(self, frame_len: int) -> Optional[mmap.mmap]:
+        """The mapping made room for a frame of ``frame_len`` bytes, or ``None`` when
+        the file could not be mapped again (updates then use ``pwrite``)."""
         assert self._fd is not None
         try:
             self._map(self._fd, frame_len)
         except OSError as error:
-            raise _named(error, "ftruncate", self.path or self._directory) from None
-        assert self._mapping is not None
+            raise _named(error, "sizing", self.path or self._directory) from None
         return self._mapping
 
     def _create(self, frame: bytes) -> None:
@@ -408,6 +433,11 @@ class Scoreboard:
                 except OSError as error:
                     self._release()
                     os.close(fd)
+                    # A full filesystem, say: nothing of ours is left behind.
+                    try:
+                        os.unlink(tmp, dir_fd=directory)
+                    except OSError:
+                        pass
                     raise _named(error, "create", tmp_path) from None
                 # The rename keeps the modification time the write or ftruncate set.
                 self._name, self._owner_pid = name, pid

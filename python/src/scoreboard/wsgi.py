@@ -15,7 +15,7 @@ each process (a pre-fork server's master never opens it) and removed at a clean 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sized, cast
 
 from . import _worker
 from .status import request_line
@@ -49,7 +49,9 @@ class ScoreboardMiddleware:
         except BaseException:
             worker.end(key)
             raise
-        return _Body(body, worker, key)
+        # A sized body stays sized: servers set Content-Length from a one-item list.
+        sized = hasattr(body, "__len__")
+        return (_SizedBody if sized else _Body)(body, worker, key)
 
 
 class _Body:
@@ -81,6 +83,15 @@ class _Body:
                 close()
         finally:
             self._worker.end(self._key)
+
+
+class _SizedBody(_Body):
+    """A :class:`_Body` whose application body has a length, passed through."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(cast(Sized, self._body))
 
 
 def _text(native: str) -> str:
