@@ -73,8 +73,9 @@ pub use error::{Error, Result};
 pub use names::{Group, User};
 pub use reader::{
     DEFAULT_MAX_STATUS_BYTES, DEFAULT_MAX_STATUS_LEN, DEFAULT_MAX_WORKERS, DirReader,
-    MAX_LISTED_SKIPS, Progress, ReadOptions, SkipKind, SkipReason, Skipped, Snapshot,
-    TORN_BACK_OFF_BUDGET, TORN_READ_ATTEMPTS, Worker, Written, read_dir,
+    MAX_LAST_STATUS_LEN, MAX_LAST_STATUSES, MAX_LISTED_SKIPS, Progress, ReadOptions, SkipKind,
+    SkipReason, Skipped, Snapshot, TORN_BACK_OFF_BUDGET, TORN_READ_ATTEMPTS, Worker, Written,
+    read_dir,
 };
 pub use sink::{VISIBLE_EVERY, WriteMode};
 pub use writer::{Builder, Scoreboard};

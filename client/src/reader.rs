@@ -19,6 +19,7 @@ use rustix::io::Errno;
 
 use crate::dir::{self, Access, Name, OpenFailure, Reaped, ScoreDir};
 use crate::error::Result;
+use crate::frame;
 
 /// How many times a frame whose digest does not match is read again before the file is
 /// skipped, as Parallel::Scoreboard does: a mismatch is nearly always a read that raced
@@ -42,6 +43,15 @@ pub const DEFAULT_MAX_STATUS_BYTES: usize = 16 << 20;
 /// How many skipped entries one pass lists individually (with path and reason); the
 /// rest are only counted, so 100,000 planted entries cost no more than their listing.
 pub const MAX_LISTED_SKIPS: usize = 32;
+
+/// How many dead workers' last frames one pass reads (see [`Snapshot::last_statuses`]):
+/// a reader keeps what its caller can use of them, and a directory's owner who makes
+/// thousands die does not get them all read.
+pub const MAX_LAST_STATUSES: usize = 64;
+
+/// The longest last frame read of a dead worker; a longer one is not read (its status
+/// is then unknown, not empty).
+pub const MAX_LAST_STATUS_LEN: u32 = 64 << 10;
 
 /// How long one pass may spend pausing for torn frames, all files together: a writer
 /// preempted mid-store is waited for, but a directory full of frames that never check
@@ -103,6 +113,10 @@ impl<'a> Scan<'a> {
             own_id,
             mut collector,
         } = self;
+        if mode == Mode::Cleanup {
+            // Reaping only: nobody asks what the dead were doing.
+            collector.last_statuses_left = 0;
+        }
         let mut listing = Vec::new();
         // Without fstat (the listing vouches for the type, see `open_entry`), a file's
         // link count is unknown here; two names for one inode in the listing are caught.
@@ -156,6 +170,9 @@ struct Collector {
     out_of_descriptors: bool,
     /// Directory entries listed in this pass so far (see [`DirReader::sweep_until`]).
     listed: usize,
+    /// Dead workers' last frames this pass may still read, from [`MAX_LAST_STATUSES`];
+    /// 0 for a pass that only reaps.
+    last_statuses_left: usize,
 }
 
 impl Collector {
@@ -170,6 +187,7 @@ impl Collector {
             back_off_left: TORN_BACK_OFF_BUDGET,
             out_of_descriptors: false,
             listed: 0,
+            last_statuses_left: MAX_LAST_STATUSES,
         }
     }
 
@@ -281,8 +299,7 @@ impl Collector {
             Ok(()) => match dir::reap(dir, name, file) {
                 Ok(Reaped::Removed) => {
                     let id = worker_id(id);
-                    // The file is still open: its last frame outlives the name.
-                    if let Ok(Some(status)) = self.read_frame(file, None) {
+                    if let Some(status) = self.last_status(file) {
                         self.snapshot.last_statuses.insert(id.clone(), status);
                     }
                     self.snapshot.reaped.push(id);
@@ -297,6 +314,25 @@ impl Collector {
         };
         self.skip(dir, name, reason);
         false
+    }
+
+    /// A reaped file's last frame, read from the still-open file (it outlives the name):
+    /// within budgets of its own, so that dead workers cost the live ones nothing — a
+    /// few frames, each short, read once (nobody writes a dead worker's file, so a torn
+    /// frame stays torn).
+    fn last_status(&mut self, file: &File) -> Option<Vec<u8>> {
+        if self.last_statuses_left == 0 {
+            return None;
+        }
+        self.last_statuses_left -= 1;
+        let mut bytes_left = MAX_LAST_STATUS_LEN as usize + frame::HEADER_LEN;
+        let mut back_off_left = Duration::ZERO;
+        let budget = Budget {
+            max_status_len: MAX_LAST_STATUS_LEN.min(self.options.max_status_len),
+            bytes_left: &mut bytes_left,
+            back_off_left: &mut back_off_left,
+        };
+        read_frame(file, &mut self.buf, budget, None).ok().flatten()
     }
 
     /// Reads one frame, spending the pass's budgets.

@@ -401,3 +401,33 @@ fn long_lived_reader_sees_every_in_place_change() {
         scoreboard::SkipKind::Torn
     );
 }
+
+/// Dead workers' last words are read within budgets of their own: a few frames, each
+/// short, so that a directory's owner who leaves many or huge dead files costs the
+/// live workers' reads nothing.
+#[test]
+fn dead_workers_last_words_are_bounded_and_cost_the_living_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = vec![b'x'; scoreboard::MAX_LAST_STATUS_LEN as usize + 1];
+    fs::write(tmp.path().join("status_huge"), encoded(&huge)).unwrap();
+    for n in 0..100 {
+        fs::write(tmp.path().join(format!("status_d{n}")), encoded(b"busy")).unwrap();
+    }
+    let _alive = live_file(&tmp.path().join("status_live"), &encoded(b"idle"));
+    let options = ReadOptions {
+        // Room for the live worker only: dead workers' reads are not charged here.
+        max_status_bytes: 4096,
+        ..ReadOptions::default()
+    };
+    let mut reader = DirReader::open(tmp.path(), options).unwrap();
+    let snapshot = reader.sweep().unwrap();
+    assert_eq!(snapshot.reaped.len(), 101);
+    assert_eq!(ids(&snapshot), ["live"]);
+    assert!(snapshot.unread.is_empty(), "{:?}", snapshot.unread);
+    assert!(snapshot.last_statuses.len() <= scoreboard::MAX_LAST_STATUSES);
+    assert!(
+        !snapshot.last_statuses.contains_key("huge"),
+        "too long to read"
+    );
+    assert!(snapshot.last_statuses.values().all(|s| s == b"busy"));
+}

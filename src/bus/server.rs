@@ -292,10 +292,12 @@ impl ServiceObject {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<Vec<HashMap<String, OwnedVariant>>, CallError> {
-        let (access, deaths) = self.with_pool(|pool, now| (pool.access(), pool.deaths(now)));
+        // Admitted (and charged) before anything is built for the caller.
+        let (access, kept) = self.with_pool(|pool, _| (pool.access(), pool.deaths_len()));
         self.gate
-            .admit(&header, &self.service, access, deaths.len().max(1) as u64)
+            .admit(&header, &self.service, access, kept.max(1) as u64)
             .await?;
+        let deaths = self.with_pool(|pool, now| pool.deaths(now));
         Ok(deaths.iter().map(death_on_bus).collect())
     }
 

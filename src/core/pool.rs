@@ -431,13 +431,15 @@ impl Pool {
         self.clear()
     }
 
-    /// Forgets every worker (the directory is gone); returns their ids, sorted.
+    /// Forgets every worker (the directory is gone); returns their ids, sorted. The
+    /// deaths seen there go too: who may see them was decided on that directory.
     pub fn clear(&mut self) -> Vec<String> {
         let mut gone: Vec<String> = std::mem::take(&mut self.workers).into_keys().collect();
         gone.sort_unstable();
         self.states.clear();
         self.waiting.clear();
         self.status_bytes = 0;
+        self.deaths = deaths::Deaths::default();
         gone
     }
 

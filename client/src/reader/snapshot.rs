@@ -212,9 +212,11 @@ pub struct Snapshot {
     pub workers: Vec<Worker>,
     /// Ids of dead workers whose files this scan removed.
     pub reaped: Vec<String>,
-    /// The last status each of them had written, by id, when its frame could be read
-    /// (within the pass's budgets): what a worker was doing when it died, which may be
-    /// newer than anything a reader saw while it lived.
+    /// The last status each of them had written, by id, when its frame could be read:
+    /// what a worker was doing when it died, which may be newer than anything a reader
+    /// saw while it lived. At most [`MAX_LAST_STATUSES`](crate::MAX_LAST_STATUSES) per
+    /// pass, each at most [`MAX_LAST_STATUS_LEN`](crate::MAX_LAST_STATUS_LEN) bytes,
+    /// read within budgets of their own (live workers' reads are not charged).
     pub last_statuses: BTreeMap<String, Vec<u8>>,
     /// Entries skipped with a reason worth a warning: the first [`MAX_LISTED_SKIPS`], and
     /// the first of every kind.

@@ -63,7 +63,9 @@ impl Pool {
         let seen = self.worker(id, now);
         let (status, stood_seconds) = match final_status {
             Some(status) => {
-                let status = String::from_utf8_lossy(status).into_owned();
+                // Only what is kept is decoded (a replaced byte grows to three).
+                let kept = &status[..status.len().min(MAX_DEATH_STATUS)];
+                let status = String::from_utf8_lossy(kept).into_owned();
                 let stood = seen
                     .filter(|w| w.status == status)
                     .and_then(|w| w.unchanged_seconds);
@@ -108,7 +110,8 @@ impl Pool {
     }
 }
 
-/// `status` cut to [`MAX_DEATH_STATUS`] bytes at a character boundary.
+/// `status` cut to [`MAX_DEATH_STATUS`] bytes at a character boundary, holding no more
+/// than it keeps.
 fn capped(mut status: String) -> String {
     if status.len() > MAX_DEATH_STATUS {
         let mut cut = MAX_DEATH_STATUS;
@@ -116,6 +119,14 @@ fn capped(mut status: String) -> String {
             cut -= 1;
         }
         status.truncate(cut);
+        status.shrink_to_fit();
     }
     status
+}
+
+impl Pool {
+    /// How many deaths are kept: what answering for them costs.
+    pub fn deaths_len(&self) -> usize {
+        self.deaths.0.len()
+    }
 }

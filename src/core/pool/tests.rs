@@ -411,6 +411,9 @@ fn deaths_keep_the_last_words_bounded() {
     assert_eq!(deaths.len(), MAX_DEATHS_KEPT);
     assert_eq!(deaths[0].id, "x0", "the oldest go first");
     assert_eq!(deaths[0].seconds_ago, 2.0);
+    // Who may see them was decided on the directory they died in: they go with it.
+    pool.clear();
+    assert!(pool.deaths(t1).is_empty());
     let mut fresh = Pool::new(&service(None));
     fresh.record_death("3", None, t1);
     assert_eq!(fresh.deaths(t1)[0].status, None, "unknown is not empty");
