@@ -1156,6 +1156,13 @@ fn bus_restart(system: &System) {
     let cursor = system.journal_cursor();
     system.must("systemctl stop dbus.service dbus.socket");
     assert!(!system.bus_name_owned());
+    // --check-config cannot ask systemd how it starts the agent: it says what went
+    // unchecked rather than passing it silently.
+    let unchecked = system.sh("scoreboard-agent --check-config 2>&1 >/dev/null");
+    assert!(
+        unchecked.contains("warning:") && unchecked.contains("are not checked"),
+        "{unchecked}"
+    );
     system.must(&format!("kill -9 {idle}"));
     let took = system.expect_status("demo", "2 workers: 1 busy, 1 idle", Duration::from_secs(1));
     eprintln!(

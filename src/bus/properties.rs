@@ -71,33 +71,22 @@ impl Served {
         header: &Header<'_>,
         emitter: &SignalEmitter<'_>,
     ) -> Option<Result<OwnedVariant, BoxDBusError>> {
-        match self {
-            Served::Manager(manager) => {
-                let manager = manager.get().await;
-                Interface::get(
-                    &*manager,
-                    property,
-                    server,
-                    connection,
-                    Some(header),
-                    emitter,
-                )
-                .await
+        // The guard of whichever object answers, held while it does.
+        let (manager, service);
+        let interface: &dyn Interface = match self {
+            Served::Manager(reference) => {
+                manager = reference.get().await;
+                &*manager
             }
-            Served::Service(service) => {
-                let service = service.get().await;
-                Interface::get(
-                    &*service,
-                    property,
-                    server,
-                    connection,
-                    Some(header),
-                    emitter,
-                )
-                .await
+            Served::Service(reference) => {
+                service = reference.get().await;
+                &*service
             }
-            Served::Standard => None,
-        }
+            Served::Standard => return None,
+        };
+        interface
+            .get(property, server, connection, Some(header), emitter)
+            .await
     }
 }
 

@@ -284,8 +284,16 @@ pub fn check_config(config: &Config) -> bool {
         eprintln!("scoreboard-agent: warning: {warning}");
     }
     let refused = match agent_unit() {
-        Some(unit) => refusals(config, &unit),
-        None => Vec::new(),
+        Ok(Some(unit)) => refusals(config, &unit),
+        // Not installed, or no systemd here: nothing starts the agent as a unit.
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            // Unknown is not fine: said, so that a clean report is not read as checked.
+            eprintln!(
+                "scoreboard-agent: warning: {e:#}: read-only scoreboards and what                  kill_stuck_after needs are not checked"
+            );
+            Vec::new()
+        }
     };
     for refusal in &refused {
         eprintln!("scoreboard-agent: error: {refusal}");
@@ -310,12 +318,21 @@ pub fn refusals(config: &Config, unit: &AgentUnit) -> Vec<String> {
         .collect()
 }
 
-/// The agent's unit as systemd would start it; `None` where systemd cannot say (not
-/// installed, no system bus, not running systemd).
-fn agent_unit() -> Option<AgentUnit> {
+/// The agent's unit as systemd would start it; `None` where nothing would (the unit not
+/// installed, or the system not booted with systemd); an error where systemd runs but
+/// could not be asked.
+fn agent_unit() -> anyhow::Result<Option<AgentUnit>> {
+    // sd_booted(3): systemd is the init system.
+    if !std::path::Path::new("/run/systemd/system").is_dir() {
+        return Ok(None);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .ok()?;
-    runtime.block_on(async { Systemd::system().await.ok()?.agent_unit().await.ok()? })
+        .build()?;
+    runtime.block_on(async {
+        let systemd = Systemd::system()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to the system bus: {e}"))?;
+        systemd.agent_unit().await
+    })
 }

@@ -60,24 +60,24 @@ impl Pool {
         final_status: Option<&[u8]>,
         now: Instant,
     ) -> Option<LastWords> {
-        let seen = self.worker(id, now);
+        // Looked at in place: a status may be a MiB, and only 4 KiB of it is kept.
+        let seen = self.workers.get(id);
+        let stood = |tracked: &super::Tracked| {
+            now.saturating_duration_since(tracked.changed_at)
+                .as_secs_f64()
+        };
         let (status, stood_seconds) = match final_status {
             Some(status) => {
-                // Only what is kept is decoded (a replaced byte grows to three).
-                let kept = &status[..status.len().min(MAX_DEATH_STATUS)];
-                let status = String::from_utf8_lossy(kept).into_owned();
-                let stood = seen
-                    .filter(|w| w.status == status)
-                    .and_then(|w| w.unchanged_seconds);
-                (status, stood)
+                let same = seen.filter(|tracked| tracked.status == status);
+                (status, same.map(stood))
             }
             None => {
-                let seen = seen?;
-                (seen.status, seen.unchanged_seconds)
+                let tracked = seen?;
+                (tracked.status.as_slice(), Some(stood(tracked)))
             }
         };
         Some(LastWords {
-            status: capped(status),
+            status: decoded_within(status),
             stood_seconds,
         })
     }
@@ -110,18 +110,21 @@ impl Pool {
     }
 }
 
-/// `status` cut to [`MAX_DEATH_STATUS`] bytes at a character boundary, holding no more
-/// than it keeps.
-fn capped(mut status: String) -> String {
-    if status.len() > MAX_DEATH_STATUS {
+/// At most [`MAX_DEATH_STATUS`] bytes of `status` as text (invalid UTF-8 replaced), cut
+/// at a character boundary; only what is kept is decoded (a replaced byte grows to
+/// three).
+fn decoded_within(status: &[u8]) -> String {
+    let kept = &status[..status.len().min(MAX_DEATH_STATUS)];
+    let mut text = String::from_utf8_lossy(kept).into_owned();
+    if text.len() > MAX_DEATH_STATUS {
         let mut cut = MAX_DEATH_STATUS;
-        while !status.is_char_boundary(cut) {
+        while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        status.truncate(cut);
-        status.shrink_to_fit();
+        text.truncate(cut);
+        text.shrink_to_fit();
     }
-    status
+    text
 }
 
 impl Pool {

@@ -398,6 +398,15 @@ fn deaths_keep_the_last_words_bounded() {
     let seen = pool.last_words("2", None, t1).unwrap();
     assert_eq!(seen.status, "busy GET /b");
     assert_eq!(pool.last_words("3", None, t1), None);
+    // A status longer than what is kept is still compared whole.
+    let long = "x".repeat(MAX_DEATH_STATUS + 10);
+    pool.observe(
+        &mut snapshot(&[("1", "busy GET /a"), ("2", "busy GET /b"), ("4", &long)]),
+        t0,
+    );
+    let long_words = pool.last_words("4", Some(long.as_bytes()), t1).unwrap();
+    assert_eq!(long_words.stood_seconds, Some(5.0));
+    assert_eq!(long_words.status.len(), MAX_DEATH_STATUS);
     let huge = "é".repeat(5000);
     let cut = pool.last_words("3", Some(huge.as_bytes()), t1).unwrap();
     assert!(cut.status.len() <= MAX_DEATH_STATUS && huge.starts_with(&cut.status));
