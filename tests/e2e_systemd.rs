@@ -2997,7 +2997,8 @@ fn python_hostile_statuses(system: &System) {
         "rm -f /run/pysay-control && \
          cat > /usr/local/lib/gapp/say.py <<'EOF'\n{PYTHON_SAYER}EOF\n\
          printf '[Service]\\nUser=nobody\\nGroup=nogroup\\nRuntimeDirectory=pysay\\n\
-ExecStart=/usr/bin/python3 /usr/local/lib/gapp/say.py\\n' > /etc/systemd/system/pysay.service && \
+ExecStart=/bin/sh -c \"while :; do /usr/bin/python3 /usr/local/lib/gapp/say.py; sleep 1; done\"\\n' \
+           > /etc/systemd/system/pysay.service && \
          systemctl daemon-reload && scoreboardctl enable pysay.service && systemctl start pysay"
     ));
     let agent = system.property("scoreboard-agent", "MainPID");
@@ -3032,12 +3033,18 @@ ExecStart=/usr/bin/python3 /usr/local/lib/gapp/say.py\\n' > /etc/systemd/system/
     say("busy \\033[2J\\033]0;pwned\\007 GET /escape");
     system.expect_status("pysay", "1 workers: 1 busy", Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(500)); // the escape sequence seen
+    // The worker dies; its unit (a shell that starts it again) and directory stay, as a
+    // pre-fork server's do: the agent reaps the file and says what it was doing.
+    let worker = system.must("pgrep -f /usr/local/lib/gapp/say.py");
+    let worker = worker.trim();
     let since = unix_now_seconds();
-    system.must(&format!("kill -9 {main_pid}"));
+    system.must(&format!("kill -9 {worker}"));
     let died = poll(Duration::from_secs(10), || {
         agent_log_since_time(system, since)
             .lines()
-            .find(|l| l.contains("died while") && l.contains("GET /escape"))
+            .find(|l| {
+                l.contains(&format!("worker {worker} died while")) && l.contains("GET /escape")
+            })
             .map(str::to_owned)
     })
     .unwrap_or_else(|| panic!("{}", agent_log_since_time(system, since)));
