@@ -3035,7 +3035,7 @@ ExecStart=/bin/sh -c \"while :; do /usr/bin/python3 /usr/local/lib/gapp/say.py; 
     std::thread::sleep(Duration::from_millis(500)); // the escape sequence seen
     // The worker dies; its unit (a shell that starts it again) and directory stay, as a
     // pre-fork server's do: the agent reaps the file and says what it was doing.
-    let worker = system.must("pgrep -f /usr/local/lib/gapp/say.py");
+    let worker = system.must("pgrep -f '^/usr/bin/python3 /usr/local/lib/gapp/say.py'");
     let worker = worker.trim();
     let since = unix_now_seconds();
     system.must(&format!("kill -9 {worker}"));
